@@ -1,0 +1,182 @@
+"""Typed, frozen model configuration.
+
+`ModelConfig` is the single description of an architecture. Every field is
+validated when the object is constructed, so a bad value fails at the point
+where it is written, with a message naming the field, the value and what is
+allowed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+from typing import Any, Literal, get_args
+
+Family = Literal["encoder_only", "decoder_only", "encoder_decoder"]
+Activation = Literal["relu", "gelu", "gelu_tanh", "silu", "swiglu", "geglu", "reglu"]
+NormKind = Literal["layernorm", "rmsnorm"]
+NormPosition = Literal["pre", "post"]
+PositionKind = Literal["sinusoidal", "learned", "rotary", "relative", "none"]
+SinusoidalLayout = Literal["interleaved", "concat"]
+AttentionImpl = Literal["reference", "xla", "cudnn"]
+EncoderHead = Literal["none", "mlm", "classification"]
+RematPolicy = Literal["none", "full", "dots", "dots_no_batch"]
+DType = Literal["float32", "bfloat16", "float16"]
+
+GATED_ACTIVATIONS = ("swiglu", "geglu", "reglu")
+
+
+def allowed_values(literal_type: Any) -> tuple[str, ...]:
+    """The values a `Literal[...]` type admits."""
+    return tuple(get_args(literal_type))
+
+
+def check_choice(field: str, value: Any, literal_type: Any) -> None:
+    """Raise ValueError unless `value` is one of the literal's values."""
+    allowed = allowed_values(literal_type)
+    if value not in allowed:
+        hint = difflib.get_close_matches(str(value), allowed, n=1)
+        suggestion = f" Did you mean {hint[0]!r}?" if hint else ""
+        raise ValueError(f"{field}={value!r} is not allowed; choose one of {list(allowed)}.{suggestion}")
+
+
+def check_positive(field: str, value: Any) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+        raise ValueError(f"{field}={value!r} must be a positive integer.")
+
+
+def check_rate(field: str, value: Any) -> None:
+    if not isinstance(value, (int, float)) or not 0.0 <= float(value) < 1.0:
+        raise ValueError(f"{field}={value!r} must be a number in [0, 1).")
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    """Architecture of one Transformer.
+
+    Sizes use the einsum legend of `jaxformer.layers`: D = `d_model`,
+    N = `num_heads`, K = `num_kv_heads`, H = `head_dim`, F = `d_ff`, V = `vocab_size`.
+    """
+
+    family: Family = "decoder_only"
+    vocab_size: int = 256
+    d_model: int = 128
+    num_heads: int = 4
+    num_kv_heads: int | None = None  # None: equal to num_heads (MHA); 1: multi-query
+    head_dim: int | None = None  # None: d_model // num_heads
+    d_ff: int = 512
+    num_layers: int = 2  # encoder layers (encoder_decoder) or the only stack
+    num_decoder_layers: int | None = None  # encoder_decoder only; None: num_layers
+    max_len: int = 512  # longest sequence the model accepts (positions)
+    dropout_rate: float = 0.0
+    attention_dropout_rate: float = 0.0
+    activation: Activation = "gelu"
+    norm: NormKind = "layernorm"
+    norm_position: NormPosition = "pre"
+    norm_eps: float = 1e-5
+    position: PositionKind = "learned"
+    sinusoidal_layout: SinusoidalLayout = "interleaved"
+    rotary_base: float = 10000.0
+    relative_buckets: int = 32
+    relative_max_distance: int = 128
+    use_bias: bool = True  # biases in attention projections, MLP and norms
+    scale_attention_logits: bool = True  # False for T5 (scale folded into init)
+    embed_scale: bool = False  # multiply token embeddings by sqrt(d_model) (2017 paper)
+    embedding_norm: bool = False  # LayerNorm right after the embeddings (BERT)
+    tie_embeddings: bool = True  # output projection = input embedding transposed
+    tied_logits_rescale: bool = False  # scale hidden by d_model**-0.5 before tied logits (T5)
+    share_embeddings: bool = True  # encoder_decoder: one table for source and target
+    final_logits_bias: bool = False  # a learned bias added to the logits (Marian)
+    num_token_types: int = 0  # BERT segment embeddings; 0 disables
+    pooler: bool = False  # BERT pooler: dense + tanh on the first token
+    encoder_head: EncoderHead = "none"
+    num_classes: int = 2
+    attention_impl: AttentionImpl = "xla"
+    scan_layers: bool = False
+    remat_policy: RematPolicy = "none"
+    dtype: DType = "float32"  # compute dtype
+    param_dtype: DType = "float32"
+    pad_token_id: int = 0
+    initializer_range: float = 0.02
+
+    def __post_init__(self) -> None:
+        check_choice("family", self.family, Family)
+        check_choice("activation", self.activation, Activation)
+        check_choice("norm", self.norm, NormKind)
+        check_choice("norm_position", self.norm_position, NormPosition)
+        check_choice("position", self.position, PositionKind)
+        check_choice("sinusoidal_layout", self.sinusoidal_layout, SinusoidalLayout)
+        check_choice("attention_impl", self.attention_impl, AttentionImpl)
+        check_choice("encoder_head", self.encoder_head, EncoderHead)
+        check_choice("remat_policy", self.remat_policy, RematPolicy)
+        check_choice("dtype", self.dtype, DType)
+        check_choice("param_dtype", self.param_dtype, DType)
+        for name in ("vocab_size", "d_model", "num_heads", "d_ff", "num_layers", "max_len"):
+            check_positive(name, getattr(self, name))
+        for name in ("num_kv_heads", "head_dim", "num_decoder_layers"):
+            if getattr(self, name) is not None:
+                check_positive(name, getattr(self, name))
+        check_rate("dropout_rate", self.dropout_rate)
+        check_rate("attention_dropout_rate", self.attention_dropout_rate)
+        if self.head_dim is None and self.d_model % self.num_heads != 0:
+            raise ValueError(
+                f"d_model={self.d_model} is not divisible by num_heads={self.num_heads}; "
+                "choose num_heads dividing d_model or set head_dim explicitly."
+            )
+        if self.kv_heads > self.num_heads or self.num_heads % self.kv_heads != 0:
+            raise ValueError(
+                f"num_heads={self.num_heads} is not divisible by num_kv_heads={self.num_kv_heads}; "
+                "num_kv_heads must divide num_heads (1 = multi-query, num_heads = multi-head)."
+            )
+        if self.position == "rotary" and self.dim_per_head % 2:
+            raise ValueError(f"position='rotary' needs an even head_dim, got head_dim={self.dim_per_head}.")
+        if self.position == "sinusoidal" and self.d_model % 2:
+            raise ValueError(f"position='sinusoidal' needs an even d_model, got d_model={self.d_model}.")
+        if self.num_token_types and self.family != "encoder_only":
+            raise ValueError(f"num_token_types={self.num_token_types} is only supported for family='encoder_only'.")
+        if self.encoder_head == "classification" and self.num_classes < 1:
+            raise ValueError(f"num_classes={self.num_classes} must be >= 1 for encoder_head='classification'.")
+        if not 0 <= self.pad_token_id < self.vocab_size:
+            raise ValueError(f"pad_token_id={self.pad_token_id} must be in [0, vocab_size={self.vocab_size}).")
+        if self.position == "relative" and self.relative_buckets < 2:
+            raise ValueError(f"relative_buckets={self.relative_buckets} must be >= 2.")
+
+    # Derived sizes --------------------------------------------------------
+    @property
+    def kv_heads(self) -> int:
+        """K: number of key/value heads."""
+        return self.num_kv_heads if self.num_kv_heads is not None else self.num_heads
+
+    @property
+    def dim_per_head(self) -> int:
+        """H: size of one attention head."""
+        return self.head_dim if self.head_dim is not None else self.d_model // self.num_heads
+
+    @property
+    def decoder_layers(self) -> int:
+        return self.num_decoder_layers if self.num_decoder_layers is not None else self.num_layers
+
+    @property
+    def is_gated(self) -> bool:
+        return self.activation in GATED_ACTIVATIONS
+
+    def replace(self, **changes: Any) -> ModelConfig:
+        """A copy with `changes` applied (and validated); unknown fields raise ValueError."""
+        unknown = sorted(set(changes) - set(field_names()))
+        if unknown:
+            key = unknown[0]
+            hint = difflib.get_close_matches(key, field_names(), n=1)
+            suggestion = f" Did you mean {hint[0]!r}?" if hint else ""
+            raise ValueError(f"ModelConfig has no field {key!r}.{suggestion}")
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> ModelConfig:
+        return cls().replace(**values)
+
+
+def field_names() -> tuple[str, ...]:
+    return tuple(f.name for f in dataclasses.fields(ModelConfig))

@@ -1,0 +1,57 @@
+"""Normalization layers: LayerNorm (Ba et al. 2016) and RMSNorm (Zhang & Sennrich 2019)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from jaxformer.layers.axes import param
+
+
+class LayerNorm(nn.Module):
+    """y = (x - mean) / sqrt(var + eps) * scale (+ bias), over the last axis D. x: [..., D]."""
+
+    eps: float = 1e-5
+    use_bias: bool = True
+    dtype: Any = jnp.float32
+    param_dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        d = x.shape[-1]
+        x32 = x.astype(jnp.float32)
+        mean = x32.mean(-1, keepdims=True)
+        var = jnp.square(x32 - mean).mean(-1, keepdims=True)
+        y = (x32 - mean) * jax.lax.rsqrt(var + self.eps)
+        y = y * param(self, "scale", nn.initializers.ones, (d,), ("embed",), self.param_dtype)
+        if self.use_bias:
+            y = y + param(self, "bias", nn.initializers.zeros, (d,), ("embed",), self.param_dtype)
+        return y.astype(self.dtype)
+
+
+class RMSNorm(nn.Module):
+    """y = x / sqrt(mean(x^2) + eps) * scale, over the last axis D (T5's layer norm). x: [..., D]."""
+
+    eps: float = 1e-6
+    dtype: Any = jnp.float32
+    param_dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        d = x.shape[-1]
+        x32 = x.astype(jnp.float32)
+        y = x32 * jax.lax.rsqrt(jnp.square(x32).mean(-1, keepdims=True) + self.eps)
+        y = y * param(self, "scale", nn.initializers.ones, (d,), ("embed",), self.param_dtype)
+        return y.astype(self.dtype)
+
+
+def make_norm(kind: str, eps: float, use_bias: bool, dtype: Any, param_dtype: Any, name: str | None = None) -> nn.Module:
+    """Build the norm named by `kind` ('layernorm' or 'rmsnorm')."""
+    if kind == "layernorm":
+        return LayerNorm(eps=eps, use_bias=use_bias, dtype=dtype, param_dtype=param_dtype, name=name)
+    if kind == "rmsnorm":
+        return RMSNorm(eps=eps, dtype=dtype, param_dtype=param_dtype, name=name)
+    raise ValueError(f"norm={kind!r} is not allowed; choose one of ['layernorm', 'rmsnorm'].")

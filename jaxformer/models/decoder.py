@@ -1,0 +1,60 @@
+"""Decoder-only language model (GPT-like): embeddings -> causal stack -> LM head.
+
+Legend: B batch, T length, D model width, V vocabulary.
+"""
+
+from __future__ import annotations
+
+import flax.linen as nn
+import jax
+
+from jaxformer.config import ModelConfig
+from jaxformer.layers import masks
+from jaxformer.layers.block import dtype_of
+from jaxformer.layers.embed import Embed
+from jaxformer.models.embeddings import InputEmbedding, default_positions
+from jaxformer.models.encoder import attention_mask, check_same_shape, check_tokens
+from jaxformer.models.heads import LMHead
+from jaxformer.models.stack import TransformerStack
+
+
+def causal_attention_mask(valid: jax.Array | None, segment_ids: jax.Array | None, length: int) -> jax.Array:
+    """[B|1, 1, T, T]: causal AND key padding AND same packed segment."""
+    return masks.combine(masks.causal_mask(length), attention_mask(valid, segment_ids, length))  # type: ignore[return-value]
+
+
+class DecoderOnly(nn.Module):
+    """GPT-like LM. __call__(tokens [B, T], positions [B, T], segment_ids [B, T], valid [B, T]) -> logits [B, T, V].
+
+    With `decode=True` the call appends to the KV cache (see MultiHeadAttention);
+    `valid` then marks real tokens among the new ones (False for left padding).
+    """
+
+    config: ModelConfig
+    deterministic: bool = True
+    decode: bool = False
+
+    def setup(self) -> None:
+        cfg = self.config
+        self.embed = Embed(cfg.vocab_size, cfg.d_model, cfg.initializer_range, dtype=dtype_of(cfg.dtype), param_dtype=dtype_of(cfg.param_dtype))
+        self.embedding = InputEmbedding(cfg, self.embed, self.deterministic)
+        self.decoder = TransformerStack(cfg, cfg.num_layers, causal=True, deterministic=self.deterministic, decode=self.decode)
+        self.lm_head = LMHead(cfg, self.embed)
+
+    def __call__(
+        self,
+        tokens: jax.Array,
+        positions: jax.Array | None = None,
+        segment_ids: jax.Array | None = None,
+        valid: jax.Array | None = None,
+    ) -> jax.Array:
+        check_tokens(self.config, tokens)
+        for name, arr in (("positions", positions), ("segment_ids", segment_ids), ("valid", valid)):
+            check_same_shape(name, arr, tokens)
+        positions = default_positions(tokens) if positions is None else positions
+        x = self.embedding(tokens, positions)
+        if self.decode:
+            hidden = self.decoder(x, None, positions, kv_valid=valid)
+        else:
+            hidden = self.decoder(x, causal_attention_mask(valid, segment_ids, tokens.shape[1]), positions)
+        return self.lm_head(hidden)

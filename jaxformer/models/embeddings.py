@@ -1,0 +1,59 @@
+"""Input embeddings: tokens (+ absolute positions) (+ token types), scaled, normalised, dropped out.
+
+Legend: B batch, T length, D model width.
+"""
+
+from __future__ import annotations
+
+import math
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from jaxformer.config import ModelConfig
+from jaxformer.layers.axes import BTD, constrain
+from jaxformer.layers.block import dtype_of
+from jaxformer.layers.embed import Embed
+from jaxformer.layers.norms import make_norm
+from jaxformer.layers.positions import LearnedPositions, SinusoidalPositions
+
+
+def check_length(config: ModelConfig, length: int, what: str = "input") -> None:
+    if length > config.max_len:
+        raise ValueError(
+            f"{what} length {length} exceeds the model's maximum positions max_len={config.max_len}; "
+            "truncate the input or use a config with a larger max_len."
+        )
+
+
+def default_positions(tokens: jax.Array) -> jax.Array:
+    """[B, T] positions 0..T-1 for every row."""
+    return jnp.broadcast_to(jnp.arange(tokens.shape[1], dtype=jnp.int32), tokens.shape)
+
+
+class InputEmbedding(nn.Module):
+    """tokens [B, T] -> [B, T, D]. `embed` is the (possibly shared) token table."""
+
+    config: ModelConfig
+    embed: Embed
+    deterministic: bool = True
+
+    @nn.compact
+    def __call__(self, tokens: jax.Array, positions: jax.Array, token_type_ids: jax.Array | None = None) -> jax.Array:
+        cfg = self.config
+        dtype, param_dtype = dtype_of(cfg.dtype), dtype_of(cfg.param_dtype)
+        x = self.embed(tokens)
+        if cfg.embed_scale:
+            x = x * math.sqrt(cfg.d_model)
+        if cfg.position == "learned":
+            x = x + LearnedPositions(cfg.max_len, cfg.d_model, cfg.initializer_range, dtype, param_dtype, name="positions")(positions)
+        elif cfg.position == "sinusoidal":
+            x = x + SinusoidalPositions(cfg.max_len, cfg.d_model, cfg.sinusoidal_layout, dtype, name="positions")(positions)
+        if cfg.num_token_types:
+            types = Embed(cfg.num_token_types, cfg.d_model, cfg.initializer_range, ("token_types", "embed"), dtype, param_dtype, name="token_types")
+            x = x + types(jnp.zeros_like(tokens) if token_type_ids is None else token_type_ids)
+        if cfg.embedding_norm:
+            x = make_norm(cfg.norm, cfg.norm_eps, cfg.use_bias, dtype, param_dtype, name="norm")(x)
+        x = nn.Dropout(cfg.dropout_rate)(x, deterministic=self.deterministic)
+        return constrain(x, BTD)

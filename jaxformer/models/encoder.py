@@ -1,0 +1,84 @@
+"""Encoder-only model (BERT-like): embeddings -> bidirectional stack -> optional heads.
+
+Legend: B batch, T length, D model width, V vocabulary, C classes.
+"""
+
+from __future__ import annotations
+
+import flax.linen as nn
+import jax
+
+from jaxformer.config import ModelConfig
+from jaxformer.layers import masks
+from jaxformer.layers.block import dtype_of
+from jaxformer.layers.embed import Embed
+from jaxformer.models.embeddings import InputEmbedding, check_length, default_positions
+from jaxformer.models.heads import ClassifierHead, MaskedLMHead, Pooler
+from jaxformer.models.stack import TransformerStack
+
+
+def attention_mask(valid: jax.Array | None, segment_ids: jax.Array | None, length: int) -> jax.Array | None:
+    """[B, 1, T, T] bidirectional mask from key validity [B, T] and packing segment ids [B, T]."""
+    key_mask = None if valid is None else masks.key_padding_mask(valid.astype(bool), length)
+    seg_mask = None if segment_ids is None else masks.segment_mask(segment_ids, segment_ids)
+    return masks.combine(key_mask, seg_mask)
+
+
+def check_tokens(config: ModelConfig, tokens: jax.Array, name: str = "tokens") -> None:
+    if tokens.ndim != 2:
+        raise ValueError(f"{name} must be [B, T] integer ids, got shape {tuple(tokens.shape)}")
+    check_length(config, tokens.shape[1], name)
+
+
+def check_same_shape(name: str, array: jax.Array | None, tokens: jax.Array) -> None:
+    if array is not None and tuple(array.shape) != tuple(tokens.shape):
+        raise ValueError(f"{name} has shape {tuple(array.shape)} but tokens are {tuple(tokens.shape)}; they must match.")
+
+
+class EncoderOnly(nn.Module):
+    """BERT-like encoder.
+
+    __call__(tokens [B, T], token_type_ids [B, T], valid [B, T] bool, positions [B, T],
+    segment_ids [B, T]) returns a dict: "hidden" [B, T, D]; "pooled" [B, D] with a
+    pooler; "logits" [B, T, V] for encoder_head="mlm" or [B, C] for "classification".
+    """
+
+    config: ModelConfig
+    deterministic: bool = True
+
+    def setup(self) -> None:
+        cfg = self.config
+        self.embed = Embed(cfg.vocab_size, cfg.d_model, cfg.initializer_range, dtype=dtype_of(cfg.dtype), param_dtype=dtype_of(cfg.param_dtype))
+        self.embedding = InputEmbedding(cfg, self.embed, self.deterministic)
+        self.encoder = TransformerStack(cfg, cfg.num_layers, causal=False, deterministic=self.deterministic)
+        if cfg.pooler or cfg.encoder_head == "classification":
+            self.pooler = Pooler(cfg)
+        if cfg.encoder_head == "mlm":
+            self.mlm_head = MaskedLMHead(cfg, self.embed)
+        if cfg.encoder_head == "classification":
+            self.classifier = ClassifierHead(cfg, self.deterministic)
+
+    def __call__(
+        self,
+        tokens: jax.Array,
+        token_type_ids: jax.Array | None = None,
+        valid: jax.Array | None = None,
+        positions: jax.Array | None = None,
+        segment_ids: jax.Array | None = None,
+    ) -> dict[str, jax.Array]:
+        cfg = self.config
+        check_tokens(cfg, tokens)
+        for name, arr in (("token_type_ids", token_type_ids), ("valid", valid), ("positions", positions), ("segment_ids", segment_ids)):
+            check_same_shape(name, arr, tokens)
+        positions = default_positions(tokens) if positions is None else positions
+        x = self.embedding(tokens, positions, token_type_ids)
+        hidden = self.encoder(x, attention_mask(valid, segment_ids, tokens.shape[1]), positions)
+        out = {"hidden": hidden}
+        if cfg.pooler or cfg.encoder_head == "classification":
+            out["pooled"] = self.pooler(hidden)
+        if cfg.encoder_head == "mlm":
+            out["logits"] = self.mlm_head(hidden)
+        elif cfg.encoder_head == "classification":
+            out["logits"] = self.classifier(out["pooled"])
+        return out
+
