@@ -13,7 +13,7 @@ import difflib
 from typing import Any, Literal, get_args
 
 Family = Literal["encoder_only", "decoder_only", "encoder_decoder"]
-Activation = Literal["relu", "gelu", "gelu_tanh", "silu", "swiglu", "geglu", "reglu"]
+Activation = Literal["relu", "gelu", "gelu_tanh", "silu", "swiglu", "geglu", "geglu_tanh", "reglu"]
 NormKind = Literal["layernorm", "rmsnorm"]
 NormPosition = Literal["pre", "post"]
 PositionKind = Literal["sinusoidal", "learned", "rotary", "relative", "none"]
@@ -23,7 +23,7 @@ EncoderHead = Literal["none", "mlm", "classification"]
 RematPolicy = Literal["none", "full", "dots", "dots_no_batch"]
 DType = Literal["float32", "bfloat16", "float16"]
 
-GATED_ACTIVATIONS = ("swiglu", "geglu", "reglu")
+GATED_ACTIVATIONS = ("swiglu", "geglu", "geglu_tanh", "reglu")
 
 
 def allowed_values(literal_type: Any) -> tuple[str, ...]:

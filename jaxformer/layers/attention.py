@@ -7,7 +7,7 @@ Legend (used in every einsum here):
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import flax.linen as nn
 import jax
@@ -19,6 +19,15 @@ from jaxformer.layers.positions import apply_rotary
 
 MASKED_LOGIT = -1e30
 IMPLEMENTATIONS = ("reference", "xla", "cudnn")
+
+
+def check_heads(num_heads: int, num_kv_heads: int) -> None:
+    """Raise ValueError unless the key/value heads K divide the query heads N (grouped-query attention)."""
+    if num_kv_heads < 1 or num_heads % num_kv_heads:
+        raise ValueError(
+            f"num_heads={num_heads} is not divisible by num_kv_heads={num_kv_heads}; "
+            "num_kv_heads must divide num_heads (1 = multi-query, num_heads = multi-head)."
+        )
 
 
 def reference_attention(
@@ -39,8 +48,7 @@ def reference_attention(
     """
     batch, q_len, num_heads, head_dim = query.shape
     kv_heads = key.shape[2]
-    if num_heads % kv_heads:
-        raise ValueError(f"query heads N={num_heads} must be a multiple of key/value heads K={kv_heads}")
+    check_heads(num_heads, kv_heads)
     groups = num_heads // kv_heads
     scale = head_dim**-0.5 if scale is None else scale
     q = query.reshape(batch, q_len, kv_heads, groups, head_dim)  # [B, T, K, G, H]
@@ -78,16 +86,18 @@ def dot_product_attention(
     """
     if implementation not in IMPLEMENTATIONS:
         raise ValueError(f"attention_impl={implementation!r} is not allowed; choose one of {list(IMPLEMENTATIONS)}.")
+    check_heads(query.shape[2], key.shape[2])
     if mask is not None:
         check_mask(mask, query.shape[0], query.shape[2], query.shape[1], key.shape[1])
+    if bias is not None:
+        check_mask(bias, query.shape[0], query.shape[2], query.shape[1], key.shape[1], name="bias")
     if implementation == "reference" or (dropout_rate > 0.0 and dropout_rng is not None):
         out, _ = reference_attention(query, key, value, bias, mask, scale, dropout_rate, dropout_rng)
         return out
     if bias is not None:
         bias = bias.astype(query.dtype)
-    return jax.nn.dot_product_attention(
-        query, key, value, bias=bias, mask=mask, scale=scale, implementation=implementation if implementation == "cudnn" else "xla"
-    )
+    kernel: Literal["xla", "cudnn"] = "cudnn" if implementation == "cudnn" else "xla"
+    return jax.nn.dot_product_attention(query, key, value, bias=bias, mask=mask, scale=scale, implementation=kernel)
 
 
 class MultiHeadAttention(nn.Module):
@@ -149,6 +159,7 @@ class MultiHeadAttention(nn.Module):
         positions [B, T] / kv_positions [B, S] for rotary embeddings.
         """
         kv_heads = self.num_kv_heads or self.num_heads
+        check_heads(self.num_heads, kv_heads)
         inputs = inputs.astype(self.dtype)
         d_model = inputs.shape[-1]
         query = self._project(inputs, "query", self.num_heads, "heads")  # [B, T, N, H]

@@ -53,7 +53,7 @@ def param(
     shape: Sequence[int],
     axes: Sequence[str],
     dtype: Any = jnp.float32,
-) -> jax.Array:
+) -> Any:
     """Create parameter `name` of `shape`, annotated with logical `axes` (one per dimension)."""
     if len(axes) != len(shape):
         raise ValueError(f"parameter {name!r}: {len(axes)} axis names {tuple(axes)} for shape {tuple(shape)}")

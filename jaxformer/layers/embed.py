@@ -10,8 +10,28 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from jaxformer.layers.axes import param
+
+
+def check_ids_in_range(name: str, ids: jax.Array, size: int) -> None:
+    """Raise ValueError if concrete ids [B, T] fall outside [0, size); a no-op under tracing (jit/vmap).
+
+    A gather would silently clamp them to the last row, so eager calls are checked here.
+    """
+    if isinstance(ids, jax.core.Tracer) or ids.size == 0:
+        return
+    if isinstance(ids, jax.Array) and not ids.is_fully_addressable:
+        return  # spread over several hosts: not readable here
+    values = np.asarray(ids)  # concrete: read on the host (jnp ops here would be traced inside eval_shape/jit)
+    low, high = int(values.min()), int(values.max())
+    if low < 0 or high >= size:
+        bad = high if high >= size else low
+        raise ValueError(f"{name} contain {bad}, outside [0, {size}); ids must be smaller than the table size {size}.")
+
+
+RANGE_NAMES = {"vocab": "token ids (vocab_size)", "token_types": "token_type_ids (num_token_types)"}
 
 
 class Embed(nn.Module):
@@ -37,6 +57,7 @@ class Embed(nn.Module):
     def __call__(self, tokens: jax.Array) -> jax.Array:
         if not jnp.issubdtype(tokens.dtype, jnp.integer):
             raise ValueError(f"token ids must be integers, got dtype {tokens.dtype}")
+        check_ids_in_range(RANGE_NAMES.get(self.table_axes[0], "ids"), tokens, self.vocab_size)
         return jnp.take(self.embedding, tokens, axis=0).astype(self.dtype)
 
     def attend(self, x: jax.Array) -> jax.Array:

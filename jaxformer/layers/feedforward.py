@@ -22,9 +22,10 @@ ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
     # gated variants (Shazeer 2020): act(x W_gate) * (x W_up)
     "swiglu": jax.nn.silu,
     "geglu": lambda x: jax.nn.gelu(x, approximate=False),
+    "geglu_tanh": lambda x: jax.nn.gelu(x, approximate=True),  # T5 v1.1 "gated-gelu" (HF gelu_new)
     "reglu": jax.nn.relu,
 }
-GATED = ("swiglu", "geglu", "reglu")
+GATED = ("swiglu", "geglu", "geglu_tanh", "reglu")
 
 
 def activation_fn(name: str) -> Callable[[jax.Array], jax.Array]:

@@ -44,7 +44,10 @@ def segment_mask(query_segments: jax.Array, key_segments: jax.Array) -> jax.Arra
 
 
 def combine(*masks: jax.Array | None) -> jax.Array | None:
-    """Logical AND of the given masks (None entries are skipped); None if all are None."""
+    """Logical AND of masks that broadcast together (e.g. [1, 1, T, S] and [B, 1, T, S] -> [B, 1, T, S]).
+
+    None entries are skipped; the result is None if all are None.
+    """
     present = [m for m in masks if m is not None]
     if not present:
         return None
@@ -54,15 +57,15 @@ def combine(*masks: jax.Array | None) -> jax.Array | None:
     return out
 
 
-def check_mask(mask: jax.Array, batch: int, heads: int, query_length: int, key_length: int) -> None:
-    """Raise ValueError unless `mask` broadcasts to [batch, heads, query_length, key_length]."""
+def check_mask(mask: jax.Array, batch: int, heads: int, query_length: int, key_length: int, name: str = "mask") -> None:
+    """Raise ValueError unless `mask` (or the array called `name`, e.g. a bias) broadcasts to [B, N, T, S]."""
     want = (batch, heads, query_length, key_length)
     ok = mask.ndim == 4 and all(m in (1, w) for m, w in zip(mask.shape, want, strict=True))
     if not ok:
-        raise ValueError(
-            f"mask shape {tuple(mask.shape)} does not broadcast to [B, N, T, S] = {want}; "
-            "build masks with jaxformer.layers.masks (they are [B, 1, T, S])."
-        )
+        hint = "use [B|1, N|1, T, S]"
+        if name == "mask":
+            hint = "build masks with jaxformer.layers.masks (they are [B, 1, T, S])"
+        raise ValueError(f"{name} shape {tuple(mask.shape)} does not broadcast to [B, N, T, S] = {want}; {hint}.")
 
 
 def _check_same_batch(name: str, a: jax.Array, b: jax.Array) -> None:

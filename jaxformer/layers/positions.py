@@ -15,6 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxformer.layers.axes import param
+from jaxformer.layers.embed import check_ids_in_range
 
 
 def sinusoidal_table(max_len: int, d_model: int, layout: str = "interleaved") -> np.ndarray:
@@ -73,6 +74,7 @@ class LearnedPositions(nn.Module):
             ("length", "embed"),
             self.param_dtype,
         )
+        check_ids_in_range("positions (max_len)", positions, self.max_len)
         return jnp.take(table, positions, axis=0).astype(self.dtype)
 
 

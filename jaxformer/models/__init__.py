@@ -23,7 +23,8 @@ FAMILIES: dict[str, type[nn.Module]] = {
 
 
 def build(config: ModelConfig, deterministic: bool = True, decode: bool = False) -> nn.Module:
-    """The Flax module for `config` (EncoderOnly, DecoderOnly or EncoderDecoder).
+    """The Flax module for `config`: EncoderOnly (tokens [B, T] -> {"hidden": [B, T, D], ...}), DecoderOnly
+    (tokens [B, T] -> logits [B, T, V]) or EncoderDecoder (source [B, S], target [B, T] -> logits [B, T, V]).
 
     `deterministic=False` enables dropout (pass rngs={"dropout": key} to apply);
     `decode=True` builds the KV-cache decoding variant (decoder families only).
@@ -38,8 +39,8 @@ def build(config: ModelConfig, deterministic: bool = True, decode: bool = False)
     return cls(config, deterministic=deterministic)  # type: ignore[call-arg]
 
 
-def dummy_inputs(config: ModelConfig, batch: int = 1, length: int | None = None) -> dict[str, jax.Array]:
-    """Keyword arguments of the right shapes to initialise a model of `config`."""
+def dummy_inputs(config: ModelConfig, batch: int = 1, length: int | None = None) -> dict[str, Any]:
+    """Keyword arguments to initialise a model of `config`: tokens (or source and target) of ones [batch, length]."""
     length = min(config.max_len, 8) if length is None else length
     tokens = jnp.ones((batch, length), jnp.int32)
     if config.family == "encoder_decoder":
@@ -48,25 +49,29 @@ def dummy_inputs(config: ModelConfig, batch: int = 1, length: int | None = None)
 
 
 def init_params(config: ModelConfig, rng: jax.Array, batch: int = 1, length: int | None = None) -> Any:
-    """Initialise parameters (plain arrays, logical-axis boxes removed)."""
+    """Initialise parameters (plain arrays, logical-axis boxes removed) by tracing dummy tokens [batch, length]."""
     model = build(config)
     variables = model.init(rng, **dummy_inputs(config, batch, length))
     return nn.meta.unbox(variables["params"])
 
 
 def abstract_params(config: ModelConfig) -> Any:
-    """Parameter shapes/dtypes as `jax.ShapeDtypeStruct`s, boxed with their logical axes. No allocation."""
+    """Parameter shapes/dtypes as `jax.ShapeDtypeStruct`s, boxed with their logical axes. No allocation.
+
+    E.g. a query kernel [D, N, H] is `ShapeDtypeStruct((D, N, H))` with names ("embed", "heads", "kv").
+    """
     model = build(config)
     return jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), **dummy_inputs(config))["params"])
 
 
 def logical_axes(config: ModelConfig) -> Any:
-    """Tree of `PartitionSpec`s of logical axis names, one per parameter."""
+    """Tree of `PartitionSpec`s of logical axis names, one per parameter (a kernel [D, F] -> ("embed", "mlp"))."""
     return nn.get_partition_spec(abstract_params(config))
 
 
 def param_count(config: ModelConfig) -> int:
-    """Number of parameters of the model described by `config` (abstract: nothing is allocated)."""
+    """Number of parameters of the model described by `config`: the sum over tensors of their sizes (a table
+    [V, D] counts V * D). Abstract: nothing is allocated."""
     leaves = jax.tree.leaves(nn.meta.unbox(abstract_params(config)))
     return int(sum(math.prod(leaf.shape) for leaf in leaves))
 

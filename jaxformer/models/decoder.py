@@ -12,7 +12,7 @@ from jaxformer.config import ModelConfig
 from jaxformer.layers import masks
 from jaxformer.layers.block import dtype_of
 from jaxformer.layers.embed import Embed
-from jaxformer.models.embeddings import InputEmbedding, default_positions
+from jaxformer.models.embeddings import DecodePositions, InputEmbedding, default_positions
 from jaxformer.models.encoder import attention_mask, check_same_shape, check_tokens
 from jaxformer.models.heads import LMHead
 from jaxformer.models.stack import TransformerStack
@@ -40,6 +40,8 @@ class DecoderOnly(nn.Module):
         self.embedding = InputEmbedding(cfg, self.embed, self.deterministic)
         self.decoder = TransformerStack(cfg, cfg.num_layers, causal=True, deterministic=self.deterministic, decode=self.decode)
         self.lm_head = LMHead(cfg, self.embed)
+        if self.decode:
+            self.decode_positions = DecodePositions()
 
     def __call__(
         self,
@@ -51,7 +53,10 @@ class DecoderOnly(nn.Module):
         check_tokens(self.config, tokens)
         for name, arr in (("positions", positions), ("segment_ids", segment_ids), ("valid", valid)):
             check_same_shape(name, arr, tokens)
-        positions = default_positions(tokens) if positions is None else positions
+        if self.decode:
+            positions = self.decode_positions(tokens, positions)
+        elif positions is None:
+            positions = default_positions(tokens)
         x = self.embedding(tokens, positions)
         if self.decode:
             hidden = self.decoder(x, None, positions, kv_valid=valid)

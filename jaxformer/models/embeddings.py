@@ -32,6 +32,27 @@ def default_positions(tokens: jax.Array) -> jax.Array:
     return jnp.broadcast_to(jnp.arange(tokens.shape[1], dtype=jnp.int32), tokens.shape)
 
 
+class DecodePositions(nn.Module):
+    """Default positions [B, T] of the new tokens while decoding with a KV cache.
+
+    They continue from the number of tokens already appended (0..T-1 on the first call), so
+    step-by-step decoding without explicit positions matches the full forward pass. Explicit
+    `positions` are returned unchanged but still counted. The count lives in the "cache"
+    variable `position_index`; the shape-only pass that creates the cache counts nothing.
+    """
+
+    @nn.compact
+    def __call__(self, tokens: jax.Array, positions: jax.Array | None = None) -> jax.Array:
+        initialised = self.has_variable("cache", "position_index")
+        index = self.variable("cache", "position_index", lambda: jnp.array(0, jnp.int32))
+        if not initialised:
+            return default_positions(tokens) if positions is None else positions
+        if positions is None:
+            positions = default_positions(tokens) + index.value
+        index.value = index.value + tokens.shape[1]
+        return positions
+
+
 class InputEmbedding(nn.Module):
     """tokens [B, T] -> [B, T, D]. `embed` is the (possibly shared) token table."""
 

@@ -13,7 +13,7 @@ from jaxformer.layers import masks
 from jaxformer.layers.block import dtype_of
 from jaxformer.layers.embed import Embed
 from jaxformer.models.decoder import causal_attention_mask
-from jaxformer.models.embeddings import InputEmbedding, default_positions
+from jaxformer.models.embeddings import DecodePositions, InputEmbedding, default_positions
 from jaxformer.models.encoder import attention_mask, check_same_shape, check_tokens
 from jaxformer.models.heads import LMHead
 from jaxformer.models.stack import TransformerStack
@@ -61,6 +61,8 @@ class EncoderDecoder(nn.Module):
             cfg, cfg.decoder_layers, causal=True, has_cross_attention=True, deterministic=self.deterministic, decode=self.decode
         )
         self.lm_head = LMHead(cfg, target_embed)
+        if self.decode:
+            self.decode_positions = DecodePositions()
 
     def encode(
         self,
@@ -90,7 +92,23 @@ class EncoderDecoder(nn.Module):
         check_tokens(self.config, target, "target")
         for name, arr in (("target_positions", target_positions), ("target_segment_ids", target_segment_ids), ("target_valid", target_valid)):
             check_same_shape(name, arr, target)
-        positions = default_positions(target) if target_positions is None else target_positions
+        if (target_segment_ids is None) != (source_segment_ids is None):
+            given = "source_segment_ids" if target_segment_ids is None else "target_segment_ids"
+            raise ValueError(
+                f"{given} was given without its partner; packed sequence pairs need both source_segment_ids and "
+                "target_segment_ids (or neither), else cross-attention would mix the packed pairs."
+            )
+        if encoded is not None:
+            for name, arr in (("source_valid", source_valid), ("source_segment_ids", source_segment_ids)):
+                if arr is not None and tuple(arr.shape) != tuple(encoded.shape[:2]):
+                    raise ValueError(
+                        f"{name} has shape {tuple(arr.shape)} but encoded is {tuple(encoded.shape)}; "
+                        "it must be [B, S] for the encoded source."
+                    )
+        if self.decode:
+            positions = self.decode_positions(target, target_positions)
+        else:
+            positions = default_positions(target) if target_positions is None else target_positions
         x = self.target_embedding(target, positions)
         cross_mask = cross_attention_mask(target, source_valid, target_segment_ids, source_segment_ids)
         if self.decode:

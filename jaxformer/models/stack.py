@@ -108,7 +108,7 @@ class TransformerStack(nn.Module):
 
 
 def stack_layer_params(stack_params: dict[str, Any], num_layers: int) -> dict[str, Any]:
-    """Unrolled stack params (`layers_0..layers_{L-1}`) -> scanned layout (`layers`, leading axis L)."""
+    """Unrolled stack params (`layers_0..layers_{L-1}`) -> scanned layout (`layers`): each leaf [...] -> [L, ...]."""
     out = {k: v for k, v in stack_params.items() if not k.startswith("layers_")}
     per_layer = [stack_params[f"layers_{i}"] for i in range(num_layers)]
     out["layers"] = jax.tree.map(lambda *xs: jnp.stack(xs), *per_layer)
@@ -116,7 +116,7 @@ def stack_layer_params(stack_params: dict[str, Any], num_layers: int) -> dict[st
 
 
 def unstack_layer_params(stack_params: dict[str, Any]) -> dict[str, Any]:
-    """Scanned stack params (`layers`, leading axis L) -> unrolled layout (`layers_0..`)."""
+    """Scanned stack params (`layers`, leaves [L, ...]) -> unrolled layout (`layers_0..`, leaves [...])."""
     out = {k: v for k, v in stack_params.items() if k != "layers"}
     layers = stack_params["layers"]
     num_layers = jax.tree.leaves(layers)[0].shape[0]

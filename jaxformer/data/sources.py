@@ -1,0 +1,168 @@
+"""Raw records of one split, from any configured source.
+
+A `RawSplit` is a random-access sequence of records (lm: str; seq2seq: (source, target);
+classification: (text, label)) plus `where(i)`, a description of record i for error messages
+("train.en.gz line 12"). TFDS and Hugging Face splits are read lazily in chunks.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, Protocol
+
+from jaxformer.data import files, synthetic
+from jaxformer.data.config import DataConfig
+from jaxformer.data.errors import DataError
+
+SPLITS = ("train", "validation", "test")
+
+
+class Records(Protocol):
+    def __len__(self) -> int: ...
+
+    def fetch(self, start: int, stop: int) -> list[Any]: ...
+
+
+class ListRecords:
+    """Records held in memory."""
+
+    def __init__(self, records: Sequence[Any]) -> None:
+        self.records = records
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def fetch(self, start: int, stop: int) -> list[Any]:
+        return list(self.records[start:stop])
+
+
+class LimitedRecords:
+    """The first `limit` records of another `Records`."""
+
+    def __init__(self, inner: Records, limit: int) -> None:
+        self.inner, self.limit = inner, min(limit, len(inner))
+
+    def __len__(self) -> int:
+        return self.limit
+
+    def fetch(self, start: int, stop: int) -> list[Any]:
+        return self.inner.fetch(start, min(stop, self.limit))
+
+
+@dataclasses.dataclass
+class RawSplit:
+    name: str
+    records: Records
+    where: Callable[[int], str]
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def chunks(self, size: int = 8192) -> Iterator[tuple[int, list[Any]]]:
+        """(start index, records) pieces covering the split in order."""
+        for start in range(0, len(self.records), size):
+            yield start, self.records.fetch(start, start + size)
+
+    def head(self, n: int) -> list[Any]:
+        return self.records.fetch(0, n)
+
+
+def fields_for(config: DataConfig) -> tuple[str, ...]:
+    """The record fields a structured source must provide for the task."""
+    if config.task == "lm":
+        return (config.text_field,)
+    if config.task == "seq2seq":
+        return (config.source_field, config.target_field)
+    return (config.text_field, config.label_field)
+
+
+def load_split(config: DataConfig, split: str, seed: int) -> RawSplit | None:
+    """Records of `split` ("train", "validation" or "test"); None when the config provides none."""
+    if split not in SPLITS:
+        raise DataError(f"split {split!r} is unknown; choose one of {list(SPLITS)}.")
+    if config.source == "synthetic":
+        count = config.num_train_examples if split == "train" else config.num_eval_examples
+        records = synthetic.generate(
+            config.synthetic_task, split, count, config.synthetic_min_length, config.synthetic_max_length, seed
+        )
+        return RawSplit(split, ListRecords(records), lambda i: f"synthetic {split} example {i}")
+    raw = _load_source(config, split)
+    if config.holdout_fraction > 0 and split != "test" and _holds_out(config):
+        raw = _held_out(config, raw if split == "train" else _load_source(config, "train"), split)
+    limit = config.max_train_examples if split == "train" else config.max_eval_examples
+    if raw is not None and limit:
+        raw = RawSplit(raw.name, LimitedRecords(raw.records, limit), raw.where)
+    return raw
+
+
+def _holds_out(config: DataConfig) -> bool:
+    """Whether validation is carved out of the training records (local files without an eval_path)."""
+    from_files = config.source in ("text", "parallel", "tsv", "jsonl") or (config.source == "hf" and not config.hf_path)
+    return from_files and config.eval_path is None
+
+
+def _load_source(config: DataConfig, split: str) -> RawSplit | None:
+    if config.source == "tfds":
+        from jaxformer.data.tfds_source import load_tfds_split
+
+        return load_tfds_split(config, split)
+    if config.source == "hf":
+        from jaxformer.data.hf_source import load_hf_split
+
+        return load_hf_split(config, split)
+    return _load_local(config, split)
+
+
+def _held_out(config: DataConfig, train: RawSplit | None, part: str) -> RawSplit:
+    """Split the training records: the last `holdout_fraction` is validation. A single-document text
+    file is cut at the line break nearest the split point instead."""
+    if train is None:
+        raise DataError("holdout_fraction needs a training split; set data.train_path.")
+    records = train.records
+    if config.source == "text" and config.text_unit == "file":
+        text = records.fetch(0, 1)[0]
+        cut = text.find("\n", int(len(text) * (1.0 - config.holdout_fraction)))
+        cut = len(text) if cut < 0 else cut + 1
+        piece = text[:cut] if part == "train" else text[cut:]
+        if not piece.strip():
+            raise DataError(f"holdout_fraction={config.holdout_fraction} leaves the {part} split empty; change it.")
+        return RawSplit(part, ListRecords([piece]), train.where)
+    n_train = len(records) - max(1, round(len(records) * config.holdout_fraction))
+    if n_train < 1:
+        raise DataError(f"holdout_fraction={config.holdout_fraction} leaves no training records of {len(records)}.")
+    if part == "train":
+        return RawSplit(part, LimitedRecords(records, n_train), train.where)
+    tail = records.fetch(n_train, len(records))
+    return RawSplit(part, ListRecords(tail), lambda i: train.where(n_train + i))
+
+
+def _split_path(config: DataConfig, split: str) -> str | None:
+    return {"train": config.train_path, "validation": config.eval_path, "test": config.test_path}[split]
+
+
+def _load_local(config: DataConfig, split: str) -> RawSplit | None:
+    path = _split_path(config, split)
+    if path is None:
+        return None
+    if config.source == "text":
+        if config.text_unit == "file":
+            text = files.read_text(path, f"{split} text")
+            return RawSplit(split, ListRecords([text]), lambda i: f"{path}")
+        numbered = [
+            (n, line) for n, line in enumerate(files.read_lines(path, f"{split} text"), start=1) if line.strip()
+        ]
+        if not numbered:
+            raise DataError(f"{split} text file {path!r} has only blank lines.")
+        return RawSplit(split, ListRecords([line for _, line in numbered]), lambda i: f"{path} line {numbered[i][0]}")
+    if config.source == "parallel":
+        pairs, src, tgt = files.read_parallel(path, config.source_suffix, config.target_suffix)
+        return RawSplit(split, ListRecords(pairs), lambda i: f"{src.name}/{tgt.name} line {i + 1}")
+    if config.source == "tsv":
+        records = files.read_tsv(path, config.task, config.tsv_header, fields_for(config))
+        offset = 2 if config.tsv_header else 1
+        return RawSplit(split, ListRecords(records), lambda i: f"{path} line {i + offset}")
+    if config.source == "jsonl":
+        records = files.read_jsonl(path, config.task, fields_for(config))
+        return RawSplit(split, ListRecords(records), lambda i: f"{path} record {i + 1}")
+    raise DataError(f"source={config.source!r} has no local files.")

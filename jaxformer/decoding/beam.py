@@ -1,0 +1,226 @@
+"""Beam search with the GNMT length penalty (Wu et al. 2016, eq. 14), for both decoder families.
+
+A hypothesis y of |y| generated tokens (its EOS included) is ranked by
+
+    score(y) = log P(y | x) / lp(|y|),    lp(n) = ((5 + n) / 6) ** alpha.
+
+Each step extends the W alive beams by every token, keeps the 2W best extensions
+by log-probability (each parent has one EOS extension, so at least W are not EOS), moves those ending in EOS
+to a pool of W finished hypotheses ranked by score, and keeps the W best others
+alive. A batch entry stops once its pool is full and no alive beam can still beat
+the pool's worst score (log-probabilities only fall and lp grows with length, so
+alive_logp / lp(max_new_tokens) bounds any continuation). Beams still alive at the
+end compete with the pool at their current length. The loop runs inside `jit`
+(`lax.while_loop`); the cache rows follow their beams by a gather along the batch
+axis of every cache entry. With W = 1 the alive beam follows the greedy path; the
+result differs from greedy decoding only where an EOS-ended runner-up collected on
+the way scores better than the greedy hypothesis.
+
+Legend: B batch, W beams, N max new tokens, V vocabulary.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from collections.abc import Sequence
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxformer.config import ModelConfig
+from jaxformer.decoding import inputs as checks
+from jaxformer.decoding.cache import gather_cache
+from jaxformer.decoding.steps import DecodeState, prefill_decoder_only, prefill_encoder_decoder
+
+
+def length_penalty(length: Any, alpha: Any) -> Any:
+    """GNMT length penalty ((5 + length) / 6) ** alpha (works on numbers and arrays)."""
+    return ((5.0 + length) / 6.0) ** alpha
+
+
+@dataclasses.dataclass(frozen=True)
+class BeamResult:
+    """Finished hypotheses, best first.
+
+    sequences [B, W, N] int32 (pad after EOS / after `lengths`), scores [B, W]
+    (sum of token log-probs / length_penalty(lengths)), lengths [B, W] (generated
+    tokens, EOS included).
+    """
+
+    sequences: np.ndarray
+    scores: np.ndarray
+    lengths: np.ndarray
+
+
+class Beams(NamedTuple):
+    alive_seqs: jax.Array  # [B, W, N]
+    alive_logp: jax.Array  # [B, W]
+    finished_seqs: jax.Array  # [B, W, N]
+    finished_scores: jax.Array  # [B, W], -inf where empty
+    finished_lengths: jax.Array  # [B, W]
+
+
+def _take(values: jax.Array, indices: jax.Array) -> jax.Array:
+    """values [B, M, ...], indices [B, W] -> [B, W, ...]."""
+    expand = indices.reshape(indices.shape + (1,) * (values.ndim - 2))
+    return jnp.take_along_axis(values, expand, axis=1)
+
+
+def _keep_best(scores: jax.Array, seqs: jax.Array, lengths: jax.Array, width: int) -> tuple[jax.Array, ...]:
+    """Top `width` of scores [B, M] with their seqs [B, M, N] and lengths [B, M], best first."""
+    best, index = jax.lax.top_k(scores, width)
+    return best, _take(seqs, index), _take(lengths, index)
+
+
+def _select(
+    step: jax.Array, logits: jax.Array, beams: Beams, eos_id: jax.Array, alpha: jax.Array
+) -> tuple[Beams, jax.Array, jax.Array]:
+    """Extend beams by one token chosen from logits [B * W, V] at output index `step`.
+
+    Returns (beams, parent rows [B * W] into the current cache, new tokens [B * W]).
+    """
+    batch, width, _ = beams.alive_seqs.shape
+    vocab = logits.shape[-1]
+    log_probs = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1).reshape(batch, width, vocab)
+    candidates = (beams.alive_logp[:, :, None] + log_probs).reshape(batch, width * vocab)  # [B, W * V]
+    values, index = jax.lax.top_k(candidates, 2 * width)  # [B, 2W]
+    parent, token = index // vocab, (index % vocab).astype(jnp.int32)
+    seqs = _take(beams.alive_seqs, parent).at[:, :, step].set(token)  # [B, 2W, N]
+    is_eos = token == eos_id  # eos_id -1: no EOS
+
+    length = step + 1
+    new_scores = jnp.where(is_eos, values / length_penalty(length.astype(jnp.float32), alpha), -jnp.inf)
+    finished_scores, finished_seqs, finished_lengths = _keep_best(
+        jnp.concatenate([beams.finished_scores, new_scores], axis=1),
+        jnp.concatenate([beams.finished_seqs, seqs], axis=1),
+        jnp.concatenate([beams.finished_lengths, jnp.full_like(token, length)], axis=1),
+        width,
+    )
+    alive_logp, keep = jax.lax.top_k(jnp.where(is_eos, -jnp.inf, values), width)  # [B, W]
+    parents = (jnp.arange(batch)[:, None] * width + _take(parent, keep)).reshape(-1)  # [B * W]
+    tokens = _take(token, keep).reshape(-1)
+    beams = Beams(_take(seqs, keep), alive_logp, finished_seqs, finished_scores, finished_lengths)
+    return beams, parents, tokens
+
+
+def _entry_done(beams: Beams, max_new_tokens: int, alpha: jax.Array) -> jax.Array:
+    """[B] True where no alive beam can beat the worst of a full finished pool."""
+    worst_finished = beams.finished_scores.min(axis=1)  # -inf while the pool is not full
+    best_possible = beams.alive_logp.max(axis=1) / length_penalty(float(max_new_tokens), alpha)
+    return worst_finished > best_possible
+
+
+def beam_loop(
+    params: Any,
+    state: DecodeState,
+    *,
+    beam_size: int,
+    max_new_tokens: int,
+    alpha: jax.Array,
+    eos_id: jax.Array,
+    pad_id: int,
+) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """Beam search from a prefilled state over B rows -> (sequences [B, W, N], scores [B, W], lengths [B, W])."""
+    batch, width = state.logits.shape[0], beam_size
+    state = state.repeat(width)
+    empty = jnp.full((batch, width, max_new_tokens), pad_id, jnp.int32)
+    first_alive = jnp.where(jnp.arange(width) == 0, 0.0, -jnp.inf)  # copies of one beam: only one is live
+    beams = Beams(
+        empty,
+        jnp.broadcast_to(first_alive, (batch, width)),
+        empty,
+        jnp.full((batch, width), -jnp.inf),
+        jnp.zeros((batch, width), jnp.int32),
+    )
+    beams, parents, tokens = _select(jnp.array(0, jnp.int32), state.logits, beams, eos_id, alpha)
+
+    def keep_going(carry: tuple) -> jax.Array:
+        step, beams = carry[0], carry[1]
+        return (step < max_new_tokens) & ~jnp.all(_entry_done(beams, max_new_tokens, alpha))
+
+    def extend(carry: tuple) -> tuple:
+        step, beams, parents, tokens, cache, positions = carry
+        cache = gather_cache(cache, state.batch_axes, parents)
+        logits, cache = state.step(params, cache, tokens, positions)
+        beams, parents, tokens = _select(step, logits, beams, eos_id, alpha)
+        return step + 1, beams, parents, tokens, cache, positions + 1
+
+    carry = (jnp.array(1, jnp.int32), beams, parents, tokens, state.cache, state.positions)
+    steps, beams = jax.lax.while_loop(keep_going, extend, carry)[:2]
+    alive_scores = beams.alive_logp / length_penalty(steps.astype(jnp.float32), alpha)
+    scores, seqs, lengths = _keep_best(
+        jnp.concatenate([beams.finished_scores, alive_scores], axis=1),
+        jnp.concatenate([beams.finished_seqs, beams.alive_seqs], axis=1),
+        jnp.concatenate([beams.finished_lengths, jnp.full((batch, width), steps, jnp.int32)], axis=1),
+        width,
+    )
+    return seqs, scores, lengths
+
+
+_STATIC = ("config", "max_new_tokens", "beam_size", "pad_id")
+
+
+@functools.partial(jax.jit, static_argnames=_STATIC)
+def _beam_decoder_only(params, tokens, valid, positions, eos_id, alpha, *, config, max_new_tokens, beam_size, pad_id):
+    state = prefill_decoder_only(config, params, tokens, valid, positions, tokens.shape[1] + max_new_tokens - 1)
+    return beam_loop(
+        params, state, beam_size=beam_size, max_new_tokens=max_new_tokens, alpha=alpha, eos_id=eos_id, pad_id=pad_id
+    )
+
+
+@functools.partial(jax.jit, static_argnames=_STATIC)
+def _beam_encoder_decoder(
+    params, source, source_valid, bos_id, eos_id, alpha, *, config, max_new_tokens, beam_size, pad_id
+):
+    state = prefill_encoder_decoder(config, params, source, source_valid, bos_id, max_new_tokens)
+    return beam_loop(
+        params, state, beam_size=beam_size, max_new_tokens=max_new_tokens, alpha=alpha, eos_id=eos_id, pad_id=pad_id
+    )
+
+
+def beam_search(
+    config: ModelConfig,
+    params: Any,
+    inputs: Sequence[Sequence[int]] | np.ndarray,
+    *,
+    max_new_tokens: int,
+    beam_size: int = 4,
+    alpha: float = 0.6,
+    eos_id: int | None = None,
+    pad_id: int = 0,
+    lengths: Sequence[int] | np.ndarray | None = None,
+    source_valid: np.ndarray | None = None,
+    bos_id: int | None = None,
+) -> BeamResult:
+    """Beam search for a decoder-only model (inputs = prompts, as in `generate`, with optional `lengths`)
+    or an encoder-decoder (inputs = source [B, S] with `source_valid` [B, S] and the decoder's `bos_id`).
+
+    Returns a `BeamResult` with W = beam_size hypotheses per row, best first.
+    eos_id None: no hypothesis ends early; all have length max_new_tokens.
+    """
+    checks.check_max_new_tokens(max_new_tokens)
+    checks.check_beam(config, beam_size, alpha)
+    checks.check_id(config, "eos_id", eos_id)
+    checks.check_id(config, "pad_id", pad_id, required=True)
+    options = dict(config=config, max_new_tokens=int(max_new_tokens), beam_size=int(beam_size), pad_id=int(pad_id))
+    dynamic = (jnp.int32(-1 if eos_id is None else eos_id), jnp.float32(alpha))  # traced: no recompilation
+    if config.family == "decoder_only":
+        tokens, valid = checks.pack_prompts(inputs, lengths, pad_id)
+        checks.check_token_ids(config, tokens, valid, "prompts")
+        checks.check_total_length(config, tokens.shape[1], max_new_tokens)
+        positions = checks.positions_from_valid(valid)
+        seqs, scores, lens = _beam_decoder_only(params, tokens, valid, positions, *dynamic, **options)
+    elif config.family == "encoder_decoder":
+        checks.check_id(config, "bos_id", bos_id, required=True)
+        source = np.asarray(inputs)
+        source_valid = checks.check_source(config, source, source_valid)
+        checks.check_target_length(config, max_new_tokens)
+        seqs, scores, lens = _beam_encoder_decoder(
+            params, source.astype(np.int32), source_valid, jnp.int32(bos_id), *dynamic, **options
+        )
+    else:
+        raise ValueError(f"beam_search() needs a decoder; family={config.family!r} has none.")
+    return BeamResult(np.asarray(seqs), np.asarray(scores), np.asarray(lens))

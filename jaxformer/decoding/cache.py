@@ -1,0 +1,77 @@
+"""The "cache" collection of a decode-mode model: creation, batch axes, beam expansion and reordering.
+
+A cache is the plain pytree that `model.apply(..., mutable=["cache"])` returns.
+Its arrays hold per-row state ([B, S_max, K, H] keys/values, [B, S_max] validity,
+[B, S, K, H] cross-attention keys/values, [B, S_max] key positions) and shared
+scalars (`cache_index`, `position_index`). With `config.scan_layers=True` the
+arrays of the scanned layers get a leading layers axis L ([L, B, ...], and
+`cache_index` becomes [L]), while stack-level entries keep batch at axis 0.
+`cache_batch_axes` finds the batch axis of every entry by comparing the cache
+shapes of two batch sizes, so no layout is assumed.
+
+Legend: B batch, W beams, S_max cache length, S source length, K kv heads, H head size, L layers.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from jaxformer import models
+from jaxformer.config import ModelConfig
+
+Cache = Any  # nested dict of arrays
+
+
+def cache_shapes(config: ModelConfig, batch: int, cache_length: int, source_length: int | None = None) -> Cache:
+    """Abstract cache (`jax.ShapeDtypeStruct` leaves) for `batch` rows and `cache_length` slots; nothing is allocated.
+
+    Encoder-decoder models also cache cross-attention keys/values and need `source_length` S.
+    """
+    model = models.build(config, decode=True)
+    target = jax.ShapeDtypeStruct((batch, cache_length), jnp.int32)
+    if config.family == "encoder_decoder":
+        if source_length is None:
+            raise ValueError("an encoder_decoder cache needs source_length (the padded source length S).")
+        source = jax.ShapeDtypeStruct((batch, source_length), jnp.int32)
+        variables = jax.eval_shape(lambda s, t: model.init(jax.random.PRNGKey(0), s, t), source, target)
+    else:
+        variables = jax.eval_shape(lambda t: model.init(jax.random.PRNGKey(0), t), target)
+    return variables["cache"]
+
+
+def init_cache(config: ModelConfig, batch: int, cache_length: int, source_length: int | None = None) -> Cache:
+    """A zero cache for `batch` rows and `cache_length` self-attention slots (+ S=`source_length` cross slots).
+
+    Pass it as `{"params": params, "cache": cache}` with `mutable=["cache"]`. For an
+    encoder-decoder the first `decode_step` must pass `encoded` [B, S, D] (that call
+    fills the cross-attention keys/values); later calls pass `encoded=None`.
+    """
+    if cache_length > config.max_len:
+        raise ValueError(f"cache_length={cache_length} exceeds the model's max_len={config.max_len}.")
+    shapes = cache_shapes(config, batch, cache_length, source_length)
+    return jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
+
+
+def cache_batch_axes(config: ModelConfig, cache_length: int, source_length: int | None = None) -> Cache:
+    """Tree like the cache holding, per entry, its batch axis (int) or -1 for shared entries (scalar indices)."""
+    one = cache_shapes(config, 1, cache_length, source_length)
+    two = cache_shapes(config, 2, cache_length, source_length)
+
+    def axis_of(a: jax.ShapeDtypeStruct, b: jax.ShapeDtypeStruct) -> int:
+        differ = [i for i, (x, y) in enumerate(zip(a.shape, b.shape, strict=True)) if x != y]
+        return differ[0] if differ else -1
+
+    return jax.tree.map(axis_of, one, two)
+
+
+def repeat_cache(cache: Cache, batch_axes: Cache, repeats: int) -> Cache:
+    """Repeat every row `repeats` times along its batch axis: B rows -> B * W rows, row b * W + w copies row b."""
+    return jax.tree.map(lambda x, axis: x if axis < 0 else jnp.repeat(x, repeats, axis=axis), cache, batch_axes)
+
+
+def gather_cache(cache: Cache, batch_axes: Cache, rows: jax.Array) -> Cache:
+    """Select rows [B'] (int indices) along each entry's batch axis; shared entries are kept as they are."""
+    return jax.tree.map(lambda x, axis: x if axis < 0 else jnp.take(x, rows, axis=axis), cache, batch_axes)

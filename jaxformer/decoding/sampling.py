@@ -1,0 +1,51 @@
+"""Choosing the next token from logits: greedy argmax or seeded sampling with temperature, top-k and top-p.
+
+Sampling draws from softmax(logits / temperature) restricted to
+  * top-k: the k highest logits (k = 0 keeps all), and
+  * top-p (nucleus, Holtzman et al. 2020): the smallest set of most likely tokens
+    whose probability mass reaches p (the most likely token is always kept).
+Tokens left out get logit -inf. Ties at a cut-off value are all kept.
+
+Legend: B batch, V vocabulary.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+NEG_INF = -jnp.inf
+
+
+def apply_top_k(logits: jax.Array, top_k: int) -> jax.Array:
+    """logits [B, V] -> [B, V] with everything below the k-th largest value set to -inf (k=0: unchanged)."""
+    if top_k <= 0 or top_k >= logits.shape[-1]:
+        return logits
+    kth = jax.lax.top_k(logits, top_k)[0][:, -1:]  # [B, 1]
+    return jnp.where(logits >= kth, logits, NEG_INF)
+
+
+def apply_top_p(logits: jax.Array, top_p: jax.Array) -> jax.Array:
+    """logits [B, V] -> [B, V] keeping the nucleus of probability mass `top_p` (a scalar in (0, 1])."""
+    sorted_logits = jnp.sort(logits, axis=-1)[:, ::-1]  # [B, V] descending
+    probs = jax.nn.softmax(sorted_logits, axis=-1)
+    mass_before = jnp.cumsum(probs, axis=-1) - probs  # [B, V] mass of strictly more likely tokens
+    keep = mass_before < top_p  # the first token always has mass_before = 0
+    threshold = jnp.min(jnp.where(keep, sorted_logits, jnp.inf), axis=-1, keepdims=True)  # [B, 1]
+    return jnp.where(logits >= threshold, logits, NEG_INF)
+
+
+def sample_logits(
+    logits: jax.Array, rng: jax.Array, temperature: jax.Array, top_k: int, top_p: jax.Array, use_top_p: bool
+) -> jax.Array:
+    """Draw one token per row from logits [B, V] -> [B] int32. top_k and use_top_p are static."""
+    scaled = logits.astype(jnp.float32) / temperature
+    scaled = apply_top_k(scaled, top_k)
+    if use_top_p:
+        scaled = apply_top_p(scaled, top_p)
+    return jax.random.categorical(rng, scaled, axis=-1).astype(jnp.int32)
+
+
+def greedy_tokens(logits: jax.Array) -> jax.Array:
+    """[B, V] -> [B] int32 argmax (the lowest id wins ties)."""
+    return jnp.argmax(logits, axis=-1).astype(jnp.int32)

@@ -1,0 +1,16 @@
+"""Hugging Face interop: import GPT-2, BERT (MiniLM), T5 and Marian checkpoints; export them back.
+
+    model, params, config = jaxformer.hf.load("path/to/hf_model_dir")
+    jaxformer.hf.save(config, params, "out_dir", tokenizer_dir="path/to/hf_model_dir")
+    tokenizer = jaxformer.hf.load_tokenizer("path/to/hf_model_dir")
+    config, params = jaxformer.hf.finetune_init("path", encoder_head="classification", num_classes=2)
+
+One mapping table per architecture (gpt2.py, bert.py, t5.py, marian.py); shared
+machinery in common.py (transforms, rules), io.py (files) and convert.py.
+NumPy/safetensors only: torch is needed just for pytorch_model.bin (allow_pickle=True).
+"""
+
+from jaxformer.hf.convert import SUPPORTED_MODEL_TYPES, finetune_init, load, read_special_tokens, save
+from jaxformer.hf.tokenizer import load_tokenizer
+
+__all__ = ["SUPPORTED_MODEL_TYPES", "finetune_init", "load", "load_tokenizer", "read_special_tokens", "save"]

@@ -1,0 +1,205 @@
+"""BERT (Devlin et al. 2019) and MiniLM variants <-> jaxformer encoder-only: mapping table and config fields.
+
+HF names are those of `BertModel` (no prefix); `BertForMaskedLM` and
+`BertForSequenceClassification` put them under "bert." and add their heads
+("cls.predictions.*", "classifier.*"). All weights are nn.Linear [out, in].
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from jaxformer.config import EncoderHead, ModelConfig
+from jaxformer.hf.common import (
+    COPY,
+    FLAT,
+    LINEAR_IN,
+    LINEAR_OUT,
+    Architecture,
+    Rule,
+    activation_from_hf,
+    activation_to_hf,
+    check_fields,
+    check_head_dim,
+    pad_id_from_hf,
+    per_layer,
+    require,
+    table,
+    unsupported,
+)
+
+MODEL_TYPE = "bert"
+LOG = logging.getLogger(__name__)
+
+EMBEDDINGS = [
+    ("word_embeddings.weight", "embed/embedding", COPY),  # [V, D]
+    ("position_embeddings.weight", "embedding/positions/embedding", COPY),  # [max_len, D]
+    ("token_type_embeddings.weight", "embedding/token_types/embedding", COPY),  # [types, D]
+    ("LayerNorm.weight", "embedding/norm/scale", COPY),
+    ("LayerNorm.bias", "embedding/norm/bias", COPY),
+]
+LAYER = [  # encoder.layer.{i}. <-> encoder/layers_{i}/
+    ("attention.self.query.weight", "self_attention/query_kernel", LINEAR_IN),  # [N*H, D] -> [D, N, H]
+    ("attention.self.query.bias", "self_attention/query_bias", FLAT),
+    ("attention.self.key.weight", "self_attention/key_kernel", LINEAR_IN),
+    ("attention.self.key.bias", "self_attention/key_bias", FLAT),
+    ("attention.self.value.weight", "self_attention/value_kernel", LINEAR_IN),
+    ("attention.self.value.bias", "self_attention/value_bias", FLAT),
+    ("attention.output.dense.weight", "self_attention/out_kernel", LINEAR_OUT),  # [D, N*H] -> [N, H, D]
+    ("attention.output.dense.bias", "self_attention/out_bias", COPY),
+    ("attention.output.LayerNorm.weight", "self_attention_norm/scale", COPY),
+    ("attention.output.LayerNorm.bias", "self_attention_norm/bias", COPY),
+    ("intermediate.dense.weight", "mlp/up_kernel", LINEAR_IN),  # [F, D] -> [D, F]
+    ("intermediate.dense.bias", "mlp/up_bias", COPY),
+    ("output.dense.weight", "mlp/down_kernel", LINEAR_IN),  # [D, F] -> [F, D]
+    ("output.dense.bias", "mlp/down_bias", COPY),
+    ("output.LayerNorm.weight", "mlp_norm/scale", COPY),
+    ("output.LayerNorm.bias", "mlp_norm/bias", COPY),
+]
+POOLER = [("dense.weight", "dense/kernel", LINEAR_IN), ("dense.bias", "dense/bias", COPY)]
+MLM_HEAD = [  # cls.predictions. <-> mlm_head/ (the decoder is tied to word_embeddings)
+    ("transform.dense.weight", "transform/kernel", LINEAR_IN),
+    ("transform.dense.bias", "transform/bias", COPY),
+    ("transform.LayerNorm.weight", "norm/scale", COPY),
+    ("transform.LayerNorm.bias", "norm/bias", COPY),
+    ("bias", "bias", COPY),  # [V]
+]
+CLASSIFIER = [("weight", "dense/kernel", LINEAR_IN), ("bias", "dense/bias", COPY)]  # [C, D] -> [D, C]
+# BertForPreTraining's next-sentence head: no jaxformer counterpart, dropped with a warning.
+NSP_HEAD = "cls.seq_relationship."
+
+
+def rules(config: ModelConfig) -> list[Rule]:
+    out = table("embeddings.", "", EMBEDDINGS)
+    out += per_layer("encoder.layer.{i}.", "encoder/layers_{i}/", LAYER, config.num_layers)
+    if config.pooler or config.encoder_head == "classification":
+        out += table("pooler.", "pooler/", POOLER)
+    if config.encoder_head == "mlm":
+        out += table("cls.predictions.", "mlm_head/", MLM_HEAD)
+    elif config.encoder_head == "classification":
+        out += table("classifier.", "classifier/", CLASSIFIER)
+    return out
+
+
+def aliases(config: ModelConfig) -> list[tuple[str, str]]:
+    if config.encoder_head != "mlm":
+        return []
+    return [
+        ("cls.predictions.decoder.weight", "embeddings.word_embeddings.weight"),
+        ("cls.predictions.decoder.bias", "cls.predictions.bias"),
+    ]
+
+
+def encoder_head(tensors: Mapping[str, np.ndarray]) -> tuple[EncoderHead, int]:
+    """("mlm" | "classification" | "none", number of classes) from the head tensors present."""
+    if "cls.predictions.bias" in tensors:
+        return "mlm", 2
+    if "classifier.weight" in tensors:
+        return "classification", int(tensors["classifier.weight"].shape[0])
+    return "none", 2
+
+
+def config_from_hf(hf: Mapping[str, Any], tensors: Mapping[str, np.ndarray]) -> ModelConfig:
+    if hf.get("position_embedding_type", "absolute") != "absolute":
+        raise unsupported(MODEL_TYPE, f"position_embedding_type={hf['position_embedding_type']!r}", "Only 'absolute'.")
+    if hf.get("is_decoder") or hf.get("add_cross_attention"):
+        raise unsupported(MODEL_TYPE, "is_decoder/add_cross_attention=True (BERT used as a decoder)")
+    dropped = sorted(name for name in tensors if name.startswith(NSP_HEAD))
+    if dropped:
+        LOG.warning("BERT checkpoint: dropping the next-sentence-prediction head %s (not part of jaxformer).", dropped)
+    head, num_classes = encoder_head(tensors)
+    vocab_size = require(hf, "vocab_size", MODEL_TYPE)
+    return ModelConfig(
+        family="encoder_only",
+        vocab_size=vocab_size,
+        d_model=require(hf, "hidden_size", MODEL_TYPE),
+        num_heads=require(hf, "num_attention_heads", MODEL_TYPE),
+        d_ff=require(hf, "intermediate_size", MODEL_TYPE),
+        num_layers=require(hf, "num_hidden_layers", MODEL_TYPE),
+        max_len=require(hf, "max_position_embeddings", MODEL_TYPE),
+        dropout_rate=float(hf.get("hidden_dropout_prob", 0.1)),
+        attention_dropout_rate=float(hf.get("attention_probs_dropout_prob", 0.1)),
+        activation=activation_from_hf(hf.get("hidden_act", "gelu"), MODEL_TYPE, "hidden_act"),
+        norm="layernorm",
+        norm_position="post",
+        norm_eps=float(hf.get("layer_norm_eps", 1e-12)),
+        position="learned",
+        use_bias=True,
+        embedding_norm=True,
+        num_token_types=int(hf.get("type_vocab_size", 2)),
+        pooler="pooler.dense.weight" in tensors,
+        encoder_head=head,
+        num_classes=num_classes,
+        pad_token_id=pad_id_from_hf(hf, vocab_size),
+        initializer_range=float(hf.get("initializer_range", 0.02)),
+    )
+
+
+def check_exportable(config: ModelConfig) -> None:
+    wanted = dict(
+        family="encoder_only",
+        position="learned",
+        norm="layernorm",
+        norm_position="post",
+        use_bias=True,
+        scale_attention_logits=True,
+        embed_scale=False,
+        embedding_norm=True,
+    )
+    check_fields(config, MODEL_TYPE, wanted)
+    check_head_dim(config, MODEL_TYPE)
+    activation_to_hf(config, MODEL_TYPE)
+    if config.num_token_types < 1:
+        raise ValueError("cannot export to Hugging Face bert: num_token_types=0; BERT needs a token type table (>= 1).")
+
+
+def config_to_hf(config: ModelConfig) -> dict[str, Any]:
+    architecture = {"none": "BertModel", "mlm": "BertForMaskedLM", "classification": "BertForSequenceClassification"}
+    out: dict[str, Any] = {
+        "architectures": [architecture[config.encoder_head]],
+        "vocab_size": config.vocab_size,
+        "hidden_size": config.d_model,
+        "num_hidden_layers": config.num_layers,
+        "num_attention_heads": config.num_heads,
+        "intermediate_size": config.d_ff,
+        "hidden_act": activation_to_hf(config, MODEL_TYPE),
+        "hidden_dropout_prob": config.dropout_rate,
+        "attention_probs_dropout_prob": config.attention_dropout_rate,
+        "max_position_embeddings": config.max_len,
+        "type_vocab_size": config.num_token_types,
+        "layer_norm_eps": config.norm_eps,
+        "initializer_range": config.initializer_range,
+        "position_embedding_type": "absolute",
+        "pad_token_id": config.pad_token_id,
+        "tie_word_embeddings": True,
+    }
+    if config.encoder_head == "classification":
+        out["id2label"] = {str(i): f"LABEL_{i}" for i in range(config.num_classes)}
+        out["label2id"] = {f"LABEL_{i}": i for i in range(config.num_classes)}
+    return out
+
+
+def rename(name: str) -> str:
+    """Legacy TF-converted names: LayerNorm.gamma/beta -> LayerNorm.weight/bias."""
+    return name.replace("LayerNorm.gamma", "LayerNorm.weight").replace("LayerNorm.beta", "LayerNorm.bias")
+
+
+ARCHITECTURE = Architecture(
+    model_type=MODEL_TYPE,
+    prefix="bert.",
+    head_names=("cls.", "classifier."),
+    config_from_hf=config_from_hf,
+    config_to_hf=config_to_hf,
+    check_exportable=check_exportable,
+    rules=rules,
+    # BertModel has no prefix; the head models put the encoder under "bert.". A pooler
+    # exported next to an MLM head is kept too (BertForMaskedLM ignores it; it round-trips).
+    uses_prefix=lambda config: config.encoder_head != "none",
+    aliases=aliases,
+    ignored=(r"(^|\.)position_ids$", r"^cls\.seq_relationship\."),
+    rename=rename,
+)

@@ -1,0 +1,262 @@
+"""Shared machinery of the Hugging Face mapping tables: tensor transforms, rules and architectures.
+
+A checkpoint is a flat dict {HF tensor name: array}. Each architecture module
+(gpt2, bert, t5, marian) describes itself with a table of `Rule`s, one per HF
+tensor: the jaxformer parameter path(s) it fills and the `Transform` between the
+two layouts. The same table converts in both directions, so import and export
+cannot drift apart; every transform is a transpose, reshape or split, so a round
+trip reproduces the tensors bit for bit.
+
+Layouts: PyTorch `nn.Linear` stores weight [out, in]; GPT-2's `Conv1D` stores
+[in, out]; jaxformer kernels are [in, out] with heads split out, e.g. query
+[D, N, H] and attention output [N, H, D] (legend: D model width, N heads, H head
+size, F feed-forward width, V vocabulary).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from jaxformer.config import Activation, ModelConfig
+
+Shape = tuple[int, ...]
+Tensors = dict[str, np.ndarray]
+
+# HF `hidden_act` / `activation_function` names -> jaxformer activation (plain feed-forward).
+HF_ACTIVATIONS: dict[str, Activation] = {
+    "gelu": "gelu",
+    "gelu_python": "gelu",
+    "gelu_new": "gelu_tanh",
+    "gelu_fast": "gelu_tanh",  # the same tanh formula, written as 0.7978845608 * x * (1 + 0.044715 x^2)
+    "gelu_pytorch_tanh": "gelu_tanh",
+    "gelu_python_tanh": "gelu_tanh",
+    "relu": "relu",
+    "silu": "silu",
+    "swish": "silu",
+}
+# jaxformer activation -> the HF name written on export.
+ACTIVATIONS_TO_HF = {"gelu": "gelu", "gelu_tanh": "gelu_new", "relu": "relu", "silu": "silu"}
+
+
+class Transform:
+    """Converts one HF tensor to the jaxformer arrays of a rule (usually one) and back."""
+
+    def to_jax(self, tensor: np.ndarray, shapes: Sequence[Shape]) -> list[np.ndarray]:
+        raise NotImplementedError
+
+    def to_hf(self, arrays: Sequence[np.ndarray]) -> np.ndarray:
+        raise NotImplementedError
+
+    def hf_shape(self, shapes: Sequence[Shape]) -> Shape:
+        """The HF tensor shape that the jaxformer shapes imply."""
+        raise NotImplementedError
+
+
+@dataclasses.dataclass(frozen=True)
+class Reshape(Transform):
+    """HF tensor = jaxformer array, optionally transposed (2-D views), with heads merged or split.
+
+    `layout` names the 2-D view of the jaxformer array [a0, a1, ..., ak]:
+      "same"        no change at all (norm scales, embedding tables)
+      "flat"        [a0 * ... * ak]                (biases [N, H] <-> [N*H])
+      "row"         [1, a0 * ... * ak]             (Marian's final_logits_bias [1, V])
+      "in_first"    [a0, a1 * ... * ak]            (Conv1D weight, input axis first)
+      "out_last"    [a0 * ... * ak-1, ak]          (Conv1D weight of an output projection)
+    With `transpose=True` the 2-D view is transposed (nn.Linear weight [out, in]).
+    """
+
+    layout: str = "same"
+    transpose: bool = False
+
+    def _view(self, shape: Shape) -> Shape:
+        size = math.prod(shape)
+        if self.layout == "same":
+            return tuple(shape)
+        if self.layout == "flat":
+            return (size,)
+        if self.layout == "row":
+            return (1, size)
+        if self.layout == "in_first":
+            return (shape[0], size // shape[0])
+        if self.layout == "out_last":
+            return (size // shape[-1], shape[-1])
+        raise ValueError(f"unknown layout {self.layout!r}")
+
+    def hf_shape(self, shapes: Sequence[Shape]) -> Shape:
+        view = self._view(shapes[0])
+        return view[::-1] if self.transpose else view
+
+    def to_jax(self, tensor: np.ndarray, shapes: Sequence[Shape]) -> list[np.ndarray]:
+        view = tensor.T if self.transpose else tensor
+        return [np.ascontiguousarray(view.reshape(shapes[0]))]
+
+    def to_hf(self, arrays: Sequence[np.ndarray]) -> np.ndarray:
+        view = arrays[0].reshape(self._view(arrays[0].shape))
+        return np.ascontiguousarray(view.T if self.transpose else view)
+
+
+@dataclasses.dataclass(frozen=True)
+class Concat(Transform):
+    """One HF tensor holding several jaxformer arrays side by side on its last axis (GPT-2 c_attn: q, k, v)."""
+
+    part: Reshape
+
+    def hf_shape(self, shapes: Sequence[Shape]) -> Shape:
+        parts = [self.part.hf_shape([shape]) for shape in shapes]
+        return (*parts[0][:-1], sum(p[-1] for p in parts))
+
+    def to_jax(self, tensor: np.ndarray, shapes: Sequence[Shape]) -> list[np.ndarray]:
+        sizes = [self.part.hf_shape([shape])[-1] for shape in shapes]
+        pieces = np.split(tensor, np.cumsum(sizes)[:-1], axis=-1)
+        return [self.part.to_jax(piece, [shape])[0] for piece, shape in zip(pieces, shapes, strict=True)]
+
+    def to_hf(self, arrays: Sequence[np.ndarray]) -> np.ndarray:
+        return np.ascontiguousarray(np.concatenate([self.part.to_hf([a]) for a in arrays], axis=-1))
+
+
+# (HF suffix, jaxformer suffix or suffixes, transform): one row of a mapping table.
+Entry = tuple[str, str | tuple[str, ...], Transform]
+
+COPY = Reshape("same")
+FLAT = Reshape("flat")
+ROW = Reshape("row")
+LINEAR_IN = Reshape("in_first", transpose=True)  # nn.Linear [out, in] -> kernel [in, *out]
+LINEAR_OUT = Reshape("out_last", transpose=True)  # nn.Linear [out, in] -> kernel [*in, out]
+CONV1D_IN = Reshape("in_first")  # Conv1D [in, out] -> kernel [in, *out]
+CONV1D_OUT = Reshape("out_last")  # Conv1D [in, out] -> kernel [*in, out]
+
+
+@dataclasses.dataclass(frozen=True)
+class Rule:
+    """One HF tensor <-> jaxformer parameter path(s) ("encoder/layers_0/mlp/up_kernel")."""
+
+    hf: str
+    jax: tuple[str, ...]
+    transform: Transform
+
+
+def table(hf_prefix: str, jax_prefix: str, entries: Sequence[Entry]) -> list[Rule]:
+    """Rules from (hf suffix, jax suffix or suffixes, transform) entries under common prefixes."""
+    rules = []
+    for hf, jax_paths, transform in entries:
+        paths = (jax_paths,) if isinstance(jax_paths, str) else jax_paths
+        rules.append(Rule(hf_prefix + hf, tuple(jax_prefix + p for p in paths), transform))
+    return rules
+
+
+def per_layer(hf_prefix: str, jax_prefix: str, entries: Sequence[Entry], layers: int) -> list[Rule]:
+    """`table` repeated for layers 0..layers-1; "{i}" in the prefixes is the layer index."""
+    out: list[Rule] = []
+    for i in range(layers):
+        out.extend(table(hf_prefix.format(i=i), jax_prefix.format(i=i), entries))
+    return out
+
+
+@dataclasses.dataclass(frozen=True)
+class Architecture:
+    """What the converter needs to know about one HF `model_type`.
+
+    prefix: the base-model prefix of head-model checkpoints ("transformer." in
+    GPT2LMHeadModel). Table names are written without it; on import it is
+    stripped, on export `uses_prefix(config)` decides whether to add it.
+    head_names: prefixes of tensors that never carry `prefix` (lm_head, cls., ...).
+    ignored: regexes of non-parameter buffers that checkpoints may contain.
+    aliases(config): (alias, canonical) pairs of tied copies; an alias must equal its
+    canonical tensor and is dropped (or stands in for it when it is missing).
+    check_ignored(config, tensors): validates ignored buffers that carry meaning
+    (Marian's stored sinusoid tables) and raises if they disagree with the config.
+    rename(name): maps legacy tensor names (BERT's LayerNorm.gamma/beta).
+    """
+
+    model_type: str
+    prefix: str
+    head_names: tuple[str, ...]
+    config_from_hf: Callable[[Mapping[str, Any], Mapping[str, np.ndarray]], ModelConfig]
+    config_to_hf: Callable[[ModelConfig], dict[str, Any]]
+    check_exportable: Callable[[ModelConfig], None]
+    rules: Callable[[ModelConfig], list[Rule]]
+    uses_prefix: Callable[[ModelConfig], bool]
+    aliases: Callable[[ModelConfig], list[tuple[str, str]]] = lambda config: []
+    ignored: tuple[str, ...] = ()
+    check_ignored: Callable[[ModelConfig, Mapping[str, np.ndarray]], None] = lambda config, tensors: None
+    rename: Callable[[str], str] = lambda name: name
+
+
+# Config helpers ------------------------------------------------------------------------------
+
+
+def unsupported(model_type: str, problem: str, fix: str = "") -> ValueError:
+    """The error for a checkpoint feature jaxformer cannot represent."""
+    hint = f" {fix}" if fix else ""
+    return ValueError(f"unsupported {model_type} checkpoint: {problem}.{hint}")
+
+
+def require(hf: Mapping[str, Any], key: str, model_type: str) -> Any:
+    if key not in hf or hf[key] is None:
+        raise ValueError(
+            f"config.json of this {model_type} checkpoint has no {key!r}; it is needed to build the model."
+        )
+    return hf[key]
+
+
+def activation_from_hf(name: str, model_type: str, field: str) -> Activation:
+    if name not in HF_ACTIVATIONS:
+        raise unsupported(model_type, f"{field}={name!r}", f"Supported: {sorted(HF_ACTIVATIONS)}.")
+    return HF_ACTIVATIONS[name]
+
+
+def activation_to_hf(config: ModelConfig, model_type: str) -> str:
+    if config.activation not in ACTIVATIONS_TO_HF:
+        raise cannot_export(model_type, f"activation={config.activation!r}", f"use one of {sorted(ACTIVATIONS_TO_HF)}")
+    return ACTIVATIONS_TO_HF[config.activation]
+
+
+def pad_id_from_hf(hf: Mapping[str, Any], vocab_size: int) -> int:
+    """HF pad_token_id when it is a valid id, else jaxformer's default 0 (GPT-2 has none)."""
+    pad = hf.get("pad_token_id")
+    return pad if isinstance(pad, int) and 0 <= pad < vocab_size else 0
+
+
+def is_tied(hf: Mapping[str, Any], tensors: Mapping[str, np.ndarray], head: str, table_name: str) -> bool:
+    """Whether the output projection `head` is the embedding `table_name` (HF's rule).
+
+    Tied when the config says so, unless the checkpoint holds a different `head`
+    tensor (transformers then keeps them apart as well).
+    """
+    if not hf.get("tie_word_embeddings", True):
+        return False
+    if head in tensors and table_name in tensors:
+        return tensors[head].shape == tensors[table_name].shape and np.array_equal(tensors[head], tensors[table_name])
+    return True
+
+
+def cannot_export(model_type: str, problem: str, fix: str) -> ValueError:
+    return ValueError(f"cannot export to Hugging Face {model_type}: {problem} has no {model_type} equivalent; {fix}.")
+
+
+def check_fields(config: ModelConfig, model_type: str, wanted: Mapping[str, Any]) -> None:
+    """Raise naming every ModelConfig field whose value the HF architecture cannot represent."""
+    bad = [f"{k}={getattr(config, k)!r} (needs {v!r})" for k, v in wanted.items() if getattr(config, k) != v]
+    if config.kv_heads != config.num_heads:
+        bad.append(f"num_kv_heads={config.num_kv_heads!r} (needs {config.num_heads}: no grouped-query attention)")
+    if bad:
+        raise ValueError(f"cannot export to Hugging Face {model_type}: " + "; ".join(bad) + ".")
+
+
+def check_head_dim(config: ModelConfig, model_type: str) -> None:
+    if config.num_heads * config.dim_per_head != config.d_model:
+        raise cannot_export(
+            model_type,
+            f"head_dim={config.head_dim} with num_heads * head_dim != d_model={config.d_model}",
+            "unset head_dim",
+        )
+
+
+def match_name(patterns: Sequence[str], name: str) -> bool:
+    return any(re.search(p, name) for p in patterns)

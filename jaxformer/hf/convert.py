@@ -1,0 +1,317 @@
+"""Import and export of Hugging Face checkpoints through the per-architecture mapping tables.
+
+    load(path)                        HF model dir -> (model, params, ModelConfig)
+    save(config, params, out_dir)     jaxformer -> config.json + model.safetensors that transformers loads
+    finetune_init(path, **overrides)  (config, params) to start fine-tuning, new heads freshly initialised
+    read_special_tokens(path)         bos/eos/pad/decoder_start ids for decoding
+
+Every mismatch between a checkpoint and its config.json is an error that names
+the tensors: missing, unexpected, or of the wrong shape.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax.traverse_util import flatten_dict, unflatten_dict
+
+from jaxformer import models
+from jaxformer.config import ModelConfig
+from jaxformer.hf import bert, files, gpt2, marian, t5
+from jaxformer.hf.common import Architecture, Rule, match_name
+
+LOG = logging.getLogger(__name__)
+ARCHITECTURES: dict[str, Architecture] = {
+    a.model_type: a for a in (gpt2.ARCHITECTURE, bert.ARCHITECTURE, t5.ARCHITECTURE, marian.ARCHITECTURE)
+}
+SUPPORTED_MODEL_TYPES = tuple(ARCHITECTURES)
+HEAD_MODULES = ("lm_head", "mlm_head", "classifier", "pooler")  # what finetune_init may initialise afresh
+STACKS = ("encoder", "decoder")
+
+
+def listing(names: list[str], limit: int = 12) -> str:
+    shown = ", ".join(names[:limit])
+    return f"[{shown}{f', ... and {len(names) - limit} more' if len(names) > limit else ''}]"
+
+
+# Parameter trees -----------------------------------------------------------------------------
+
+
+@functools.lru_cache(maxsize=32)
+def param_shapes(config: ModelConfig) -> dict[str, tuple[int, ...]]:
+    """{"encoder/layers_0/mlp/up_kernel": shape} for the unrolled parameters of `config` (nothing allocated).
+
+    Cached per config (tracing the model takes a moment); do not mutate the result.
+    """
+    abstract = nn.meta.unbox(models.abstract_params(config.replace(scan_layers=False)))
+    return {"/".join(k): tuple(v.shape) for k, v in flatten_dict(abstract).items()}
+
+
+def flat_params(params: Mapping[str, Any]) -> dict[str, Any]:
+    return {"/".join(k): v for k, v in flatten_dict(nn.meta.unbox(dict(params))).items()}
+
+
+def nested(flat: Mapping[str, Any]) -> dict[str, Any]:
+    return unflatten_dict({tuple(k.split("/")): v for k, v in flat.items()})
+
+
+def unscan(params: Mapping[str, Any]) -> dict[str, Any]:
+    """Scanned stacks (leading layers axis) -> layers_0..layers_{L-1}; unrolled params pass through."""
+    params = dict(params)
+    for stack in STACKS:
+        if stack in params and "layers" in params[stack]:
+            params[stack] = models.unstack_layer_params(params[stack])
+    return params
+
+
+def rescan(config: ModelConfig, params: dict[str, Any]) -> dict[str, Any]:
+    """Unrolled stacks -> the scanned layout when `config.scan_layers`."""
+    if not config.scan_layers:
+        return params
+    counts = {"encoder": config.num_layers, "decoder": config.decoder_layers}
+    if config.family == "decoder_only":
+        counts["decoder"] = config.num_layers
+    return {k: models.stack_layer_params(v, counts[k]) if k in STACKS else v for k, v in params.items()}
+
+
+def check_table(arch: Architecture, rules: list[Rule], shapes: Mapping[str, tuple[int, ...]]) -> None:
+    """The table must fill every parameter exactly once (a bug in the table otherwise)."""
+    filled = [path for rule in rules for path in rule.jax]
+    unknown = sorted(set(filled) - set(shapes))
+    unfilled = sorted(set(shapes) - set(filled))
+    if unknown or unfilled or len(filled) != len(set(filled)):
+        raise RuntimeError(f"{arch.model_type} mapping table is out of date: unknown {unknown}, unfilled {unfilled}.")
+
+
+# HF tensors <-> jaxformer params --------------------------------------------------------------
+
+
+def normalize_names(arch: Architecture, tensors: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Legacy renames, then the base-model prefix stripped ("transformer.h.0..." -> "h.0...")."""
+    out: dict[str, np.ndarray] = {}
+    for name, tensor in tensors.items():
+        key = arch.rename(name)
+        if arch.prefix and key.startswith(arch.prefix):
+            key = key[len(arch.prefix) :]
+        if key in out:
+            raise ValueError(f"checkpoint holds tensor {key!r} twice (with and without the {arch.prefix!r} prefix).")
+        out[key] = tensor
+    return out
+
+
+def resolve_aliases(arch: Architecture, config: ModelConfig, tensors: dict[str, np.ndarray]) -> None:
+    """Drop tied copies (checking they are copies) or let a copy stand in for a missing original."""
+    for alias, canonical in arch.aliases(config):
+        if alias not in tensors:
+            continue
+        if canonical not in tensors:
+            tensors[canonical] = tensors.pop(alias)
+        elif tensors[alias].shape == tensors[canonical].shape and np.array_equal(tensors[alias], tensors[canonical]):
+            del tensors[alias]
+        else:
+            raise ValueError(
+                f"{alias!r} should be a tied copy of {canonical!r} but holds different values; "
+                f"this {arch.model_type} checkpoint unties weights in a way jaxformer does not support."
+            )
+
+
+def tensors_to_params(
+    arch: Architecture, config: ModelConfig, tensors: Mapping[str, np.ndarray], source: str
+) -> dict[str, Any]:
+    """HF tensors (names normalised) -> nested jaxformer params (float32 jax arrays)."""
+    tensors = {k: v for k, v in tensors.items() if not match_name(arch.ignored, k)}
+    resolve_aliases(arch, config, tensors)
+    shapes = param_shapes(config)
+    rules = arch.rules(config)
+    check_table(arch, rules, shapes)
+    expected = {rule.hf for rule in rules}
+    missing, unexpected = sorted(expected - set(tensors)), sorted(set(tensors) - expected)
+    where = f"{source} ({arch.model_type}; names shown without the {arch.prefix!r} prefix)" if arch.prefix else source
+    if missing or unexpected:
+        parts = ([f"missing tensors {listing(missing)}"] if missing else []) + (
+            [f"unexpected tensors {listing(unexpected)}"] if unexpected else []
+        )
+        raise ValueError(
+            f"checkpoint {where} does not match its config.json: {'; '.join(parts)}. "
+            "Check that config.json belongs to these weights (layer counts, tie_word_embeddings, heads)."
+        )
+    wrong = []
+    for rule in rules:
+        want = rule.transform.hf_shape([shapes[p] for p in rule.jax])
+        got = tuple(tensors[rule.hf].shape)
+        if got != want:
+            wrong.append(f"{rule.hf}: {got} vs {want}")
+    if wrong:
+        raise ValueError(
+            f"checkpoint {where}: tensor shapes (file vs implied by config.json) differ: {listing(wrong, 8)}."
+        )
+    flat: dict[str, np.ndarray] = {}
+    for rule in rules:
+        arrays = rule.transform.to_jax(np.asarray(tensors[rule.hf], np.float32), [shapes[p] for p in rule.jax])
+        flat.update(zip(rule.jax, arrays, strict=True))
+    return jax.tree.map(jnp.asarray, nested(flat))
+
+
+def params_to_tensors(arch: Architecture, config: ModelConfig, params: Mapping[str, Any]) -> dict[str, np.ndarray]:
+    """Nested jaxformer params (unrolled) -> {HF name: float32 array}, with the export prefix."""
+    flat = flat_params(params)
+    shapes = param_shapes(config)
+    missing, unexpected = sorted(set(shapes) - set(flat)), sorted(set(flat) - set(shapes))
+    wrong = [
+        f"{p}: {tuple(np.shape(flat[p]))} vs {s}"
+        for p, s in shapes.items()
+        if p in flat and tuple(np.shape(flat[p])) != s
+    ]
+    if missing or unexpected or wrong:
+        raise ValueError(
+            f"params do not match the config: missing {listing(missing)}, unexpected {listing(unexpected)}, "
+            f"wrong shapes {listing(wrong, 8)}. Pass the params that belong to this ModelConfig."
+        )
+    rules = arch.rules(config)
+    check_table(arch, rules, shapes)
+    prefix = arch.prefix if arch.uses_prefix(config) else ""
+    out = {}
+    for rule in rules:
+        name = rule.hf if rule.hf.startswith(arch.head_names) else prefix + rule.hf
+        out[name] = rule.transform.to_hf([np.asarray(flat[p], np.float32) for p in rule.jax])
+    return out
+
+
+# Public API ----------------------------------------------------------------------------------
+
+
+def architecture_of(hf_config: Mapping[str, Any], where: str) -> Architecture:
+    model_type = hf_config.get("model_type")
+    if model_type not in ARCHITECTURES:
+        archs = hf_config.get("architectures")
+        raise ValueError(
+            f"unsupported architecture model_type={model_type!r} (architectures={archs}) in {where}; "
+            f"jaxformer converts {list(SUPPORTED_MODEL_TYPES)}."
+        )
+    return ARCHITECTURES[model_type]
+
+
+def architecture_for(config: ModelConfig) -> Architecture:
+    """The HF architecture a jaxformer config exports to."""
+    if config.family == "decoder_only":
+        return ARCHITECTURES["gpt2"]
+    if config.family == "encoder_only":
+        return ARCHITECTURES["bert"]
+    if config.position == "relative":
+        return ARCHITECTURES["t5"]
+    if config.position == "sinusoidal":
+        return ARCHITECTURES["marian"]
+    raise ValueError(
+        f"no Hugging Face architecture for an encoder_decoder with position={config.position!r}; "
+        "export supports T5 (position='relative') and Marian (position='sinusoidal', layout 'concat')."
+    )
+
+
+def load(path: str | Path, *, allow_pickle: bool = False) -> tuple[nn.Module, dict[str, Any], ModelConfig]:
+    """Read a local HF model directory (or Hub cache snapshot) of GPT-2, BERT, T5 or Marian.
+
+    Needs config.json and model.safetensors (or a sharded index); pytorch_model.bin
+    only with allow_pickle=True. Returns (module built with deterministic=True,
+    params for `module.apply({"params": params}, ...)`, ModelConfig).
+    """
+    directory = files.model_dir(path)
+    hf_config = files.read_config(directory)
+    arch = architecture_of(hf_config, str(directory / "config.json"))
+    tensors = normalize_names(arch, files.read_tensors(directory, allow_pickle=allow_pickle))
+    config = arch.config_from_hf(hf_config, tensors)
+    arch.check_ignored(config, tensors)
+    params = tensors_to_params(arch, config, tensors, str(directory))
+    return models.build(config), params, config
+
+
+def save(
+    config: ModelConfig,
+    params: Mapping[str, Any],
+    out_dir: str | Path,
+    *,
+    tokenizer_dir: str | Path | None = None,
+    extra_config: Mapping[str, Any] | None = None,
+) -> Path:
+    """Write config.json + model.safetensors (float32) that `transformers` loads; returns the directory.
+
+    GPT-2 -> GPT2LMHeadModel; BERT -> BertModel / BertForMaskedLM / BertForSequenceClassification
+    (by encoder_head); T5 -> T5ForConditionalGeneration; Marian -> MarianMTModel. Scanned
+    params are unrolled. tokenizer_dir: its tokenizer files are copied along. extra_config:
+    keys merged into config.json (e.g. {"eos_token_id": 50256}, see `read_special_tokens`).
+    """
+    arch = architecture_for(config)
+    arch.check_exportable(config)
+    tensors = params_to_tensors(arch, config.replace(scan_layers=False), unscan(params))
+    hf_config = {"model_type": arch.model_type, **arch.config_to_hf(config), **dict(extra_config or {})}
+    out = Path(out_dir).expanduser()
+    files.write_model(out, hf_config, tensors)
+    if tokenizer_dir is not None:
+        files.copy_tokenizer_files(tokenizer_dir, out)
+    return out
+
+
+def init_heads(config: ModelConfig, names: list[str], seed: int) -> dict[str, Any]:
+    """Fresh parameters of the head modules `names` only ("classifier", "pooler", ...), flat paths.
+
+    Each head is initialised on its own through `model.init(method=...)`, which is
+    much cheaper to compile than initialising the whole model.
+    """
+    model = models.build(config)
+    out = {}
+    for index, name in enumerate(names):
+        shape = (
+            (1, config.d_model) if name == "classifier" else (1, 1, config.d_model)
+        )  # pooled [B, D] / hidden [B, T, D]
+        variables = model.init(
+            jax.random.fold_in(jax.random.PRNGKey(seed), index),
+            jnp.zeros(shape, jnp.float32),
+            method=lambda module, x, name=name: getattr(module, name)(x),
+        )
+        out.update({p: v for p, v in flat_params(variables["params"]).items() if p.split("/")[0] == name})
+    return out
+
+
+def finetune_init(
+    path: str | Path, *, seed: int = 0, allow_pickle: bool = False, **overrides: Any
+) -> tuple[ModelConfig, dict[str, Any]]:
+    """(config, params) to start fine-tuning from a HF checkpoint.
+
+    `overrides` are ModelConfig fields (e.g. encoder_head="classification",
+    num_classes=3, dropout_rate=0.1, scan_layers=True). Parameters the checkpoint
+    lacks are initialised from PRNGKey(seed) -- only head modules (lm_head,
+    mlm_head, classifier, pooler) may be new; heads the new config drops are left out.
+    """
+    _, loaded, base = load(path, allow_pickle=allow_pickle)
+    config = base.replace(**overrides)
+    shapes = param_shapes(config)
+    old = flat_params(loaded)
+    new = sorted(p for p, shape in shapes.items() if p not in old or tuple(old[p].shape) != shape)
+    body = [p for p in new if p.split("/")[0] not in HEAD_MODULES]
+    if body:
+        raise ValueError(
+            f"overrides {sorted(overrides)} change pretrained parameters {listing(body)}; "
+            "only heads may be new (encoder_head, num_classes, dropout and layout options are fine)."
+        )
+    fresh = init_heads(config, sorted({p.split("/")[0] for p in new}), seed)
+    if new:
+        LOG.info("finetune_init: freshly initialised %s", new)
+    params = {p: jnp.asarray(fresh[p] if p in new else old[p]) for p in shapes}
+    return config, rescan(config, nested(params))
+
+
+def read_special_tokens(path: str | Path) -> dict[str, int]:
+    """bos/eos/pad/decoder_start token ids from config.json and generation_config.json (which wins)."""
+    directory = files.model_dir(path)
+    merged = dict(files.read_config(directory))
+    if (directory / "generation_config.json").is_file():
+        merged.update(files.read_json(directory / "generation_config.json"))
+    keys = ("bos_token_id", "eos_token_id", "pad_token_id", "decoder_start_token_id")
+    return {k: merged[k] for k in keys if isinstance(merged.get(k), int)}

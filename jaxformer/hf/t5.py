@@ -1,0 +1,226 @@
+"""T5 (Raffel et al. 2020) v1.0 and v1.1 <-> jaxformer encoder-decoder: mapping table and config fields.
+
+HF names are those of `T5ForConditionalGeneration`. Weights are nn.Linear
+[out, in] without biases; the relative position bias table [buckets, N] lives
+in layer 0 of each stack and is shared by the stack's layers, as in jaxformer.
+
+v1.0: feed_forward_proj "relu", logits from the shared table with the decoder
+output scaled by d_model**-0.5. v1.1: "gated-gelu" (tanh GELU, jaxformer
+"geglu_tanh") and a separate `lm_head` without that scale. HF decides the scale
+from `scale_decoder_outputs` (transformers >= 5) or else `tie_word_embeddings`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from jaxformer.config import Activation, ModelConfig
+from jaxformer.hf.common import (
+    COPY,
+    HF_ACTIVATIONS,
+    LINEAR_IN,
+    LINEAR_OUT,
+    Architecture,
+    Rule,
+    check_fields,
+    is_tied,
+    pad_id_from_hf,
+    per_layer,
+    require,
+    table,
+    unsupported,
+)
+
+MODEL_TYPE = "t5"
+
+# feed_forward_proj "gated-<act>" -> jaxformer gated activation ("gated-gelu" means HF gelu_new).
+GATED_FROM_HF: dict[str, Activation] = {
+    "gelu_new": "geglu_tanh",
+    "gelu_fast": "geglu_tanh",
+    "gelu_pytorch_tanh": "geglu_tanh",
+    "gelu_python": "geglu",
+    "silu": "swiglu",
+    "swish": "swiglu",
+    "relu": "reglu",
+}
+FEED_FORWARD_TO_HF = {
+    "relu": "relu",
+    "gelu": "gelu",
+    "gelu_tanh": "gelu_new",
+    "silu": "silu",
+    "geglu_tanh": "gated-gelu",
+    "geglu": "gated-gelu_python",
+    "swiglu": "gated-silu",
+    "reglu": "gated-relu",
+}
+
+
+def attention(hf_name: str, jax_name: str) -> list[tuple[str, str, Any]]:
+    """q, k, v [N*H, D] -> [D, N, H] and o [D, N*H] -> [N, H, D] of one attention sub-layer."""
+    return [
+        (f"{hf_name}.q.weight", f"{jax_name}/query_kernel", LINEAR_IN),
+        (f"{hf_name}.k.weight", f"{jax_name}/key_kernel", LINEAR_IN),
+        (f"{hf_name}.v.weight", f"{jax_name}/value_kernel", LINEAR_IN),
+        (f"{hf_name}.o.weight", f"{jax_name}/out_kernel", LINEAR_OUT),
+    ]
+
+
+def feed_forward(gated: bool) -> list[tuple[str, str, Any]]:
+    """wi [F, D] -> up [D, F] (gated: wi_0 -> gate, activated; wi_1 -> up), wo [D, F] -> down [F, D]."""
+    inputs = [("wi_0.weight", "mlp/gate_kernel", LINEAR_IN), ("wi_1.weight", "mlp/up_kernel", LINEAR_IN)]
+    if not gated:
+        inputs = [("wi.weight", "mlp/up_kernel", LINEAR_IN)]
+    return [(f"DenseReluDense.{hf}", jax, t) for hf, jax, t in inputs] + [
+        ("DenseReluDense.wo.weight", "mlp/down_kernel", LINEAR_IN)
+    ]
+
+
+def rules(config: ModelConfig) -> list[Rule]:
+    ffn = feed_forward(config.is_gated)
+    encoder_layer = [
+        *attention("layer.0.SelfAttention", "self_attention"),
+        ("layer.0.layer_norm.weight", "self_attention_norm/scale", COPY),
+        *[(f"layer.1.{hf}", jax, t) for hf, jax, t in ffn],
+        ("layer.1.layer_norm.weight", "mlp_norm/scale", COPY),
+    ]
+    decoder_layer = [
+        *attention("layer.0.SelfAttention", "self_attention"),
+        ("layer.0.layer_norm.weight", "self_attention_norm/scale", COPY),
+        *attention("layer.1.EncDecAttention", "cross_attention"),
+        ("layer.1.layer_norm.weight", "cross_attention_norm/scale", COPY),
+        *[(f"layer.2.{hf}", jax, t) for hf, jax, t in ffn],
+        ("layer.2.layer_norm.weight", "mlp_norm/scale", COPY),
+    ]
+    relative = "block.0.layer.0.SelfAttention.relative_attention_bias.weight"
+    out = table(
+        "",
+        "",
+        [
+            ("shared.weight", "embed/embedding", COPY),  # [V, D]
+            (f"encoder.{relative}", "encoder/relative_position_bias/embedding", COPY),  # [buckets, N]
+            (f"decoder.{relative}", "decoder/relative_position_bias/embedding", COPY),
+            ("encoder.final_layer_norm.weight", "encoder/final_norm/scale", COPY),
+            ("decoder.final_layer_norm.weight", "decoder/final_norm/scale", COPY),
+        ],
+    )
+    out += per_layer("encoder.block.{i}.", "encoder/layers_{i}/", encoder_layer, config.num_layers)
+    out += per_layer("decoder.block.{i}.", "decoder/layers_{i}/", decoder_layer, config.decoder_layers)
+    if not config.tie_embeddings:
+        out.append(Rule("lm_head.weight", ("lm_head/lm_head/kernel",), LINEAR_IN))  # [V, D] -> [D, V]
+    return out
+
+
+def aliases(config: ModelConfig) -> list[tuple[str, str]]:
+    out = [("encoder.embed_tokens.weight", "shared.weight"), ("decoder.embed_tokens.weight", "shared.weight")]
+    return [*out, ("lm_head.weight", "shared.weight")] if config.tie_embeddings else out
+
+
+def activation_from_proj(proj: str) -> Activation:
+    parts = proj.split("-")
+    if len(parts) == 2 and parts[0] == "gated":
+        act = "gelu_new" if parts[1] == "gelu" else parts[1]
+        if act in GATED_FROM_HF:
+            return GATED_FROM_HF[act]
+    elif len(parts) == 1 and proj in HF_ACTIVATIONS:
+        return HF_ACTIVATIONS[proj]
+    allowed = sorted(HF_ACTIVATIONS) + sorted(f"gated-{a}" for a in GATED_FROM_HF)
+    raise unsupported(MODEL_TYPE, f"feed_forward_proj={proj!r}", f"Supported: {allowed}.")
+
+
+def config_from_hf(hf: Mapping[str, Any], tensors: Mapping[str, np.ndarray]) -> ModelConfig:
+    scale = hf.get("scale_decoder_outputs")
+    if scale is None:
+        scale = hf.get("tie_word_embeddings", True) is not False
+    tied = is_tied({}, tensors, "lm_head.weight", "shared.weight")
+    if scale and not tied:
+        raise unsupported(
+            MODEL_TYPE,
+            "a separate lm_head.weight together with scale_decoder_outputs/tie_word_embeddings=True",
+            "jaxformer rescales the decoder output only for tied logits (T5 v1.0).",
+        )
+    vocab_size = require(hf, "vocab_size", MODEL_TYPE)
+    num_layers = require(hf, "num_layers", MODEL_TYPE)
+    return ModelConfig(
+        family="encoder_decoder",
+        vocab_size=vocab_size,
+        d_model=require(hf, "d_model", MODEL_TYPE),
+        num_heads=require(hf, "num_heads", MODEL_TYPE),
+        head_dim=require(hf, "d_kv", MODEL_TYPE),
+        d_ff=require(hf, "d_ff", MODEL_TYPE),
+        num_layers=num_layers,
+        num_decoder_layers=hf.get("num_decoder_layers") or num_layers,
+        max_len=int(hf.get("n_positions") or 512),  # relative positions: any length; the jaxformer input limit
+        dropout_rate=float(hf.get("dropout_rate", 0.1)),
+        activation=activation_from_proj(hf.get("feed_forward_proj", "relu")),
+        norm="rmsnorm",
+        norm_position="pre",
+        norm_eps=float(hf.get("layer_norm_epsilon", 1e-6)),
+        position="relative",
+        relative_buckets=int(hf.get("relative_attention_num_buckets", 32)),
+        relative_max_distance=int(hf.get("relative_attention_max_distance", 128)),
+        use_bias=False,
+        scale_attention_logits=False,
+        tie_embeddings=tied,
+        tied_logits_rescale=bool(scale),
+        share_embeddings=True,
+        pad_token_id=pad_id_from_hf(hf, vocab_size),
+        initializer_range=0.05,
+    )
+
+
+def check_exportable(config: ModelConfig) -> None:
+    wanted = dict(
+        family="encoder_decoder",
+        position="relative",
+        norm="rmsnorm",
+        norm_position="pre",
+        use_bias=False,
+        scale_attention_logits=False,
+        embed_scale=False,
+        embedding_norm=False,
+        share_embeddings=True,
+        final_logits_bias=False,
+    )
+    check_fields(config, MODEL_TYPE, wanted)
+
+
+def config_to_hf(config: ModelConfig) -> dict[str, Any]:
+    return {
+        "architectures": ["T5ForConditionalGeneration"],
+        "is_encoder_decoder": True,
+        "vocab_size": config.vocab_size,
+        "d_model": config.d_model,
+        "d_kv": config.dim_per_head,
+        "d_ff": config.d_ff,
+        "num_layers": config.num_layers,
+        "num_decoder_layers": config.decoder_layers,
+        "num_heads": config.num_heads,
+        "relative_attention_num_buckets": config.relative_buckets,
+        "relative_attention_max_distance": config.relative_max_distance,
+        "dropout_rate": config.dropout_rate,
+        "layer_norm_epsilon": config.norm_eps,
+        "feed_forward_proj": FEED_FORWARD_TO_HF[config.activation],
+        "tie_word_embeddings": config.tie_embeddings,
+        "scale_decoder_outputs": config.tie_embeddings and config.tied_logits_rescale,
+        "n_positions": config.max_len,
+        "pad_token_id": config.pad_token_id,
+        "decoder_start_token_id": config.pad_token_id,
+    }
+
+
+ARCHITECTURE = Architecture(
+    model_type=MODEL_TYPE,
+    prefix="",
+    head_names=("lm_head.",),
+    config_from_hf=config_from_hf,
+    config_to_hf=config_to_hf,
+    check_exportable=check_exportable,
+    rules=rules,
+    uses_prefix=lambda config: False,
+    aliases=aliases,
+    # Old checkpoints store an unused relative bias in the first cross-attention layer.
+    ignored=(r"^decoder\.block\.0\.layer\.1\.EncDecAttention\.relative_attention_bias\.weight$",),
+)

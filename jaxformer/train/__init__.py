@@ -1,0 +1,1 @@
+"""Training: configs, optimizer and schedules, train/eval steps, loop, checkpoints, metrics."""

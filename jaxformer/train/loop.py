@@ -1,0 +1,155 @@
+"""`train_and_evaluate(experiment, workdir)`: the whole run, from data to the last checkpoint."""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import jax
+import numpy as np
+
+from jaxformer.config import ModelConfig
+from jaxformer.data import build_pipeline
+from jaxformer.experiment import Experiment
+from jaxformer.train import samples
+from jaxformer.train.checkpoint import Checkpointer
+from jaxformer.train.metrics import MetricsWriter, perplexity
+from jaxformer.train.optim import make_optimizer
+from jaxformer.train.preemption import PreemptionGuard
+from jaxformer.train.runtime import make_runtime
+
+
+class TrainingError(RuntimeError):
+    """A run that cannot go on (NaN loss, ...); the CLI prints the message as one line."""
+
+
+def model_config_for(experiment: Experiment, vocab_size: int) -> ModelConfig:
+    """The experiment's model with the vocabulary the data pipeline needs."""
+    model = experiment.model
+    if model.vocab_size != vocab_size:
+        model = model.replace(vocab_size=vocab_size)
+    return model
+
+
+def evaluate(eval_step: Any, params: Any, batches: Any, max_batches: int = 0) -> dict[str, float]:
+    """Mean loss, accuracy and perplexity over the batches of one split."""
+    totals = {"loss_sum": 0.0, "weight_sum": 0.0, "correct_sum": 0.0}
+    for index, batch in enumerate(batches):
+        if max_batches and index >= max_batches:
+            break
+        sums = eval_step(params, batch)
+        for key in totals:
+            totals[key] += float(sums[key])
+    denom = max(totals["weight_sum"], 1.0)
+    loss = totals["loss_sum"] / denom
+    return {"eval_loss": loss, "eval_accuracy": totals["correct_sum"] / denom, "eval_perplexity": perplexity(loss)}
+
+
+def train_and_evaluate(experiment: Experiment, workdir: str | Path) -> dict[str, float]:
+    """Train `experiment` in `workdir` (resuming from its latest checkpoint); return the last eval metrics."""
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    train_cfg = experiment.train
+    process_index, process_count = jax.process_index(), jax.process_count()
+    is_writer = process_index == 0
+    rng = jax.random.PRNGKey(experiment.seed)
+
+    pipeline = build_pipeline(
+        experiment.data,
+        family=experiment.model.family,
+        batch_size=train_cfg.batch_size,
+        seed=experiment.seed,
+        workdir=str(workdir),
+        process_index=process_index,
+        process_count=process_count,
+    )
+    model_config = model_config_for(experiment, pipeline.vocab_size)
+    tx, schedule = make_optimizer(train_cfg, model_config.d_model)
+    runtime = make_runtime(experiment, model_config, tx, schedule)
+
+    (workdir / "config.json").write_text(json.dumps(experiment.raw, indent=2, sort_keys=True, default=str))
+    (workdir / "model_config.json").write_text(json.dumps(model_config.to_dict(), indent=2, sort_keys=True))
+
+    state = runtime.init_state(rng)
+    checkpointer = Checkpointer(
+        workdir, experiment.checkpoint.keep, experiment.checkpoint.async_save, experiment.checkpoint.keep_best
+    )
+    start_step = 0
+    restored = checkpointer.restore_latest(
+        runtime.abstract_state(state), start_fresh_if_corrupt=experiment.checkpoint.start_fresh_if_corrupt
+    )
+    if restored is not None:
+        state = restored.state
+        pipeline.set_state(restored.data_state)
+        start_step = int(state.step)
+        if is_writer:
+            print(f"Resumed from checkpoint step {start_step} in {checkpointer.step_path(restored.step)}", flush=True)
+
+    writer = MetricsWriter(workdir, train_cfg.steps, start_step, enabled=is_writer, progress=train_cfg.progress)
+    saved_config = {"experiment": experiment.raw, "model": model_config.to_dict()}
+    batches = pipeline.train_batches()
+    last_eval: dict[str, float] = {}
+    window: list[dict[str, Any]] = []
+    window_start = time.perf_counter()
+    step = start_step
+    guard = PreemptionGuard().install()  # SIGTERM/SIGINT: finish the step, save, stop (exit 0)
+    try:
+        while step < train_cfg.steps:
+            batch = next(batches)
+            state, metrics = runtime.train_step(state, runtime.put_batch(batch))
+            step += 1
+            window.append(metrics)
+            writer.advance()
+            if step % train_cfg.log_every == 0 or step == train_cfg.steps:
+                record = _summarise(window, time.perf_counter() - window_start)
+                window, window_start = [], time.perf_counter()
+                if not math.isfinite(record["loss"]):
+                    raise TrainingError(
+                        f"loss became {record['loss']} at step {step}; lower train.learning_rate or enable "
+                        f"train.grad_clip. The last good checkpoint is in {checkpointer.directory}."
+                    )
+                writer.write(step, record)
+            is_eval = (train_cfg.eval_every and step % train_cfg.eval_every == 0) or step == train_cfg.steps
+            if is_eval:
+                eval_batches = (runtime.put_batch(b) for b in pipeline.eval_batches("validation"))
+                last_eval = evaluate(runtime.eval_step, state.params, eval_batches, train_cfg.eval_batches)
+                params = runtime.host_params(state)
+                last_eval.update(samples.task_metrics(model_config, params, pipeline, train_cfg.num_samples, writer))
+                writer.write(step, last_eval)
+                window_start = time.perf_counter()
+            every = experiment.checkpoint.every
+            if (every and step % every == 0) or step == train_cfg.steps:
+                checkpointer.save(
+                    step, state, pipeline.get_state(), saved_config, metrics=last_eval if is_eval else None
+                )
+            if guard.should_stop(step):
+                checkpointer.save(step, state, pipeline.get_state(), saved_config)  # no-op if saved just above
+                checkpointer.wait()
+                raise guard.stopped(step, checkpointer.step_path(step))
+    finally:
+        guard.uninstall()
+        checkpointer.close()
+        writer.close()
+    return last_eval
+
+
+def _summarise(window: list[dict[str, Any]], seconds: float) -> dict[str, float]:
+    """Mean of the window's step metrics, token-weighted where it matters, plus speed."""
+    fetched = jax.device_get(window)
+    tokens = np.array([float(m["tokens"]) for m in fetched])
+    weights = tokens / max(tokens.sum(), 1.0)
+    loss = float(sum(w * float(m["loss"]) for w, m in zip(weights, fetched, strict=True)))
+    accuracy = float(sum(w * float(m["accuracy"]) for w, m in zip(weights, fetched, strict=True)))
+    steps = len(fetched)
+    return {
+        "loss": loss,
+        "accuracy": accuracy,
+        "perplexity": perplexity(loss),
+        "learning_rate": float(fetched[-1]["learning_rate"]),
+        "grad_norm": float(np.mean([float(m["grad_norm"]) for m in fetched])),
+        "tokens_per_sec": float(tokens.sum()) / max(seconds, 1e-9),
+        "step_time": seconds / max(steps, 1),
+    }

@@ -1,0 +1,92 @@
+"""Where metrics go: `metrics.jsonl` (one JSON object per record), TensorBoard events, the console.
+
+metrics.jsonl format (stable): each line is {"step": int, <name>: float, ...}. Training records
+carry loss, accuracy, perplexity, learning_rate, grad_norm, tokens_per_sec, step_time; evaluation
+records carry eval_loss, eval_accuracy, eval_perplexity (and task metrics such as eval_bleu).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from pathlib import Path
+from typing import Any
+
+from tqdm.auto import tqdm
+
+
+def perplexity(mean_loss: float) -> float:
+    """exp(loss), capped to stay finite in JSON."""
+    return math.exp(min(mean_loss, 50.0))
+
+
+class MetricsWriter:
+    """Writes records to the workdir and the console. Only the writing process (index 0) writes."""
+
+    def __init__(
+        self, workdir: str | Path, total_steps: int, initial_step: int = 0, enabled: bool = True, progress: bool = True
+    ):
+        self.enabled = enabled
+        self.workdir = Path(workdir)
+        self._jsonl = None
+        self._tb = None
+        self._bar = None
+        if not enabled:
+            return
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self._jsonl = open(self.workdir / "metrics.jsonl", "a", encoding="utf-8")  # noqa: SIM115
+        from tensorboardX import SummaryWriter
+
+        self._tb = SummaryWriter(str(self.workdir / "tensorboard"))
+        if progress:
+            self._bar = tqdm(
+                total=total_steps, initial=initial_step, desc="train", unit="step", dynamic_ncols=True, file=sys.stderr
+            )
+
+    def write(self, step: int, metrics: dict[str, Any]) -> None:
+        if not self.enabled:
+            return
+        record = {"step": int(step), **{k: float(v) for k, v in metrics.items()}}
+        assert self._jsonl is not None and self._tb is not None
+        self._jsonl.write(json.dumps(record) + "\n")
+        self._jsonl.flush()
+        for name, value in record.items():
+            if name != "step":
+                self._tb.add_scalar(name, value, step)
+        self._tb.flush()
+        if self._bar is not None:
+            shown = {
+                k: f"{v:.4g}"
+                for k, v in record.items()
+                if k in ("loss", "accuracy", "eval_loss", "eval_accuracy", "learning_rate")
+            }
+            self._bar.set_postfix(shown, refresh=False)
+
+    def advance(self, steps: int = 1) -> None:
+        if self._bar is not None:
+            self._bar.update(steps)
+
+    def print(self, text: str) -> None:
+        if not self.enabled:
+            return
+        if self._bar is not None:
+            self._bar.write(text)
+        else:
+            print(text, flush=True)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+        if self._jsonl is not None:
+            self._jsonl.close()
+        if self._tb is not None:
+            self._tb.close()
+
+
+def read_metrics(workdir: str | Path) -> list[dict[str, float]]:
+    """All records of a workdir's metrics.jsonl."""
+    path = Path(workdir) / "metrics.jsonl"
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]

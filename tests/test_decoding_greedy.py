@@ -1,0 +1,92 @@
+"""Greedy decoding with the KV cache == argmax of repeated full forward passes without a cache.
+
+The no-cache reference loops and the widened random parameters are in
+`decoding_reference.py` (see its docstring for why the init is widened).
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from decoding_reference import (
+    BOS,
+    NEW_TOKENS,
+    PROMPTS,
+    SOURCES,
+    cut_at_eos,
+    full_forward,
+    greedy_reference,
+    model_and_params,
+    right_padded,
+)
+
+from jaxformer import decoding, models
+from jaxformer.decoding.steps import Stepper
+
+DECODER_ONLY = [("tiny-gpt2", False), ("tiny-llama", False), ("tiny-llama", True)]
+ENCODER_DECODER = [("tiny-transformer", False), ("tiny-t5", False), ("tiny-t5", True)]
+
+
+def ids(cases):
+    return [name + ("-scan" if scan else "") for name, scan in cases]
+
+
+@pytest.mark.parametrize(("name", "scan"), DECODER_ONLY, ids=ids(DECODER_ONLY))
+def test_decoder_only_greedy_matches_full_forward(name, scan):
+    config, params = model_and_params(name, scan)
+    expected = greedy_reference(name, scan)  # [B, N] from the no-cache loop
+    got = decoding.generate(config, params, [list(p) for p in PROMPTS], max_new_tokens=NEW_TOKENS)
+    np.testing.assert_array_equal(got, expected)
+    # The same prompts as a right-padded array + lengths give the same tokens.
+    tokens, _ = right_padded(PROMPTS)
+    again = decoding.generate(config, params, tokens, [len(p) for p in PROMPTS], max_new_tokens=NEW_TOKENS)
+    np.testing.assert_array_equal(again, expected)
+
+
+@pytest.mark.parametrize(("name", "scan"), ENCODER_DECODER, ids=ids(ENCODER_DECODER))
+def test_encoder_decoder_greedy_matches_full_forward(name, scan):
+    config, params = model_and_params(name, scan)
+    expected = greedy_reference(name, scan)
+    source, valid = right_padded(SOURCES)
+    got = decoding.translate(config, params, source, valid, bos_id=BOS, max_new_tokens=NEW_TOKENS)
+    np.testing.assert_array_equal(got, expected)
+
+
+@pytest.mark.parametrize("name", ["tiny-gpt2", "tiny-transformer"])
+def test_tokens_after_eos_are_pad(name):
+    config, params = model_and_params(name)
+    expected = greedy_reference(name)
+    eos = int(expected[0, 2])  # a token that row 0 produces at step 2
+    want = np.array([cut_at_eos(row, eos, pad=0) for row in expected])
+    assert want[0, 3:].tolist() == [0] * (NEW_TOKENS - 3)
+    if config.family == "decoder_only":
+        got = decoding.generate(config, params, PROMPTS, max_new_tokens=NEW_TOKENS, eos_id=eos, pad_id=0)
+    else:
+        source, valid = right_padded(SOURCES)
+        got = decoding.translate(config, params, source, valid, bos_id=BOS, eos_id=eos, max_new_tokens=NEW_TOKENS)
+    np.testing.assert_array_equal(got, want)
+
+
+def test_cached_step_logits_match_full_forward():
+    """Prefill a left-padded batch, then feed one token per row at a time: logits == full forward (1e-4)."""
+    config, params = model_and_params("tiny-llama")
+    tokens, valid = decoding.pack_prompts(PROMPTS)
+    positions = decoding.positions_from_valid(valid)
+    fed_tokens = np.array([[4, 23, 61], [40, 3, 61], [77, 9, 61]], np.int32)  # [B, 3] tokens fed after the prompt
+    width = tokens.shape[1] + fed_tokens.shape[1]
+    cache = decoding.init_cache(config, len(PROMPTS), width)
+    model = models.build(config, decode=True)
+    prefill = jax.jit(
+        lambda variables: model.apply(variables, tokens, positions=positions, valid=valid, mutable=["cache"])
+    )
+    cache = prefill({"params": params, "cache": cache})[1]["cache"]
+    step = jax.jit(Stepper(config).__call__)
+    next_positions = positions[:, -1] + 1  # [B]: the prompt lengths
+    for i in range(fed_tokens.shape[1]):
+        logits, cache = step(params, cache, jnp.asarray(fed_tokens[:, i]), jnp.asarray(next_positions + i))
+        sequences = [list(prompt) + fed_tokens[row, : i + 1].tolist() for row, prompt in enumerate(PROMPTS)]
+        full = np.asarray(full_forward(config)({"params": params}, right_padded(sequences, width)[0]))
+        for row, sequence in enumerate(sequences):  # full-forward logits at each row's last real token
+            np.testing.assert_allclose(np.asarray(logits[row]), full[row, len(sequence) - 1], atol=1e-4, rtol=1e-4)

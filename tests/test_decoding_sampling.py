@@ -1,0 +1,86 @@
+"""Sampling: top-k = 1 (and a tiny nucleus) == greedy, seeded reproducibility, and the filtered
+distribution against a NumPy reference of temperature / top-k / top-p."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from decoding_reference import BOS, NEW_TOKENS, PROMPTS, SOURCES, greedy_reference, model_and_params, right_padded
+
+from jaxformer import decoding
+from jaxformer.decoding.sampling import sample_logits
+
+
+def decode(name, **options):
+    config, params = model_and_params(name)
+    if config.family == "decoder_only":
+        return decoding.generate(config, params, PROMPTS, max_new_tokens=NEW_TOKENS, method="sample", **options)
+    source, valid = right_padded(SOURCES)
+    return decoding.translate(
+        config, params, source, valid, bos_id=BOS, max_new_tokens=NEW_TOKENS, method="sample", **options
+    )
+
+
+@pytest.mark.parametrize("name", ["tiny-gpt2", "tiny-transformer"])
+def test_top_k_one_and_tiny_nucleus_equal_greedy(name):
+    greedy = greedy_reference(name)  # no-cache argmax loop
+    np.testing.assert_array_equal(decode(name, top_k=1, temperature=0.7, seed=3), greedy)
+    np.testing.assert_array_equal(decode(name, top_p=1e-6, seed=4), greedy)
+
+
+def test_sampling_is_reproducible_and_seed_dependent():
+    first = decode("tiny-llama", temperature=1.5, top_k=20, top_p=0.95, seed=11)
+    again = decode("tiny-llama", temperature=1.5, top_k=20, top_p=0.95, seed=11)
+    other = decode("tiny-llama", temperature=1.5, top_k=20, top_p=0.95, seed=12)
+    np.testing.assert_array_equal(first, again)
+    assert not np.array_equal(first, other), "different seeds gave identical samples"
+    assert first.min() >= 0 and first.max() < 99
+
+
+def numpy_filtered_probs(logits: np.ndarray, temperature: float, top_k: int, top_p: float) -> np.ndarray:
+    """Reference: softmax(logits / T) restricted to the top-k tokens, then to the smallest most likely
+    prefix whose mass (after top-k renormalisation) reaches top_p; renormalised."""
+    scaled = np.asarray(logits, np.float64) / temperature
+    keep = np.ones_like(scaled, bool)
+    if top_k:
+        keep &= scaled >= np.sort(scaled)[-top_k]
+    probs = np.where(keep, np.exp(scaled - scaled.max()), 0.0)
+    probs /= probs.sum()
+    order = np.argsort(-probs, kind="stable")
+    cumulative = np.cumsum(probs[order])
+    nucleus = order[: int(np.searchsorted(cumulative, top_p - 1e-12)) + 1]
+    out = np.zeros_like(probs)
+    out[nucleus] = probs[nucleus]
+    return out / out.sum()
+
+
+@pytest.mark.parametrize(
+    ("temperature", "top_k", "top_p"), [(1.0, 0, 1.0), (0.5, 4, 1.0), (2.0, 0, 0.7), (1.3, 5, 0.8)]
+)
+def test_sampled_frequencies_match_filtered_softmax(temperature, top_k, top_p):
+    logits = jnp.asarray([[1.5, 0.2, -0.4, 2.1, 0.9, -1.3, 0.0, 1.1]], jnp.float32)  # [1, V=8]
+    draws = 20000
+    keys = jax.random.split(jax.random.PRNGKey(0), draws)
+    sample = jax.jit(jax.vmap(lambda k: sample_logits(logits, k, temperature, top_k, jnp.float32(top_p), top_p < 1)))
+    tokens = np.asarray(sample(keys))[:, 0]
+    frequencies = np.bincount(tokens, minlength=8) / draws
+    want = numpy_filtered_probs(np.asarray(logits[0]), temperature, top_k, top_p)
+    assert np.all(frequencies[want == 0] == 0), "a filtered-out token was sampled"
+    np.testing.assert_allclose(frequencies, want, atol=0.015)  # ~4 standard errors at 20k draws
+
+
+def test_top_k_and_top_p_masks_match_numpy():
+    rng = np.random.default_rng(0)
+    logits = rng.normal(size=(4, 11)).astype(np.float32)
+    for k in (1, 3, 11):
+        masked = np.asarray(decoding.apply_top_k(jnp.asarray(logits), k))
+        for row in range(4):
+            kept = np.flatnonzero(np.isfinite(masked[row]))
+            np.testing.assert_array_equal(np.sort(kept), np.sort(np.argsort(-logits[row])[:k]))
+    for p in (0.1, 0.5, 0.9, 1.0):
+        masked = np.asarray(decoding.apply_top_p(jnp.asarray(logits), jnp.float32(p)))
+        for row in range(4):
+            want = numpy_filtered_probs(logits[row], 1.0, 0, p) > 0
+            np.testing.assert_array_equal(np.isfinite(masked[row]), want)
