@@ -1,6 +1,11 @@
 """`jaxformer` command line: a thin layer over importable functions.
 
     jaxformer train --config experiments/default.py --workdir W [--config.train.steps=100 ...]
+    jaxformer export --workdir W --out DIR
+    jaxformer generate --workdir W --prompt TEXT [--max_new_tokens 64 --method sample --top_p 0.9 ...]
+    jaxformer translate --workdir W --text TEXT [--method beam --beam_size 4]   (or --input FILE [--output FILE])
+    jaxformer evaluate --workdir W [--split test --method beam --json OUT]      (alias: eval)
+    jaxformer demo --workdir W [--host 127.0.0.1 --port 0]                      (needs the [demo] extra)
 
 Errors a user can fix (bad config, missing file, NaN loss, ...) are printed as one line
 `error: ...` with exit status 2; set JAXFORMER_DEBUG=1 to see the traceback instead.
@@ -31,7 +36,7 @@ def _split_overrides(argv: Sequence[str]) -> tuple[list[str], list[str]]:
     while i < len(items):
         item = items[i]
         if item.startswith("--config."):
-            if "=" not in item and i + 1 < len(items):
+            if "=" not in item and i + 1 < len(items) and not items[i + 1].startswith("--"):
                 item = f"{item}={items[i + 1]}"
                 i += 1
             overrides.append(item[len("--config.") :])
@@ -68,6 +73,73 @@ def cmd_export(args: argparse.Namespace, overrides: list[str]) -> int:
     return 0
 
 
+def cmd_generate(args: argparse.Namespace, overrides: list[str]) -> int:
+    from jaxformer import inference
+
+    run = inference.load_run(args.workdir, args.step)
+    outputs = inference.generate(
+        run,
+        args.prompt,
+        max_new_tokens=args.max_new_tokens,
+        method=args.method,
+        temperature=args.temperature,
+        top_k=args.top_k,
+        top_p=args.top_p,
+        beam_size=args.beam_size,
+        alpha=args.alpha,
+        seed=args.seed,
+    )
+    for prompt, text in zip(args.prompt, outputs, strict=True):
+        print(f"{prompt}{text}" if args.echo else text)
+    return 0
+
+
+def cmd_translate(args: argparse.Namespace, overrides: list[str]) -> int:
+    from pathlib import Path
+
+    from jaxformer import inference
+
+    if args.input is not None:
+        texts = Path(args.input).read_text(encoding="utf-8").splitlines()
+        if not texts:
+            raise ValueError(f"input file {args.input} is empty; put one sentence per line.")
+    else:
+        texts = args.text
+    run = inference.load_run(args.workdir, args.step)
+    outputs = inference.translate(
+        run, texts, args.max_new_tokens, args.method, args.beam_size, args.alpha, batch_size=args.batch_size
+    )
+    if args.output:
+        Path(args.output).write_text("".join(f"{line}\n" for line in outputs), encoding="utf-8")
+        print(f"Wrote {len(outputs)} translations to {args.output}.")
+    else:
+        print("\n".join(outputs))
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace, overrides: list[str]) -> int:
+    import json
+    from pathlib import Path
+
+    from jaxformer import inference
+
+    run = inference.load_run(args.workdir, args.step)
+    metrics = inference.evaluate(run, args.split, args.method, args.beam_size, args.batch_size)
+    shown = ", ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in metrics.items())
+    print(f"{args.split}: {shown}")
+    out = Path(args.json) if args.json else Path(args.workdir) / f"eval_{args.split}_{args.method}.json"
+    out.write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    print(f"Wrote {out}")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace, overrides: list[str]) -> int:
+    from jaxformer import demo
+
+    demo.serve(args.workdir, host=args.host, port=args.port, step=args.step)
+    return 0
+
+
 def _is_first_process() -> bool:
     import jax
 
@@ -90,7 +162,60 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--out", required=True, help="new directory for params/ and model_config.json")
     export.add_argument("--step", type=int, default=None, help="checkpoint step (default: the newest intact one)")
     export.set_defaults(handler=cmd_export)
+    _add_use_commands(sub)
     return parser
+
+
+def _run_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--workdir", required=True, help="training workdir (config.json, tokenizer/, checkpoints/)")
+    parser.add_argument("--step", type=int, default=None, help="checkpoint step (default: the newest intact one)")
+
+
+def _search_arguments(parser: argparse.ArgumentParser, methods: tuple[str, ...], max_new_tokens: int | None) -> None:
+    parser.add_argument("--max_new_tokens", type=int, default=max_new_tokens, help="tokens to generate at most")
+    parser.add_argument("--method", choices=methods, default="greedy", help="search method (default greedy)")
+    parser.add_argument("--beam_size", type=int, default=4, help="beams for --method beam")
+    parser.add_argument("--alpha", type=float, default=0.6, help="GNMT length penalty for --method beam")
+
+
+def _add_use_commands(sub: Any) -> None:
+    generate = sub.add_parser("generate", help="continue a prompt with a decoder-only run")
+    _run_arguments(generate)
+    generate.add_argument("--prompt", required=True, action="append", help="prompt text (repeat for a batch)")
+    _search_arguments(generate, ("greedy", "sample", "beam"), 64)
+    generate.add_argument("--temperature", type=float, default=1.0, help="softmax temperature for sampling")
+    generate.add_argument("--top_k", type=int, default=0, help="sample from the k most likely tokens (0: all)")
+    generate.add_argument("--top_p", type=float, default=1.0, help="nucleus sampling mass in (0, 1] (1: all)")
+    generate.add_argument("--seed", type=int, default=0, help="sampling seed")
+    generate.add_argument("--echo", action="store_true", help="print the prompt before its continuation")
+    generate.set_defaults(handler=cmd_generate)
+
+    translate = sub.add_parser("translate", help="translate text with an encoder-decoder run")
+    _run_arguments(translate)
+    given = translate.add_mutually_exclusive_group(required=True)
+    given.add_argument("--text", action="append", help="text to translate (repeat for a batch)")
+    given.add_argument("--input", help="file with one text per line")
+    translate.add_argument("--output", help="write the translations here, one per line (default: stdout)")
+    _search_arguments(translate, ("greedy", "beam"), None)
+    translate.add_argument("--batch_size", type=int, default=64, help="texts decoded together")
+    translate.set_defaults(handler=cmd_translate)
+
+    evaluate = sub.add_parser(
+        "evaluate", aliases=["eval"], help="loss/perplexity/accuracy of a split; BLEU and chrF for translation"
+    )
+    _run_arguments(evaluate)
+    evaluate.add_argument("--split", default="test", choices=("train", "validation", "test"), help="default test")
+    evaluate.add_argument("--method", choices=("greedy", "beam"), default="greedy", help="translation search")
+    evaluate.add_argument("--beam_size", type=int, default=4, help="beams for --method beam")
+    evaluate.add_argument("--batch_size", type=int, default=64, help="sentences decoded together")
+    evaluate.add_argument("--json", help="write the metrics here (default: WORKDIR/eval_SPLIT_METHOD.json)")
+    evaluate.set_defaults(handler=cmd_evaluate)
+
+    demo = sub.add_parser("demo", help="a Gradio web app for a trained run (pip install 'jaxformer[demo]')")
+    _run_arguments(demo)
+    demo.add_argument("--host", default="127.0.0.1", help="address to serve on (default 127.0.0.1)")
+    demo.add_argument("--port", type=int, default=0, help="port (0: a free one)")
+    demo.set_defaults(handler=cmd_demo)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

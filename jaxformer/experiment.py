@@ -13,13 +13,17 @@ import ast
 import dataclasses
 import difflib
 import importlib.util
+import re
+import traceback
+import types
 from pathlib import Path
-from typing import Any, Literal, get_args, get_origin, get_type_hints
+from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 
 import ml_collections
 
 from jaxformer import presets
 from jaxformer.config import ModelConfig, check_choice
+from jaxformer.data.batching import TASK_OF_FAMILY
 from jaxformer.data.config import DataConfig
 from jaxformer.train.config import (
     CheckpointConfig,
@@ -95,13 +99,44 @@ def load(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> ml_co
     if spec is None or spec.loader is None:
         raise ConfigError(f"cannot import experiment file {str(path)!r}.")
     module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    if not hasattr(module, "get_config"):
-        raise ConfigError(f"experiment file {str(path)!r} has no get_config() function.")
-    config = module.get_config()
+    try:
+        spec.loader.exec_module(module)
+        if not hasattr(module, "get_config"):
+            raise ConfigError(f"experiment file {str(path)!r} has no get_config() function.")
+        config = module.get_config()
+    except ConfigError:
+        raise
+    except Exception as err:  # the user's file failed: say where, in one line
+        raise ConfigError(_describe_failure(path, err)) from err
+    if not isinstance(config, ml_collections.ConfigDict):
+        raise ConfigError(
+            f"get_config() in {str(path)!r} returned {type(config).__name__}; it must return an "
+            "ml_collections.ConfigDict (start from jaxformer.experiment.base_config())."
+        )
     for item in overrides:
         apply_override(config, item)
     return config
+
+
+def _describe_failure(path: Path, err: Exception) -> str:
+    """`experiment file 'x.py' line 3: NameError: ...` for an exception raised while running the file."""
+    if isinstance(err, SyntaxError):
+        return f"experiment file {str(path)!r} line {err.lineno}: {err.msg}."
+    lines = [frame.lineno for frame in traceback.extract_tb(err.__traceback__) if Path(frame.filename) == path]
+    where = f" line {lines[-1]}" if lines else ""
+    return (
+        f"experiment file {str(path)!r}{where}: {type(err).__name__}: {_message(err)} "
+        "(set JAXFORMER_DEBUG=1 for the traceback)."
+    )
+
+
+def _message(err: BaseException) -> str:
+    """An exception's text on one line (unwrapping ConfigDict's AttributeError(KeyError(...)))."""
+    inner = err.args[0] if len(err.args) == 1 else None
+    if isinstance(inner, BaseException):
+        return _message(inner)
+    text = inner if isinstance(err, KeyError) and isinstance(inner, str) else str(err)
+    return " ".join(text.split())
 
 
 def _flat_keys(config: ml_collections.ConfigDict, prefix: str = "") -> list[str]:
@@ -114,9 +149,20 @@ def _flat_keys(config: ml_collections.ConfigDict, prefix: str = "") -> list[str]
     return keys
 
 
-def _nearest(key: str, candidates: list[str] | tuple[str, ...]) -> str:
+def _nearest(key: str, candidates: list[str] | tuple[str, ...], prefix: str = "") -> str:
+    """` Did you mean 'prefix+closest'?`, or "" when nothing is close."""
     hint = difflib.get_close_matches(key, list(candidates), n=1, cutoff=0.5)
-    return f" Did you mean {hint[0]!r}?" if hint else ""
+    return f" Did you mean {prefix + hint[0]!r}?" if hint else ""
+
+
+def _unknown_key(key: str, candidates: list[str] | tuple[str, ...], prefix: str = "") -> ConfigError:
+    """The error for unknown key `prefix+key`: the nearest valid key, else the valid keys of its section."""
+    hint = _nearest(key, candidates, prefix)
+    if not hint:
+        section = sorted({c for c in candidates if "." not in c})
+        where = f"in {prefix[:-1]!r}" if prefix else "at the top level"
+        hint = f" Valid keys {where}: {', '.join(section)}."
+    return ConfigError(f"unknown config key {prefix + key!r}.{hint}")
 
 
 def _parse_value(text: str) -> Any:
@@ -135,22 +181,26 @@ def apply_override(config: ml_collections.ConfigDict, item: str) -> None:
     """Apply one `a.b.c=value` override. `model.*` keys may name any ModelConfig field."""
     item = item[len("--config.") :] if item.startswith("--config.") else item
     if "=" not in item:
-        raise ConfigError(f"override {item!r} must look like --config.key=value.")
+        raise ConfigError(f"--config.{item} has no value; write --config.{item}=VALUE.")
     key, text = item.split("=", 1)
     parts = key.split(".")
+    if not all(parts):
+        raise ConfigError(f"override --config.{item} has an empty key; write --config.section.key=VALUE.")
     node = config
     for depth, part in enumerate(parts[:-1]):
         if part not in node or not isinstance(node[part], ml_collections.ConfigDict):
-            raise ConfigError(f"unknown config key {key!r}.{_nearest(key, _flat_keys(config))}")
+            section = ".".join(parts[:depth])
+            prefix = f"{section}." if section else ""
+            raise _unknown_key(".".join(parts[depth:]), _flat_keys(node), prefix)
         node = node[part]
-        del depth
     leaf = parts[-1]
     value = _parse_value(text)
     if leaf not in node:
         allowed_new = parts[0] == "model" and len(parts) == 2 and leaf in _model_fields()
         if not allowed_new:
-            candidates = _flat_keys(config) + [f"model.{f}" for f in _model_fields()]
-            raise ConfigError(f"unknown config key {key!r}.{_nearest(key, candidates)}")
+            prefix = ".".join(parts[:-1]) + "." if len(parts) > 1 else ""
+            candidates = list(node.keys()) + (list(_model_fields()) if parts[0] == "model" and len(parts) == 2 else [])
+            raise _unknown_key(leaf, candidates, prefix)
         with node.unlocked():
             node[leaf] = value
         return
@@ -162,6 +212,8 @@ def apply_override(config: ml_collections.ConfigDict, item: str) -> None:
 
 
 def _coerce(key: str, value: Any, want: type) -> Any:
+    if issubclass(want, ml_collections.ConfigDict):
+        raise ConfigError(f"config key {key!r} is a section, not a value; set its keys: --config.{key}.KEY=VALUE.")
     if want is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if want in (list, tuple) and isinstance(value, (list, tuple)):
@@ -191,51 +243,88 @@ def to_dataclass(cls: type, values: dict[str, Any], section: str) -> Any:
     hints = get_type_hints(cls)
     for key, value in values.items():
         if key not in fields:
-            raise ConfigError(f"unknown config key '{section}.{key}'.{_nearest(key, tuple(fields))}")
+            raise _unknown_key(key, tuple(fields), f"{section}.")
         _check_type(f"{section}.{key}", value, hints[key])
     try:
         return cls(**values)
     except ConfigError:
         raise
     except (ValueError, TypeError) as err:
-        message = str(err)
-        if not message.startswith(section):
-            message = f"{section}: {message}"
-        raise ConfigError(message) from None
+        raise ConfigError(_qualify(section, str(err), tuple(fields))) from None
+
+
+def _qualify(section: str, message: str, fields: tuple[str, ...]) -> str:
+    """Name keys in full: "d_model=5 is ..." -> "model.d_model=5 is ..."; other messages get a `section: ` prefix."""
+    if message.startswith(f"{section}.") or message.startswith(f"{section}:"):
+        return message
+    match = re.match(r"(\w+)=", message)
+    if match and match.group(1) in fields:
+        return f"{section}.{message}"
+    return f"{section}: {message}"
 
 
 def _check_type(name: str, value: Any, hint: Any) -> None:
+    """Raise ConfigError unless `value` fits the type hint (Literal, Optional/Union, tuple[...], list[...], plain)."""
     origin = get_origin(hint)
     if origin is Literal:
         _choice(name, value, hint)
         return
-    options = get_args(hint) if origin is not None else (hint,)
     if value is None:
-        if type(None) in options:
+        if hint is Any or (origin in (Union, types.UnionType) and type(None) in get_args(hint)):
             return
         raise ConfigError(f"config key {name!r} may not be None.")
-    plain = [o for o in options if o is not type(None) and isinstance(o, type)]
-    if not plain:
+    if origin in (Union, types.UnionType):
+        errors = []
+        for option in (o for o in get_args(hint) if o is not type(None)):
+            try:
+                _check_type(name, value, option)
+                return
+            except ConfigError as err:
+                errors.append(err)
+        raise errors[0]
+    if origin in (tuple, list):
+        _check_sequence(name, value, origin, get_args(hint))
         return
-    if bool in plain and isinstance(value, bool):
+    if not isinstance(hint, type):  # Any, type variables: nothing to check
         return
-    if isinstance(value, bool) and bool not in plain:
-        raise ConfigError(f"config key {name!r} expects {plain[0].__name__}, got {value!r}.")
-    if float in plain and isinstance(value, (int, float)):
-        return
-    if tuple in plain and isinstance(value, (list, tuple)):
-        return
-    if not isinstance(value, tuple(plain)):
-        raise ConfigError(f"config key {name!r} expects {plain[0].__name__}, got {value!r} ({type(value).__name__}).")
+    _check_plain(name, value, hint)
+
+
+def _check_sequence(name: str, value: Any, origin: type, args: tuple[Any, ...]) -> None:
+    """`tuple[int, ...]`, `tuple[int, str]` or `list[str]`: a list or tuple whose items fit."""
+    if not isinstance(value, (list, tuple)):
+        raise ConfigError(
+            f"config key {name!r} expects a {origin.__name__} such as [8, 16], got {value!r} ({type(value).__name__})."
+        )
+    homogeneous = origin is list or (len(args) == 2 and args[1] is Ellipsis)
+    if not homogeneous and args and len(args) != len(value):
+        raise ConfigError(f"config key {name!r} expects {len(args)} items, got {len(value)}: {value!r}.")
+    for index, item in enumerate(value):
+        item_hint = (args[0] if args else Any) if homogeneous else args[index]
+        _check_type(f"{name}[{index}]", item, item_hint)
+
+
+def _check_plain(name: str, value: Any, want: type) -> None:
+    """int (not bool), float (int accepted), bool, str, bare tuple/list (either accepted), other classes."""
+    if want in (tuple, list):
+        ok = isinstance(value, (list, tuple))
+    elif want is float:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    elif want is int:
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    else:
+        ok = isinstance(value, want)
+    if not ok:
+        raise ConfigError(f"config key {name!r} expects {want.__name__}, got {value!r} ({type(value).__name__}).")
 
 
 def validate(config: ml_collections.ConfigDict) -> Experiment:
     """Turn a loaded ConfigDict into a checked `Experiment` (raises ConfigError with one clear line)."""
     raw = config.to_dict()
-    top = set(base_config().keys())
+    top = tuple(base_config().keys())
     for key in raw:
         if key not in top:
-            raise ConfigError(f"unknown config key {key!r}.{_nearest(key, tuple(top))}")
+            raise _unknown_key(key, top)
     model_values = dict(raw.get("model", {}))
     preset = model_values.pop("preset", None)
     if not isinstance(preset, str):
@@ -248,12 +337,12 @@ def validate(config: ml_collections.ConfigDict) -> Experiment:
     hints = get_type_hints(ModelConfig)
     for key, value in model_values.items():
         if key not in hints:
-            raise ConfigError(f"unknown config key 'model.{key}'.{_nearest(key, _model_fields())}")
+            raise _unknown_key(key, _model_fields(), "model.")
         _check_type(f"model.{key}", value, hints[key])
     try:
         model = base_model.replace(**model_values)
     except ValueError as err:
-        raise ConfigError(f"model: {err}") from None
+        raise ConfigError(_qualify("model", str(err), _model_fields())) from None
     data = to_dataclass(DataConfig, dict(raw.get("data", {})), "data")
     train = to_dataclass(TrainConfig, dict(raw.get("train", {})), "train")
     checkpoint = to_dataclass(CheckpointConfig, dict(raw.get("checkpoint", {})), "checkpoint")
@@ -263,11 +352,52 @@ def validate(config: ml_collections.ConfigDict) -> Experiment:
     seed = raw.get("seed", 0)
     if not isinstance(seed, int) or isinstance(seed, bool):
         raise ConfigError(f"seed={seed!r} must be an integer.")
-    rules = tuple((str(name), _rule_target(target)) for name, target in raw.get("logical_axis_rules", DEFAULT_RULES))
+    rules = _rules(raw.get("logical_axis_rules", DEFAULT_RULES))
     return Experiment(seed, model, data, train, checkpoint, mesh, parallelism, rules, preset, raw)  # type: ignore[arg-type]
 
 
-def _rule_target(target: Any) -> Any:
-    if isinstance(target, list):
-        return tuple(target)
-    return target
+def check_model_fits_data(experiment: Experiment) -> None:
+    """A run's model must train `data.task` and accept the data's rows (at most `model.max_len` long).
+
+    Not part of `validate`: tests and tools build Experiments whose model is driven without the data
+    section. `train_and_evaluate` calls it first, before any data is read.
+    """
+    model, data, preset = experiment.model, experiment.data, experiment.preset
+    task_of_model = TASK_OF_FAMILY[model.family]
+    if data.task != task_of_model:
+        family = next(f for f, t in TASK_OF_FAMILY.items() if t == data.task)
+        fitting = [name for name in presets.names() if presets.get(name).family == family]
+        article = "an" if family[0] in "aeiou" else "a"
+        raise ConfigError(
+            f"data.task={data.task!r} needs {article} {family} model, but model.preset={preset!r} is "
+            f"{model.family} (it trains task={task_of_model!r}); choose {article} {family} preset "
+            f"({', '.join(fitting)}) or set data.task={task_of_model!r}."
+        )
+    lengths = ("max_source_length", "max_target_length") if data.task == "seq2seq" else ("max_length",)
+    for name in lengths:
+        length = data.length(name)
+        if length > model.max_len:
+            shown = f"data.{name}={length}" if getattr(data, name) is not None else f"data.max_length={length}"
+            raise ConfigError(
+                f"{shown} exceeds model.max_len={model.max_len} (the longest sequence the model accepts); "
+                f"lower the data length or raise model.max_len to at least {length}."
+            )
+
+
+def _rules(value: Any) -> tuple[tuple[str, Any], ...]:
+    """`logical_axis_rules` as a tuple of (logical axis, mesh axis | tuple of mesh axes | None) pairs.
+
+    The names themselves are checked against the axes and the mesh by `sharding.check_rules` (make_runtime).
+    """
+    if not isinstance(value, (list, tuple)):
+        raise ConfigError(f"logical_axis_rules must be a list of [logical_axis, mesh_axis] pairs, got {value!r}.")
+    rules = []
+    for rule in value:
+        if not isinstance(rule, (list, tuple)) or len(rule) != 2 or not isinstance(rule[0], str):
+            raise ConfigError(
+                f"logical_axis_rules: each rule is [logical_axis, mesh_axis or null], got {rule!r} "
+                "(e.g. ['embed', 'fsdp'])."
+            )
+        name, target = rule
+        rules.append((name, tuple(target) if isinstance(target, list) else target))
+    return tuple(rules)

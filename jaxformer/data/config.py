@@ -107,7 +107,7 @@ class DataConfig:
     pack: bool = False  # several examples per row, with segment ids and per-segment positions
     pack_pool: float = 1.1  # packing: each batch is filled from examples holding this multiple of its token capacity
     bucket_by_length: bool = False  # batches of similar lengths, padded to the bucket's boundary
-    bucket_boundaries: tuple = ()  # increasing ints; () = quarters of the maximum length, rounded up to multiples of 8
+    bucket_boundaries: tuple[int, ...] = ()  # increasing ints; () = quarters of the max length, rounded up to 8s
     prefetch: int = 2  # batches prepared ahead by a background thread (0 = none)
 
     def __post_init__(self) -> None:

@@ -6,15 +6,15 @@ A hypothesis y of |y| generated tokens (its EOS included) is ranked by
 
 Each step extends the W alive beams by every token, keeps the 2W best extensions
 by log-probability (each parent has one EOS extension, so at least W are not EOS), moves those ending in EOS
-to a pool of W finished hypotheses ranked by score, and keeps the W best others
-alive. A batch entry stops once its pool is full and no alive beam can still beat
+that rank among the W best to a pool of W finished hypotheses ranked by score (the rule of
+fairseq and transformers; lower-ranked EOS extensions are dropped), and keeps the W best
+non-EOS extensions alive. A batch entry stops once its pool is full and no alive beam can still beat
 the pool's worst score (log-probabilities only fall and lp grows with length, so
 alive_logp / lp(max_new_tokens) bounds any continuation). Beams still alive at the
 end compete with the pool at their current length. The loop runs inside `jit`
 (`lax.while_loop`); the cache rows follow their beams by a gather along the batch
-axis of every cache entry. With W = 1 the alive beam follows the greedy path; the
-result differs from greedy decoding only where an EOS-ended runner-up collected on
-the way scores better than the greedy hypothesis.
+axis of every cache entry. With W = 1 the search is greedy decoding: only the
+top-ranked candidate can finish, and the alive beam follows the argmax path.
 
 Legend: B batch, W beams, N max new tokens, V vocabulary.
 """
@@ -90,9 +90,12 @@ def _select(
     parent, token = index // vocab, (index % vocab).astype(jnp.int32)
     seqs = _take(beams.alive_seqs, parent).at[:, :, step].set(token)  # [B, 2W, N]
     is_eos = token == eos_id  # eos_id -1: no EOS
+    # An EOS extension finishes a hypothesis only when it ranks among the W best candidates
+    # (the rule of fairseq and transformers); lower-ranked EOS extensions are dropped.
+    finishes = is_eos & (jnp.arange(2 * width) < width)[None, :]
 
     length = step + 1
-    new_scores = jnp.where(is_eos, values / length_penalty(length.astype(jnp.float32), alpha), -jnp.inf)
+    new_scores = jnp.where(finishes, values / length_penalty(length.astype(jnp.float32), alpha), -jnp.inf)
     finished_scores, finished_seqs, finished_lengths = _keep_best(
         jnp.concatenate([beams.finished_scores, new_scores], axis=1),
         jnp.concatenate([beams.finished_seqs, seqs], axis=1),

@@ -23,8 +23,6 @@ from jaxformer.hf.common import (
     Rule,
     activation_from_hf,
     activation_to_hf,
-    check_fields,
-    check_head_dim,
     pad_id_from_hf,
     per_layer,
     require,
@@ -139,20 +137,19 @@ def config_from_hf(hf: Mapping[str, Any], tensors: Mapping[str, np.ndarray]) -> 
     )
 
 
-def check_exportable(config: ModelConfig) -> None:
-    wanted = dict(
-        family="encoder_only",
-        position="learned",
-        norm="layernorm",
-        norm_position="post",
-        use_bias=True,
-        scale_attention_logits=True,
-        embed_scale=False,
-        embedding_norm=True,
-    )
-    check_fields(config, MODEL_TYPE, wanted)
-    check_head_dim(config, MODEL_TYPE)
-    activation_to_hf(config, MODEL_TYPE)
+EXPORT_FIELDS = dict(
+    family="encoder_only",
+    position="learned",
+    norm="layernorm",
+    norm_position="post",
+    use_bias=True,
+    scale_attention_logits=True,
+    embed_scale=False,
+    embedding_norm=True,
+)
+
+
+def check_export_extra(config: ModelConfig) -> None:
     if config.num_token_types < 1:
         raise ValueError("cannot export to Hugging Face bert: num_token_types=0; BERT needs a token type table (>= 1).")
 
@@ -194,7 +191,8 @@ ARCHITECTURE = Architecture(
     head_names=("cls.", "classifier."),
     config_from_hf=config_from_hf,
     config_to_hf=config_to_hf,
-    check_exportable=check_exportable,
+    export_fields=EXPORT_FIELDS,
+    check_export_extra=check_export_extra,
     rules=rules,
     # BertModel has no prefix; the head models put the encoder under "bert.". A pooler
     # exported next to an MLM head is kept too (BertForMaskedLM ignores it; it round-trips).

@@ -179,13 +179,15 @@ class Architecture:
     head_names: tuple[str, ...]
     config_from_hf: Callable[[Mapping[str, Any], Mapping[str, np.ndarray]], ModelConfig]
     config_to_hf: Callable[[ModelConfig], dict[str, Any]]
-    check_exportable: Callable[[ModelConfig], None]
+    export_fields: Mapping[str, Any]  # ModelConfig values the HF architecture can represent (export checks them)
     rules: Callable[[ModelConfig], list[Rule]]
     uses_prefix: Callable[[ModelConfig], bool]
     aliases: Callable[[ModelConfig], list[tuple[str, str]]] = lambda config: []
     ignored: tuple[str, ...] = ()
     check_ignored: Callable[[ModelConfig, Mapping[str, np.ndarray]], None] = lambda config, tensors: None
     rename: Callable[[str], str] = lambda name: name
+    head_dim_free: bool = False  # True when the HF config stores head_dim itself (T5's d_kv)
+    check_export_extra: Callable[[ModelConfig], None] = lambda config: None
 
 
 # Config helpers ------------------------------------------------------------------------------
@@ -247,6 +249,15 @@ def check_fields(config: ModelConfig, model_type: str, wanted: Mapping[str, Any]
         bad.append(f"num_kv_heads={config.num_kv_heads!r} (needs {config.num_heads}: no grouped-query attention)")
     if bad:
         raise ValueError(f"cannot export to Hugging Face {model_type}: " + "; ".join(bad) + ".")
+
+
+def check_exportable(arch: Architecture, config: ModelConfig) -> None:
+    """Raise (one line) when `config` has no equivalent in `arch`'s Hugging Face architecture."""
+    check_fields(config, arch.model_type, arch.export_fields)
+    if not arch.head_dim_free:
+        check_head_dim(config, arch.model_type)
+        activation_to_hf(config, arch.model_type)
+    arch.check_export_extra(config)
 
 
 def check_head_dim(config: ModelConfig, model_type: str) -> None:

@@ -26,7 +26,7 @@ from flax.traverse_util import flatten_dict, unflatten_dict
 from jaxformer import models
 from jaxformer.config import ModelConfig
 from jaxformer.hf import bert, files, gpt2, marian, t5
-from jaxformer.hf.common import Architecture, Rule, match_name
+from jaxformer.hf.common import Architecture, Rule, check_exportable, match_name
 
 LOG = logging.getLogger(__name__)
 ARCHITECTURES: dict[str, Architecture] = {
@@ -248,7 +248,7 @@ def save(
     keys merged into config.json (e.g. {"eos_token_id": 50256}, see `read_special_tokens`).
     """
     arch = architecture_for(config)
-    arch.check_exportable(config)
+    check_exportable(arch, config)
     tensors = params_to_tensors(arch, config.replace(scan_layers=False), unscan(params))
     hf_config = {"model_type": arch.model_type, **arch.config_to_hf(config), **dict(extra_config or {})}
     out = Path(out_dir).expanduser()

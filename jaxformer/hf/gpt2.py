@@ -24,8 +24,6 @@ from jaxformer.hf.common import (
     Rule,
     activation_from_hf,
     activation_to_hf,
-    check_fields,
-    check_head_dim,
     is_tied,
     pad_id_from_hf,
     per_layer,
@@ -95,21 +93,17 @@ def config_from_hf(hf: Mapping[str, Any], tensors: Mapping[str, np.ndarray]) -> 
     )
 
 
-def check_exportable(config: ModelConfig) -> None:
-    wanted = dict(
-        family="decoder_only",
-        position="learned",
-        norm="layernorm",
-        norm_position="pre",
-        use_bias=True,
-        embed_scale=False,
-        embedding_norm=False,
-        final_logits_bias=False,
-        tied_logits_rescale=False,
-    )
-    check_fields(config, MODEL_TYPE, wanted)
-    check_head_dim(config, MODEL_TYPE)
-    activation_to_hf(config, MODEL_TYPE)
+EXPORT_FIELDS = dict(
+    family="decoder_only",
+    position="learned",
+    norm="layernorm",
+    norm_position="pre",
+    use_bias=True,
+    embed_scale=False,
+    embedding_norm=False,
+    final_logits_bias=False,
+    tied_logits_rescale=False,
+)
 
 
 def config_to_hf(config: ModelConfig) -> dict[str, Any]:
@@ -144,7 +138,7 @@ ARCHITECTURE = Architecture(
     head_names=("lm_head.",),
     config_from_hf=config_from_hf,
     config_to_hf=config_to_hf,
-    check_exportable=check_exportable,
+    export_fields=EXPORT_FIELDS,
     rules=rules,
     uses_prefix=lambda config: True,
     aliases=lambda config: [("lm_head.weight", "wte.weight")] if config.tie_embeddings else [],

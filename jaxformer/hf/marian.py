@@ -26,8 +26,6 @@ from jaxformer.hf.common import (
     Rule,
     activation_from_hf,
     activation_to_hf,
-    check_fields,
-    check_head_dim,
     is_tied,
     pad_id_from_hf,
     per_layer,
@@ -158,22 +156,18 @@ def config_from_hf(hf: Mapping[str, Any], tensors: Mapping[str, np.ndarray]) -> 
     )
 
 
-def check_exportable(config: ModelConfig) -> None:
-    wanted = dict(
-        family="encoder_decoder",
-        position="sinusoidal",
-        sinusoidal_layout="concat",
-        norm="layernorm",
-        norm_position="post",
-        norm_eps=NORM_EPS,
-        use_bias=True,
-        scale_attention_logits=True,
-        embedding_norm=False,
-        tied_logits_rescale=False,
-    )
-    check_fields(config, MODEL_TYPE, wanted)
-    check_head_dim(config, MODEL_TYPE)
-    activation_to_hf(config, MODEL_TYPE)
+EXPORT_FIELDS = dict(
+    family="encoder_decoder",
+    position="sinusoidal",
+    sinusoidal_layout="concat",
+    norm="layernorm",
+    norm_position="post",
+    norm_eps=NORM_EPS,
+    use_bias=True,
+    scale_attention_logits=True,
+    embedding_norm=False,
+    tied_logits_rescale=False,
+)
 
 
 def config_to_hf(config: ModelConfig) -> dict[str, Any]:
@@ -209,7 +203,7 @@ ARCHITECTURE = Architecture(
     head_names=("lm_head.", "final_logits_bias"),
     config_from_hf=config_from_hf,
     config_to_hf=config_to_hf,
-    check_exportable=check_exportable,
+    export_fields=EXPORT_FIELDS,
     rules=rules,
     uses_prefix=lambda config: True,
     aliases=aliases,

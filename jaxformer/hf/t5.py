@@ -25,7 +25,6 @@ from jaxformer.hf.common import (
     LINEAR_OUT,
     Architecture,
     Rule,
-    check_fields,
     is_tied,
     pad_id_from_hf,
     per_layer,
@@ -171,20 +170,18 @@ def config_from_hf(hf: Mapping[str, Any], tensors: Mapping[str, np.ndarray]) -> 
     )
 
 
-def check_exportable(config: ModelConfig) -> None:
-    wanted = dict(
-        family="encoder_decoder",
-        position="relative",
-        norm="rmsnorm",
-        norm_position="pre",
-        use_bias=False,
-        scale_attention_logits=False,
-        embed_scale=False,
-        embedding_norm=False,
-        share_embeddings=True,
-        final_logits_bias=False,
-    )
-    check_fields(config, MODEL_TYPE, wanted)
+EXPORT_FIELDS = dict(
+    family="encoder_decoder",
+    position="relative",
+    norm="rmsnorm",
+    norm_position="pre",
+    use_bias=False,
+    scale_attention_logits=False,
+    embed_scale=False,
+    embedding_norm=False,
+    share_embeddings=True,
+    final_logits_bias=False,
+)
 
 
 def config_to_hf(config: ModelConfig) -> dict[str, Any]:
@@ -217,7 +214,8 @@ ARCHITECTURE = Architecture(
     head_names=("lm_head.",),
     config_from_hf=config_from_hf,
     config_to_hf=config_to_hf,
-    check_exportable=check_exportable,
+    export_fields=EXPORT_FIELDS,
+    head_dim_free=True,
     rules=rules,
     uses_prefix=lambda config: False,
     aliases=aliases,

@@ -1,6 +1,6 @@
 """Token embedding with an `attend` method for tied output projections.
 
-Legend: B batch, T length, D model width, V vocabulary.
+Legend: B batch, T length, D model width, V vocabulary, M tokens (B * T flattened).
 """
 
 from __future__ import annotations
@@ -61,4 +61,31 @@ class Embed(nn.Module):
         return jnp.take(self.embedding, tokens, axis=0).astype(self.dtype)
 
     def attend(self, x: jax.Array) -> jax.Array:
-        return jnp.einsum("btd,vd->btv", x.astype(self.dtype), self.embedding.astype(self.dtype))
+        """x [..., D] -> logits [..., V] = x E^T (the tied output projection)."""
+        table = self.embedding.astype(self.dtype)
+        flat = x.astype(self.dtype).reshape(-1, x.shape[-1])  # [M, D]
+        return tied_logits(flat, table).reshape(*x.shape[:-1], self.vocab_size)
+
+
+@jax.custom_vjp
+def tied_logits(x: jax.Array, table: jax.Array) -> jax.Array:
+    """x [M, D], table [V, D] -> x table^T [M, V]: the same product as `einsum("md,vd->mv")`.
+
+    Only the backward pass differs from autodiff's: the table gradient is written as
+    (x^T g)^T, which XLA:CPU computes straight from g [M, V]. Autodiff's form made it
+    materialise g transposed [V, M] first, the largest copy of a language-model
+    train step (M tokens x V vocabulary; see benchmarks/results/PERFORMANCE.md).
+    """
+    return x @ table.T
+
+
+def _tied_logits_fwd(x: jax.Array, table: jax.Array) -> tuple[jax.Array, tuple[jax.Array, jax.Array]]:
+    return x @ table.T, (x, table)
+
+
+def _tied_logits_bwd(saved: tuple[jax.Array, jax.Array], g: jax.Array) -> tuple[jax.Array, jax.Array]:
+    x, table = saved
+    return g @ table, (x.T @ g).T  # [M, V] @ [V, D] -> [M, D]; ([D, M] @ [M, V])^T -> [V, D]
+
+
+tied_logits.defvjp(_tied_logits_fwd, _tied_logits_bwd)

@@ -13,7 +13,7 @@ import numpy as np
 
 from jaxformer.config import ModelConfig
 from jaxformer.data import build_pipeline
-from jaxformer.experiment import Experiment
+from jaxformer.experiment import Experiment, check_model_fits_data
 from jaxformer.train import samples
 from jaxformer.train.checkpoint import Checkpointer
 from jaxformer.train.metrics import MetricsWriter, perplexity
@@ -26,12 +26,14 @@ class TrainingError(RuntimeError):
     """A run that cannot go on (NaN loss, ...); the CLI prints the message as one line."""
 
 
-def model_config_for(experiment: Experiment, vocab_size: int) -> ModelConfig:
-    """The experiment's model with the vocabulary the data pipeline needs."""
-    model = experiment.model
-    if model.vocab_size != vocab_size:
-        model = model.replace(vocab_size=vocab_size)
-    return model
+def model_config_for(experiment: Experiment, vocab_size: int, num_classes: int | None = None) -> ModelConfig:
+    """The experiment's model with the vocabulary (and, for classification, the classes) the data needs."""
+    changes: dict[str, Any] = {}
+    if experiment.model.vocab_size != vocab_size:
+        changes["vocab_size"] = vocab_size
+    if num_classes is not None:
+        changes.update(encoder_head="classification", num_classes=num_classes)
+    return experiment.model.replace(**changes) if changes else experiment.model
 
 
 def evaluate(eval_step: Any, params: Any, batches: Any, max_batches: int = 0) -> dict[str, float]:
@@ -57,6 +59,7 @@ def train_and_evaluate(experiment: Experiment, workdir: str | Path) -> dict[str,
     is_writer = process_index == 0
     rng = jax.random.PRNGKey(experiment.seed)
 
+    check_model_fits_data(experiment)  # a family/task or length mismatch: one clear error before any work
     pipeline = build_pipeline(
         experiment.data,
         family=experiment.model.family,
@@ -66,7 +69,7 @@ def train_and_evaluate(experiment: Experiment, workdir: str | Path) -> dict[str,
         process_index=process_index,
         process_count=process_count,
     )
-    model_config = model_config_for(experiment, pipeline.vocab_size)
+    model_config = model_config_for(experiment, pipeline.vocab_size, pipeline.num_classes)
     tx, schedule = make_optimizer(train_cfg, model_config.d_model)
     runtime = make_runtime(experiment, model_config, tx, schedule)
 
@@ -104,6 +107,7 @@ def train_and_evaluate(experiment: Experiment, workdir: str | Path) -> dict[str,
             window.append(metrics)
             writer.advance()
             if step % train_cfg.log_every == 0 or step == train_cfg.steps:
+                jax.block_until_ready(window[-1])  # steps run asynchronously: time them, not their dispatch
                 record = _summarise(window, time.perf_counter() - window_start)
                 window, window_start = [], time.perf_counter()
                 if not math.isfinite(record["loss"]):

@@ -19,10 +19,15 @@ def cross_entropy(
     and the loss is -sum_v q_v log p_v (no constant subtracted).
     """
     logits = logits.astype(jnp.float32)
-    log_probs = jax.nn.log_softmax(logits, axis=-1)
-    nll = -jnp.take_along_axis(log_probs, targets[..., None], axis=-1)[..., 0]
+    shifted = logits - jax.lax.stop_gradient(logits.max(axis=-1, keepdims=True))  # log_softmax = shifted - lse
+    lse = jnp.log(jnp.exp(shifted).sum(axis=-1))  # [...]
+    # The target's entry picked by a compare-and-sum, not take_along_axis: its gradient is an elementwise
+    # select instead of a scatter into a [..., V] buffer (a costly extra pass on CPU).
+    vocab_ids = jax.lax.broadcasted_iota(jnp.int32, logits.shape, logits.ndim - 1)
+    picked = jnp.where(vocab_ids == targets[..., None], shifted, 0.0).sum(axis=-1)
+    nll = lse - picked
     if label_smoothing > 0.0:
-        smooth = -log_probs.mean(axis=-1)
+        smooth = lse - shifted.mean(axis=-1)
         per_token = (1.0 - label_smoothing) * nll + label_smoothing * smooth
     else:
         per_token = nll

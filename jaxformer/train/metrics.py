@@ -3,12 +3,15 @@
 metrics.jsonl format (stable): each line is {"step": int, <name>: float, ...}. Training records
 carry loss, accuracy, perplexity, learning_rate, grad_norm, tokens_per_sec, step_time; evaluation
 records carry eval_loss, eval_accuracy, eval_perplexity (and task metrics such as eval_bleu).
+A run that starts at step s (resumed from the checkpoint of step s, or s=0) first drops the
+records of steps after s, which it is about to log again, so each step appears once.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -35,6 +38,7 @@ class MetricsWriter:
         if not enabled:
             return
         self.workdir.mkdir(parents=True, exist_ok=True)
+        drop_records_after(self.workdir / "metrics.jsonl", initial_step)
         self._jsonl = open(self.workdir / "metrics.jsonl", "a", encoding="utf-8")  # noqa: SIM115
         from tensorboardX import SummaryWriter
 
@@ -82,6 +86,31 @@ class MetricsWriter:
             self._jsonl.close()
         if self._tb is not None:
             self._tb.close()
+
+
+def drop_records_after(path: Path, step: int) -> None:
+    """Keep only the records of steps <= `step` in the metrics file at `path` (and no torn last line)."""
+    if not path.is_file():
+        return
+    text = path.read_text(encoding="utf-8")
+    lines = text.splitlines()
+    steps = [_step_of(line) for line in lines]
+    kept = [line for line, at in zip(lines, steps, strict=True) if at is not None and at <= step]
+    if len(kept) == len(lines) and (not text or text.endswith("\n")):
+        return
+    partial = path.with_name(path.name + ".tmp")
+    partial.write_text("".join(f"{line}\n" for line in kept), encoding="utf-8")
+    os.replace(partial, path)
+
+
+def _step_of(line: str) -> int | None:
+    """The step of one metrics.jsonl line, None if it is not a complete record."""
+    try:
+        record = json.loads(line)
+    except ValueError:
+        return None
+    step = record.get("step") if isinstance(record, dict) else None
+    return step if isinstance(step, int) else None
 
 
 def read_metrics(workdir: str | Path) -> list[dict[str, float]]:

@@ -18,8 +18,9 @@ PROMPT_CHARS = 32
 CONTINUATION_TOKENS = 48
 
 
-def _pad_rows(rows: list[list[int]], pad_id: int) -> tuple[np.ndarray, np.ndarray]:
-    width = max(len(r) for r in rows)
+def _pad_rows(rows: list[list[int]], pad_id: int, width: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Right-pad `rows` to [B, width] (default: the longest row); returns (tokens, valid)."""
+    width = max(max(len(r) for r in rows), width or 0)
     tokens = np.full((len(rows), width), pad_id, np.int32)
     for i, row in enumerate(rows):
         tokens[i, : len(row)] = row
@@ -27,18 +28,42 @@ def _pad_rows(rows: list[list[int]], pad_id: int) -> tuple[np.ndarray, np.ndarra
 
 
 def translate_texts(
-    config: ModelConfig, params: Any, tokenizer: Any, texts: list[str], max_new_tokens: int, beam_size: int = 1
+    config: ModelConfig,
+    params: Any,
+    pipeline: Any,
+    texts: list[str],
+    max_new_tokens: int,
+    beam_size: int = 1,
+    *,
+    method: str | None = None,
+    width: int | None = None,
+    **options: Any,
 ) -> list[str]:
-    """Greedy (or beam) translations of `texts` with a trained encoder-decoder."""
+    """Translations of `texts` with a trained encoder-decoder, encoded as in training.
+
+    method: "greedy" | "sample" | "beam" (default: beam when beam_size > 1, else greedy);
+    options: alpha, temperature, top_k, top_p, seed (see `decoding.translate`). `width` pads
+    the sources to at least that many columns, so batches of mixed lengths share one compilation.
+    """
     from jaxformer import decoding
 
-    rows = [tokenizer.encode(t)[: config.max_len] or [tokenizer.eos_id] for t in texts]
-    source, source_valid = _pad_rows(rows, tokenizer.pad_id)
-    kwargs: dict[str, Any] = {"bos_id": tokenizer.bos_id, "eos_id": tokenizer.eos_id, "max_new_tokens": max_new_tokens}
-    if beam_size > 1:
-        kwargs.update(method="beam", beam_size=beam_size)
-    outputs = np.asarray(decoding.translate(config, params, source, source_valid, **kwargs))
-    return [tokenizer.decode([int(t) for t in row]) for row in outputs]
+    tokenizer = pipeline.tokenizer
+    rows = [pipeline.encode_input(t)[: config.max_len] for t in texts]
+    source, source_valid = _pad_rows(rows, tokenizer.pad_id, width)
+    method = method or ("beam" if beam_size > 1 else "greedy")
+    outputs = decoding.translate(
+        config,
+        params,
+        source,
+        source_valid,
+        bos_id=tokenizer.bos_id,
+        eos_id=tokenizer.eos_id,
+        max_new_tokens=max_new_tokens,
+        method=method,
+        beam_size=beam_size,
+        **options,
+    )
+    return [tokenizer.decode([int(t) for t in row]) for row in np.asarray(outputs)]
 
 
 def task_metrics(config: ModelConfig, params: Any, pipeline: Any, num_samples: int, writer: Any) -> dict[str, float]:
@@ -51,7 +76,7 @@ def task_metrics(config: ModelConfig, params: Any, pipeline: Any, num_samples: i
         sources = [s for s, _ in examples]
         references = [r for _, r in examples]
         max_new = min(config.max_len, max(len(tokenizer.encode(r)) for r in references) + 8)
-        hypotheses = translate_texts(config, params, tokenizer, sources, max_new)
+        hypotheses = translate_texts(config, params, pipeline, sources, max_new)
         for src, ref, hyp in list(zip(sources, references, hypotheses, strict=True))[:num_samples]:
             writer.print(f"  input: {src!r}\n  reference: {ref!r}\n  model: {hyp!r}")
         from jaxformer import decoding
@@ -63,7 +88,7 @@ def task_metrics(config: ModelConfig, params: Any, pipeline: Any, num_samples: i
     from jaxformer import decoding
 
     examples = pipeline.examples("validation", num_samples)
-    prompts = [tokenizer.encode(text[:PROMPT_CHARS]) or [tokenizer.bos_id] for text, _ in examples]
+    prompts = [pipeline.encode_input(text[:PROMPT_CHARS]) for text, _ in examples]
     new_tokens = min(CONTINUATION_TOKENS, config.max_len - max(len(p) for p in prompts))
     if new_tokens <= 0:
         return {}

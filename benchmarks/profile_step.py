@@ -1,0 +1,125 @@
+"""Where a train step's time goes: a `jax.profiler` trace of the jitted step, summed per HLO op and per part.
+
+    python -m benchmarks.profile_step [--dtype float32|bfloat16] [--vocab 50257] [--layers 6] [--steps 2]
+
+Model and batch are those of `benchmarks.compare` (GPT-2 shape: 6 layers, width 384, 6 heads,
+sequence 256, batch 8, AdamW). The step is compiled, run once, then traced for `--steps` steps
+(`jax.profiler.trace` with a Perfetto JSON). Every executed XLA op (a fusion, a dot, a copy) is
+matched to the `op_name` metadata of the compiled HLO and sorted into a part of the model:
+LM head + loss, attention core, attention projections, MLP, norms + residual, embeddings,
+optimizer. Prints the top ops and the per-part totals (milliseconds per step) and can write JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import gzip
+import json
+import re
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import jax
+
+from benchmarks.common import GPT2_SHAPE, jaxformer_trainer, save_json
+
+# (part, regex on the op_name metadata); the first match wins.
+PARTS: tuple[tuple[str, str], ...] = (
+    ("LM head + loss", r"lm_head|log_softmax|cross_entropy|losses|/reduce_max|argmax|/exp\b|/log\b|tied_logits"),
+    ("attention core", r"dot_product_attention|attention/.*(softmax|bkgts|btkgh)|/softmax"),
+    ("attention projections", r"self_attention/(btd,dnh|btnh,nhd)|self_attention"),
+    ("MLP", r"/mlp/"),
+    ("norms + residual", r"_norm/|final_norm|_sublayer"),
+    ("embeddings", r"embed|positions"),
+    ("optimizer", r"adam|optax|apply_updates|global_norm|scale_by|add_decayed"),
+)
+
+
+def op_names(hlo_text: str) -> dict[str, str]:
+    """HLO instruction name -> its op_name metadata (empty when it has none)."""
+    out = {}
+    for match in re.finditer(r"%([\w.\-]+) = [^\n]*", hlo_text):
+        meta = re.search(r'op_name="([^"]*)"', match.group(0))
+        out[match.group(1)] = meta.group(1) if meta else ""
+    return out
+
+
+def part_of(op_name: str) -> str:
+    for part, pattern in PARTS:
+        if re.search(pattern, op_name):
+            return part
+    return "other"
+
+
+def trace_ops(trace_dir: Path) -> dict[str, float]:
+    """Total microseconds per executed op name in the newest Perfetto trace under `trace_dir`."""
+    files = sorted(trace_dir.rglob("*.trace.json.gz"), key=lambda p: p.stat().st_mtime)
+    if not files:
+        raise RuntimeError(f"no Perfetto trace was written under {trace_dir}")
+    events = json.loads(gzip.decompress(files[-1].read_bytes()))["traceEvents"]
+    totals: dict[str, float] = collections.Counter()
+    for event in events:
+        if event.get("ph") == "X":
+            totals[event["name"]] += float(event.get("dur", 0.0))
+    return totals
+
+
+def profile_train_step(
+    dtype: str = "float32", vocab: int = GPT2_SHAPE["vocab"], layers: int = GPT2_SHAPE["layers"], steps: int = 2, **shape: int
+) -> dict[str, Any]:
+    """Trace `steps` train steps; returns {"parts": {part: ms/step}, "ops": [(name, part, ms/step, op_name)], ...}."""
+    trainer = jaxformer_trainer(dtype=dtype, vocab=vocab, layers=layers, **shape)
+    names = op_names(trainer.compiled_text())
+    trainer.step()  # warm up
+    with tempfile.TemporaryDirectory() as tmp:
+        with jax.profiler.trace(tmp, create_perfetto_trace=True):
+            for _ in range(steps):
+                trainer.step()
+        totals = trace_ops(Path(tmp))
+    ops = []
+    for name, micros in totals.items():
+        if name in names:  # XLA ops only; runtime and Python events have no HLO name
+            ops.append((name, part_of(names[name]), micros / 1e3 / steps, names[name]))
+    ops.sort(key=lambda op: -op[2])
+    parts: dict[str, float] = collections.Counter()
+    for _, part, ms, _ in ops:
+        parts[part] += ms
+    return {
+        "dtype": dtype,
+        "vocab": vocab,
+        "layers": layers,
+        "steps_traced": steps,
+        "ops_ms_per_step": round(sum(parts.values()), 1),
+        "parts": {k: round(v, 1) for k, v in sorted(parts.items(), key=lambda kv: -kv[1])},
+        "ops": [{"op": n, "part": p, "ms": round(ms, 2), "op_name": o[-120:]} for n, p, ms, o in ops[:40]],
+    }
+
+
+def print_profile(result: dict[str, Any], top: int = 15) -> None:
+    total = result["ops_ms_per_step"]
+    print(f"profile: {result['dtype']}, vocab {result['vocab']}, {result['layers']} layers; XLA ops {total:.0f} ms/step")
+    for part, ms in result["parts"].items():
+        print(f"  {part:<22} {ms:>9.1f} ms  {100 * ms / max(total, 1e-9):5.1f}%")
+    print("  top ops:")
+    for op in result["ops"][:top]:
+        print(f"    {op['ms']:>9.1f} ms  {op['part']:<22} {op['op']:<28} {op['op_name'][-70:]}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32")
+    parser.add_argument("--vocab", type=int, default=GPT2_SHAPE["vocab"])
+    parser.add_argument("--layers", type=int, default=GPT2_SHAPE["layers"])
+    parser.add_argument("--steps", type=int, default=2)
+    parser.add_argument("--json", type=Path, help="also write the result here")
+    args = parser.parse_args(argv)
+    result = profile_train_step(args.dtype, args.vocab, args.layers, args.steps)
+    print_profile(result)
+    if args.json:
+        save_json(args.json, result)
+
+
+if __name__ == "__main__":
+    main()
