@@ -94,6 +94,7 @@ class JaxTrainer:
     jitted: Any
     compiled: Any = None
     compile_seconds: float = 0.0
+    compiler_options: dict[str, Any] | None = None  # XLA debug options for this step only
 
     @property
     def tokens_per_step(self) -> int:
@@ -102,7 +103,7 @@ class JaxTrainer:
     def compile(self) -> float:
         """Trace, lower and compile the step; returns (and keeps) the seconds it took."""
         start = time.perf_counter()
-        self.compiled = self.jitted.lower(self.state, self.batch).compile()
+        self.compiled = self.jitted.lower(self.state, self.batch).compile(compiler_options=self.compiler_options)
         self.compile_seconds = time.perf_counter() - start
         return self.compile_seconds
 
@@ -164,7 +165,7 @@ class TorchTrainer:
         loss.backward()
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
-        return float(loss)
+        return float(loss.detach())
 
 
 def torch_trainer(config: ModelConfig, params: Any, batch: dict[str, np.ndarray], bf16: bool) -> TorchTrainer:

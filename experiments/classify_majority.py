@@ -1,4 +1,4 @@
-"""Encoder-only classification on a synthetic task: which digit is most frequent in the string?
+"""Encoder-only classification on a synthetic task: does a digit string hold more digits >= 5 than < 5?
 
     jaxformer train --config experiments/classify_majority.py --workdir /tmp/jaxformer-classify
 

@@ -230,6 +230,7 @@ def launch(
     initial: str | None = None,
 ) -> tuple[Any, str]:
     """Start the app in a background thread; returns (app, url). Stop it with `app.close()`."""
+    _gradio()  # fail before the (slower) loading of the run when Gradio is missing
     if isinstance(run_or_workdir, Run):
         run = run_or_workdir
     else:
@@ -237,14 +238,17 @@ def launch(
     if not 0 <= port <= 65535:
         raise InferenceError(f"port={port} must be in [0, 65535] (0: a free one).")
     app = build_app(run, initial)
-    _, url, _ = app.launch(
-        server_name=host,
-        server_port=port or free_port(host),
-        prevent_thread_lock=True,
-        quiet=True,
-        show_error=True,
-        ssr_mode=False,
-    )
+    try:
+        _, url, _ = app.launch(
+            server_name=host,
+            server_port=port or free_port(host),
+            prevent_thread_lock=True,
+            quiet=True,
+            show_error=True,
+            ssr_mode=False,
+        )
+    except OSError as err:  # port taken, address not available, ...
+        raise InferenceError(f"cannot serve the demo on {host}:{port}: {_one_line(err)}") from None
     return app, url
 
 

@@ -325,11 +325,16 @@ def _translate_batched(run: Run, texts: list[str], max_new_tokens: int, batch_si
     for first in range(0, len(order), rows):
         chunk = order[first : first + rows]
         batch = [texts[i] for i in chunk] + [texts[chunk[-1]]] * (rows - len(chunk))  # same batch shape
-        width = min(run.config.max_len, 8 * math.ceil(max(lengths[i] for i in chunk) / 8))
+        width = min(run.config.max_len, _bucket(max(lengths[i] for i in chunk)))
         outputs = translate_texts(run.config, run.params, run.pipeline, batch, max_new_tokens, width=width, **options)
         for i, text in zip(chunk, outputs, strict=False):
             results[i] = text
     return results
+
+
+def _bucket(length: int) -> int:
+    """The padded width for sources of `length` tokens: a power of two >= 8 (each width compiles once)."""
+    return max(8, 1 << (length - 1).bit_length())
 
 
 @functools.lru_cache(maxsize=8)
@@ -355,10 +360,12 @@ def classify(run: Run, texts: Sequence[str]) -> list[tuple[int, list[float]]]:
         )
     rows = _encode(run, _check_texts(texts, "text"), "text")
     width = min(run.pipeline.widths[0], run.config.max_len)
-    tokens = np.full((len(rows), width), run.tokenizer.pad_id, np.int32)  # [B, L]
+    batch = 8 * math.ceil(len(rows) / 8)  # a few batch shapes, a few compilations
+    tokens = np.full((batch, width), run.tokenizer.pad_id, np.int32)  # [B, L]; padding rows get one token
+    tokens[len(rows) :, 0] = run.tokenizer.bos_id
     for i, row in enumerate(rows):
         tokens[i, : len(row)] = row
-    probs = np.asarray(_classifier(run.config)(run.params, tokens))  # [B, C]
+    probs = np.asarray(_classifier(run.config)(run.params, tokens))[: len(rows)]  # [B, C]
     return [(int(p.argmax()), [float(x) for x in p]) for p in probs]
 
 
@@ -423,10 +430,10 @@ def evaluate(
     _check_split(split)
     if run.pipeline.infinite and split == "train":
         raise InferenceError("the synthetic training split is endless; evaluate 'validation' or 'test'.")
-    run.pipeline.split_examples(split)
+    examples = len(run.pipeline.split_examples(split))  # rows of max_length tokens for a language model
     eval_step = jax.jit(make_eval_step(build(run.config), run.config))
     sums = mean_metrics(eval_step, run.params, run.pipeline.eval_batches(split))
-    result: dict[str, Any] = {"split": split, "step": run.step, "examples": run.pipeline.stats[split]["records"]}
+    result: dict[str, Any] = {"split": split, "step": run.step, "examples": examples}
     result.update({key.removeprefix("eval_"): value for key, value in sums.items()})
     if run.family == "encoder_decoder":
         result.update(evaluate_bleu(run, split, method, beam_size, batch_size=batch_size))

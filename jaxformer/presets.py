@@ -73,7 +73,16 @@ _TRANSFORMER = dict(
 )
 
 # Tiny twins: odd sizes, heads dividing width, KV heads fewer than heads where the family allows.
-_TINY = dict(vocab_size=99, d_model=36, num_heads=4, d_ff=37, num_layers=2, max_len=64, dropout_rate=0.0, attention_dropout_rate=0.0)
+_TINY = dict(
+    vocab_size=99,
+    d_model=36,
+    num_heads=4,
+    d_ff=37,
+    num_layers=2,
+    max_len=64,
+    dropout_rate=0.0,
+    attention_dropout_rate=0.0,
+)
 
 _PRESETS: dict[str, dict] = {
     "gpt2-small": dict(_GPT2, d_model=768, num_heads=12, d_ff=3072, num_layers=12),

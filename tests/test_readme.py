@@ -59,3 +59,18 @@ def test_public_api_docstring_states_shapes(name, obj):
     doc = inspect.getdoc(obj) or ""
     assert doc, f"{name} has no docstring"
     assert "[" in doc, f"{name}'s docstring names no shape like [B, T, D]: {doc[:80]!r}"
+
+
+def test_readme_opens_with_two_commands_and_ci_runs_the_test_command():
+    """The README opens with exactly two shell commands (install + default experiment, install + tests),
+    and .ci/run runs that same test command."""
+    text = README.read_text()
+    first_section = text.split("\n## ", 1)[0]
+    commands = re.findall(r"```bash\n(.*?)```", first_section, flags=re.DOTALL)
+    assert len(commands) == 2, commands
+    assert all(len(c.strip().splitlines()) == 1 for c in commands), commands
+    assert "jaxformer train --config experiments/default.py" in commands[0]
+    test_command = commands[1].strip().split("&&", 1)[1].strip()
+    assert test_command.startswith("python -m pytest")
+    ci = (README.parent / ".ci" / "run").read_text()
+    assert test_command in ci, f"{test_command!r} is not what .ci/run runs"

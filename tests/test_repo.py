@@ -116,6 +116,16 @@ def test_readme_names_existing_paths_everywhere():
     assert not missing, f"README.md names paths that do not exist: {missing}"
 
 
+def test_contributing_names_existing_paths_and_commands():
+    text = (REPO_ROOT / "CONTRIBUTING.md").read_text(encoding="utf-8")
+    modules = re.findall(r"python -m ((?:benchmarks|jaxformer)(?:\.\w+)+)", text)
+    scripts = re.findall(r"python ((?:benchmarks|jaxformer)/[\w/]+\.py)", text)
+    named = backticked_paths(text) | {m.replace(".", "/") + ".py" for m in modules} | set(scripts)
+    assert len(modules) >= 3, modules
+    missing = sorted(path for path in named if not exists(path))
+    assert not missing, f"CONTRIBUTING.md names paths or modules that do not exist: {missing}"
+
+
 def test_readme_path_parser_on_a_sample():
     sample = (
         "Add it to `jaxformer/layers/positions.py` and `PositionKind`; see `experiments/<name>.py`.\n"

@@ -133,10 +133,14 @@ class MultiHeadAttention(nn.Module):
         """x [B, T, D] -> [B, T, heads, H]."""
         d_model = x.shape[-1]
         init = nn.initializers.normal(self.init_stddev)
-        kernel = param(self, f"{name}_kernel", init, (d_model, heads, self.head_dim), ("embed", axis, "kv"), self.param_dtype)
+        kernel = param(
+            self, f"{name}_kernel", init, (d_model, heads, self.head_dim), ("embed", axis, "kv"), self.param_dtype
+        )
         y = jnp.einsum("btd,dnh->btnh", x, kernel.astype(self.dtype))
         if self.use_bias:
-            bias = param(self, f"{name}_bias", nn.initializers.zeros, (heads, self.head_dim), (axis, "kv"), self.param_dtype)
+            bias = param(
+                self, f"{name}_bias", nn.initializers.zeros, (heads, self.head_dim), (axis, "kv"), self.param_dtype
+            )
             y = y + bias.astype(self.dtype)
         return y
 
@@ -177,7 +181,9 @@ class MultiHeadAttention(nn.Module):
                 if positions is None:
                     positions = jnp.broadcast_to(jnp.arange(q_len), (batch, q_len))
                 if kv_positions is None:
-                    kv_positions = positions if kv_inputs is None else jnp.broadcast_to(jnp.arange(key.shape[1]), key.shape[:2])
+                    kv_positions = (
+                        positions if kv_inputs is None else jnp.broadcast_to(jnp.arange(key.shape[1]), key.shape[:2])
+                    )
                 key = apply_rotary(key, kv_positions, self.rotary_base)
             if self.is_cross_attention and decode:
                 self.variable("cache", "cross_key", jnp.zeros, key.shape, key.dtype).value = key
@@ -203,10 +209,19 @@ class MultiHeadAttention(nn.Module):
                 query, key, value, bias, mask, scale, self.implementation, self.dropout_rate, dropout_rng
             )
         init = nn.initializers.normal(self.init_stddev)
-        kernel = param(self, "out_kernel", init, (self.num_heads, self.head_dim, d_model), ("heads", "kv", "embed"), self.param_dtype)
+        kernel = param(
+            self,
+            "out_kernel",
+            init,
+            (self.num_heads, self.head_dim, d_model),
+            ("heads", "kv", "embed"),
+            self.param_dtype,
+        )
         y = jnp.einsum("btnh,nhd->btd", out.astype(self.dtype), kernel.astype(self.dtype))
         if self.use_bias:
-            y = y + param(self, "out_bias", nn.initializers.zeros, (d_model,), ("embed",), self.param_dtype).astype(self.dtype)
+            y = y + param(self, "out_bias", nn.initializers.zeros, (d_model,), ("embed",), self.param_dtype).astype(
+                self.dtype
+            )
         return y
 
     def _update_cache(
@@ -225,8 +240,12 @@ class MultiHeadAttention(nn.Module):
         index = cache_index.value
         if kv_valid is None:
             kv_valid = jnp.ones((batch, new_len), jnp.bool_)
-        cached_key.value = jax.lax.dynamic_update_slice(cached_key.value, key.astype(cached_key.value.dtype), (0, index, 0, 0))
-        cached_value.value = jax.lax.dynamic_update_slice(cached_value.value, value.astype(cached_value.value.dtype), (0, index, 0, 0))
+        cached_key.value = jax.lax.dynamic_update_slice(
+            cached_key.value, key.astype(cached_key.value.dtype), (0, index, 0, 0)
+        )
+        cached_value.value = jax.lax.dynamic_update_slice(
+            cached_value.value, value.astype(cached_value.value.dtype), (0, index, 0, 0)
+        )
         cached_valid.value = jax.lax.dynamic_update_slice(cached_valid.value, kv_valid.astype(jnp.bool_), (0, index))
         cache_index.value = index + new_len
         query_slots = index + jnp.arange(new_len)  # [T]

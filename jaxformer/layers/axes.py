@@ -28,7 +28,19 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-PARAM_AXES = ("vocab", "embed", "heads", "kv_heads", "kv", "mlp", "length", "token_types", "relpos", "classes", "layers")
+PARAM_AXES = (
+    "vocab",
+    "embed",
+    "heads",
+    "kv_heads",
+    "kv",
+    "mlp",
+    "length",
+    "token_types",
+    "relpos",
+    "classes",
+    "layers",
+)
 ACTIVATION_AXES = (
     "activation_batch",
     "activation_length",

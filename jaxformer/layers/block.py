@@ -37,7 +37,9 @@ class TransformerBlock(nn.Module):
 
     def _sublayer(self, x: jax.Array, name: str, fn: Any) -> jax.Array:
         cfg = self.config
-        norm = make_norm(cfg.norm, cfg.norm_eps, cfg.use_bias, dtype_of(cfg.dtype), dtype_of(cfg.param_dtype), name=f"{name}_norm")
+        norm = make_norm(
+            cfg.norm, cfg.norm_eps, cfg.use_bias, dtype_of(cfg.dtype), dtype_of(cfg.param_dtype), name=f"{name}_norm"
+        )
         drop = nn.Dropout(cfg.dropout_rate)
         if cfg.norm_position == "pre":
             return x + drop(fn(norm(x)), deterministic=self.deterministic)
@@ -83,7 +85,13 @@ class TransformerBlock(nn.Module):
             x,
             "self_attention",
             lambda h: self_attention(
-                h, mask=mask, bias=bias, positions=positions, kv_valid=kv_valid, deterministic=deterministic, decode=decode
+                h,
+                mask=mask,
+                bias=bias,
+                positions=positions,
+                kv_valid=kv_valid,
+                deterministic=deterministic,
+                decode=decode,
             ),
         )
         if self.has_cross_attention:

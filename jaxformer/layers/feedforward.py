@@ -56,7 +56,9 @@ class FeedForward(nn.Module):
             kernel = param(self, f"{name}_kernel", init, (self.d_model, self.d_ff), ("embed", "mlp"), self.param_dtype)
             y = jnp.einsum("btd,df->btf", x, kernel.astype(self.dtype))
             if self.use_bias:
-                y = y + param(self, f"{name}_bias", nn.initializers.zeros, (self.d_ff,), ("mlp",), self.param_dtype).astype(self.dtype)
+                y = y + param(
+                    self, f"{name}_bias", nn.initializers.zeros, (self.d_ff,), ("mlp",), self.param_dtype
+                ).astype(self.dtype)
             return y
 
         if self.activation in GATED:
@@ -68,5 +70,7 @@ class FeedForward(nn.Module):
         kernel_out = param(self, "down_kernel", init, (self.d_ff, self.d_model), ("mlp", "embed"), self.param_dtype)
         out = jnp.einsum("btf,fd->btd", hidden, kernel_out.astype(self.dtype))
         if self.use_bias:
-            out = out + param(self, "down_bias", nn.initializers.zeros, (self.d_model,), ("embed",), self.param_dtype).astype(self.dtype)
+            out = out + param(
+                self, "down_bias", nn.initializers.zeros, (self.d_model,), ("embed",), self.param_dtype
+            ).astype(self.dtype)
         return out

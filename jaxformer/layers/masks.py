@@ -32,7 +32,9 @@ def key_padding_mask(key_valid: jax.Array, query_length: int) -> jax.Array:
     """[B, 1, T, S] mask hiding padded keys only (every query row stays live)."""
     if key_valid.ndim != 2:
         raise ValueError(f"key_valid must be [B, S], got shape {key_valid.shape}")
-    return jnp.broadcast_to(key_valid[:, None, None, :].astype(bool), (key_valid.shape[0], 1, query_length, key_valid.shape[1]))
+    return jnp.broadcast_to(
+        key_valid[:, None, None, :].astype(bool), (key_valid.shape[0], 1, query_length, key_valid.shape[1])
+    )
 
 
 def segment_mask(query_segments: jax.Array, key_segments: jax.Array) -> jax.Array:

@@ -48,7 +48,9 @@ class RMSNorm(nn.Module):
         return y.astype(self.dtype)
 
 
-def make_norm(kind: str, eps: float, use_bias: bool, dtype: Any, param_dtype: Any, name: str | None = None) -> nn.Module:
+def make_norm(
+    kind: str, eps: float, use_bias: bool, dtype: Any, param_dtype: Any, name: str | None = None
+) -> nn.Module:
     """Build the norm named by `kind` ('layernorm' or 'rmsnorm')."""
     if kind == "layernorm":
         return LayerNorm(eps=eps, use_bias=use_bias, dtype=dtype, param_dtype=param_dtype, name=name)

@@ -36,9 +36,17 @@ class DecoderOnly(nn.Module):
 
     def setup(self) -> None:
         cfg = self.config
-        self.embed = Embed(cfg.vocab_size, cfg.d_model, cfg.initializer_range, dtype=dtype_of(cfg.dtype), param_dtype=dtype_of(cfg.param_dtype))
+        self.embed = Embed(
+            cfg.vocab_size,
+            cfg.d_model,
+            cfg.initializer_range,
+            dtype=dtype_of(cfg.dtype),
+            param_dtype=dtype_of(cfg.param_dtype),
+        )
         self.embedding = InputEmbedding(cfg, self.embed, self.deterministic)
-        self.decoder = TransformerStack(cfg, cfg.num_layers, causal=True, deterministic=self.deterministic, decode=self.decode)
+        self.decoder = TransformerStack(
+            cfg, cfg.num_layers, causal=True, deterministic=self.deterministic, decode=self.decode
+        )
         self.lm_head = LMHead(cfg, self.embed)
         if self.decode:
             self.decode_positions = DecodePositions()

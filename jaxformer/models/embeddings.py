@@ -68,11 +68,23 @@ class InputEmbedding(nn.Module):
         if cfg.embed_scale:
             x = x * math.sqrt(cfg.d_model)
         if cfg.position == "learned":
-            x = x + LearnedPositions(cfg.max_len, cfg.d_model, cfg.initializer_range, dtype, param_dtype, name="positions")(positions)
+            x = x + LearnedPositions(
+                cfg.max_len, cfg.d_model, cfg.initializer_range, dtype, param_dtype, name="positions"
+            )(positions)
         elif cfg.position == "sinusoidal":
-            x = x + SinusoidalPositions(cfg.max_len, cfg.d_model, cfg.sinusoidal_layout, dtype, name="positions")(positions)
+            x = x + SinusoidalPositions(cfg.max_len, cfg.d_model, cfg.sinusoidal_layout, dtype, name="positions")(
+                positions
+            )
         if cfg.num_token_types:
-            types = Embed(cfg.num_token_types, cfg.d_model, cfg.initializer_range, ("token_types", "embed"), dtype, param_dtype, name="token_types")
+            types = Embed(
+                cfg.num_token_types,
+                cfg.d_model,
+                cfg.initializer_range,
+                ("token_types", "embed"),
+                dtype,
+                param_dtype,
+                name="token_types",
+            )
             x = x + types(jnp.zeros_like(tokens) if token_type_ids is None else token_type_ids)
         if cfg.embedding_norm:
             x = make_norm(cfg.norm, cfg.norm_eps, cfg.use_bias, dtype, param_dtype, name="norm")(x)

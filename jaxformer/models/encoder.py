@@ -32,7 +32,9 @@ def check_tokens(config: ModelConfig, tokens: jax.Array, name: str = "tokens") -
 
 def check_same_shape(name: str, array: jax.Array | None, tokens: jax.Array) -> None:
     if array is not None and tuple(array.shape) != tuple(tokens.shape):
-        raise ValueError(f"{name} has shape {tuple(array.shape)} but tokens are {tuple(tokens.shape)}; they must match.")
+        raise ValueError(
+            f"{name} has shape {tuple(array.shape)} but tokens are {tuple(tokens.shape)}; they must match."
+        )
 
 
 class EncoderOnly(nn.Module):
@@ -48,7 +50,13 @@ class EncoderOnly(nn.Module):
 
     def setup(self) -> None:
         cfg = self.config
-        self.embed = Embed(cfg.vocab_size, cfg.d_model, cfg.initializer_range, dtype=dtype_of(cfg.dtype), param_dtype=dtype_of(cfg.param_dtype))
+        self.embed = Embed(
+            cfg.vocab_size,
+            cfg.d_model,
+            cfg.initializer_range,
+            dtype=dtype_of(cfg.dtype),
+            param_dtype=dtype_of(cfg.param_dtype),
+        )
         self.embedding = InputEmbedding(cfg, self.embed, self.deterministic)
         self.encoder = TransformerStack(cfg, cfg.num_layers, causal=False, deterministic=self.deterministic)
         if cfg.pooler or cfg.encoder_head == "classification":
@@ -68,7 +76,12 @@ class EncoderOnly(nn.Module):
     ) -> dict[str, jax.Array]:
         cfg = self.config
         check_tokens(cfg, tokens)
-        for name, arr in (("token_type_ids", token_type_ids), ("valid", valid), ("positions", positions), ("segment_ids", segment_ids)):
+        for name, arr in (
+            ("token_type_ids", token_type_ids),
+            ("valid", valid),
+            ("positions", positions),
+            ("segment_ids", segment_ids),
+        ):
             check_same_shape(name, arr, tokens)
         positions = default_positions(tokens) if positions is None else positions
         x = self.embedding(tokens, positions, token_type_ids)
@@ -81,4 +94,3 @@ class EncoderOnly(nn.Module):
         elif cfg.encoder_head == "classification":
             out["logits"] = self.classifier(out["pooled"])
         return out
-

@@ -53,12 +53,24 @@ class EncoderDecoder(nn.Module):
         self.embed = Embed(cfg.vocab_size, cfg.d_model, cfg.initializer_range, dtype=dtype, param_dtype=param_dtype)
         target_embed = self.embed
         if not cfg.share_embeddings:
-            target_embed = Embed(cfg.vocab_size, cfg.d_model, cfg.initializer_range, dtype=dtype, param_dtype=param_dtype, name="target_embed")
+            target_embed = Embed(
+                cfg.vocab_size,
+                cfg.d_model,
+                cfg.initializer_range,
+                dtype=dtype,
+                param_dtype=param_dtype,
+                name="target_embed",
+            )
         self.source_embedding = InputEmbedding(cfg, self.embed, self.deterministic)
         self.target_embedding = InputEmbedding(cfg, target_embed, self.deterministic)
         self.encoder = TransformerStack(cfg, cfg.num_layers, causal=False, deterministic=self.deterministic)
         self.decoder = TransformerStack(
-            cfg, cfg.decoder_layers, causal=True, has_cross_attention=True, deterministic=self.deterministic, decode=self.decode
+            cfg,
+            cfg.decoder_layers,
+            causal=True,
+            has_cross_attention=True,
+            deterministic=self.deterministic,
+            decode=self.decode,
         )
         self.lm_head = LMHead(cfg, target_embed)
         if self.decode:
@@ -72,7 +84,11 @@ class EncoderDecoder(nn.Module):
         source_segment_ids: jax.Array | None = None,
     ) -> jax.Array:
         check_tokens(self.config, source, "source")
-        for name, arr in (("source_valid", source_valid), ("source_positions", source_positions), ("source_segment_ids", source_segment_ids)):
+        for name, arr in (
+            ("source_valid", source_valid),
+            ("source_positions", source_positions),
+            ("source_segment_ids", source_segment_ids),
+        ):
             check_same_shape(name, arr, source)
         positions = default_positions(source) if source_positions is None else source_positions
         x = self.source_embedding(source, positions)
@@ -90,7 +106,11 @@ class EncoderDecoder(nn.Module):
     ) -> jax.Array:
         """Decoder pass. target [B, T]; encoded [B, S, D] (None while decoding after the first call)."""
         check_tokens(self.config, target, "target")
-        for name, arr in (("target_positions", target_positions), ("target_segment_ids", target_segment_ids), ("target_valid", target_valid)):
+        for name, arr in (
+            ("target_positions", target_positions),
+            ("target_segment_ids", target_segment_ids),
+            ("target_valid", target_valid),
+        ):
             check_same_shape(name, arr, target)
         if (target_segment_ids is None) != (source_segment_ids is None):
             given = "source_segment_ids" if target_segment_ids is None else "target_segment_ids"

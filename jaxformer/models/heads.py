@@ -29,10 +29,19 @@ class Dense(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
-        kernel = param(self, "kernel", nn.initializers.normal(self.init_stddev), (x.shape[-1], self.features), self.axes, self.param_dtype)
+        kernel = param(
+            self,
+            "kernel",
+            nn.initializers.normal(self.init_stddev),
+            (x.shape[-1], self.features),
+            self.axes,
+            self.param_dtype,
+        )
         y = jnp.einsum("...i,io->...o", x.astype(self.dtype), kernel.astype(self.dtype))
         if self.use_bias:
-            y = y + param(self, "bias", nn.initializers.zeros, (self.features,), (self.axes[1],), self.param_dtype).astype(self.dtype)
+            y = y + param(
+                self, "bias", nn.initializers.zeros, (self.features,), (self.axes[1],), self.param_dtype
+            ).astype(self.dtype)
         return y
 
 
@@ -90,7 +99,9 @@ class MaskedLMHead(nn.Module):
         cfg = self.config
         h = dense(cfg, cfg.d_model, ("mlp", "embed"), "transform", use_bias=True)(hidden)
         h = activation_fn(cfg.activation)(h)
-        h = make_norm(cfg.norm, cfg.norm_eps, cfg.use_bias, dtype_of(cfg.dtype), dtype_of(cfg.param_dtype), name="norm")(h)
+        h = make_norm(
+            cfg.norm, cfg.norm_eps, cfg.use_bias, dtype_of(cfg.dtype), dtype_of(cfg.param_dtype), name="norm"
+        )(h)
         logits = self.embed.attend(h) + param(self, "bias", nn.initializers.zeros, (cfg.vocab_size,), ("vocab",))
         return logits.astype(jnp.float32)
 

@@ -92,7 +92,9 @@ class TransformerStack(nn.Module):
             for i in range(self.num_layers):
                 x = block(cfg, self.has_cross_attention, self.deterministic, self.decode, name=f"layers_{i}")(x, *args)
         if cfg.norm_position == "pre":
-            x = make_norm(cfg.norm, cfg.norm_eps, cfg.use_bias, dtype_of(cfg.dtype), dtype_of(cfg.param_dtype), name="final_norm")(x)
+            x = make_norm(
+                cfg.norm, cfg.norm_eps, cfg.use_bias, dtype_of(cfg.dtype), dtype_of(cfg.param_dtype), name="final_norm"
+            )(x)
         return x
 
     def _cached_positions(self, positions: jax.Array) -> jax.Array:

@@ -5,6 +5,8 @@ Legend: B batch, T length, V vocabulary (or C classes).
 
 from __future__ import annotations
 
+from functools import partial
+
 import jax
 import jax.numpy as jnp
 
@@ -16,21 +18,66 @@ def cross_entropy(
 
     logits [..., V] (any float dtype; computed in float32), targets [...] int, weights [...]
     (0 for padding). With smoothing eps the target distribution is (1 - eps) one-hot + eps / V,
-    and the loss is -sum_v q_v log p_v (no constant subtracted).
+    and the loss is -sum_v q_v log p_v (no constant subtracted). A position is correct when
+    its target is the argmax (the first of tied maxima, as `jnp.argmax` picks).
     """
     logits = logits.astype(jnp.float32)
-    shifted = logits - jax.lax.stop_gradient(logits.max(axis=-1, keepdims=True))  # log_softmax = shifted - lse
-    lse = jnp.log(jnp.exp(shifted).sum(axis=-1))  # [...]
-    # The target's entry picked by a compare-and-sum, not take_along_axis: its gradient is an elementwise
-    # select instead of a scatter into a [..., V] buffer (a costly extra pass on CPU).
-    vocab_ids = jax.lax.broadcasted_iota(jnp.int32, logits.shape, logits.ndim - 1)
-    picked = jnp.where(vocab_ids == targets[..., None], shifted, 0.0).sum(axis=-1)
-    nll = lse - picked
-    if label_smoothing > 0.0:
-        smooth = lse - shifted.mean(axis=-1)
-        per_token = (1.0 - label_smoothing) * nll + label_smoothing * smooth
-    else:
-        per_token = nll
+    per_token = token_losses(logits, targets, float(label_smoothing))
     weights = weights.astype(jnp.float32)
-    correct = (jnp.argmax(logits, axis=-1) == targets).astype(jnp.float32)
+    correct = is_argmax(logits, targets).astype(jnp.float32)
     return (per_token * weights).sum(), weights.sum(), (correct * weights).sum()
+
+
+def is_argmax(logits: jax.Array, targets: jax.Array) -> jax.Array:
+    """[...] bool: `jnp.argmax(logits, -1) == targets`, from two plain reductions.
+
+    The target holds the maximum and no earlier entry does. (XLA:CPU runs argmax's
+    value-and-index reduction far slower than a max and a count over the vocabulary.)
+    """
+    top = logits.max(axis=-1, keepdims=True)  # [..., 1]
+    ids = jax.lax.broadcasted_iota(jnp.int32, logits.shape, logits.ndim - 1)
+    earlier_top = jnp.sum((logits == top) & (ids < targets[..., None]), axis=-1)  # [...]
+    picked = jnp.take_along_axis(logits, targets[..., None], axis=-1)  # [..., 1]
+    return (picked[..., 0] == top[..., 0]) & (earlier_top == 0)
+
+
+def _log_normalizer(logits: jax.Array) -> jax.Array:
+    """[..., V] -> log sum_v exp(logits) [...], shifted by the row maximum for stability."""
+    top = logits.max(axis=-1)
+    return top + jnp.log(jnp.exp(logits - top[..., None]).sum(axis=-1))
+
+
+@partial(jax.custom_vjp, nondiff_argnums=(2,))
+def token_losses(logits: jax.Array, targets: jax.Array, label_smoothing: float) -> jax.Array:
+    """Per-position loss [...] = (1 - eps) * nll + eps * mean_v(-log p_v), p = softmax(logits [..., V]).
+
+    Autodiff of log_softmax gives the same gradient, softmax - q, but on XLA:CPU it keeps
+    exp(logits) as an extra [..., V] buffer and turns the target pick into a scatter. The
+    custom backward pass forms g * (softmax - q) in one elementwise pass over the logits.
+    """
+    return _token_losses_fwd(logits, targets, label_smoothing)[0]
+
+
+def _token_losses_fwd(
+    logits: jax.Array, targets: jax.Array, label_smoothing: float
+) -> tuple[jax.Array, tuple[jax.Array, jax.Array, jax.Array]]:
+    log_z = _log_normalizer(logits)  # [...]
+    nll = log_z - jnp.take_along_axis(logits, targets[..., None], axis=-1)[..., 0]
+    if label_smoothing > 0.0:
+        smooth = log_z - logits.mean(axis=-1)
+        nll = (1.0 - label_smoothing) * nll + label_smoothing * smooth
+    return nll, (logits, targets, log_z)
+
+
+def _token_losses_bwd(
+    label_smoothing: float, saved: tuple[jax.Array, jax.Array, jax.Array], g: jax.Array
+) -> tuple[jax.Array, None]:
+    logits, targets, log_z = saved
+    probs = jnp.exp(logits - log_z[..., None])  # [..., V]
+    ids = jax.lax.broadcasted_iota(jnp.int32, logits.shape, logits.ndim - 1)
+    target_mass = jnp.where(ids == targets[..., None], 1.0 - label_smoothing, 0.0)
+    q = target_mass + label_smoothing / logits.shape[-1] if label_smoothing > 0.0 else target_mass
+    return g[..., None] * (probs - q), None
+
+
+token_losses.defvjp(_token_losses_fwd, _token_losses_bwd)

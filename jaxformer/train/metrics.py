@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 
 def perplexity(mean_loss: float) -> float:

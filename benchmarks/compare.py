@@ -1,0 +1,204 @@
+"""jaxformer vs Hugging Face `transformers` (PyTorch) in one process: training and cached decoding.
+
+    python -m benchmarks.compare [--quick] [--json OUT] [--vocab 50257] [--repeats 5] [--new-tokens 128]
+
+Shape (both sides): GPT-2 layout, 6 layers, width 384, 6 heads, FFN 1536, sequence 256,
+batch 8, vocabulary 50257 (`--quick`: 2 layers, sequence 128, batch 4, vocabulary 8192,
+32 new tokens, 3 repeats: a smoke run of a few minutes). Dropout off on both sides.
+
+* training: jaxformer's `make_train_step` + `optax.adamw` (jitted, state donated) vs
+  `GPT2LMHeadModel` + `torch.optim.AdamW` (lr 1e-4, weight decay 0.01 on both), loss in float32
+  over all positions. fp32 vs fp32, and bf16 (jaxformer `dtype="bfloat16"`: bf16 compute,
+  fp32 params) vs bf16 (`torch.autocast("cpu", bfloat16)`, fp32 params).
+* decoding: `jaxformer.decoding.generate` (greedy, KV cache, one jitted while_loop) vs
+  `GPT2LMHeadModel.generate(do_sample=False)` (KV cache), fp32, the SAME weights (jaxformer's
+  params written with `jaxformer.hf.save`, loaded with `from_pretrained`), a random 16-token
+  prompt, batch 1 and 16, all new tokens generated (no EOS). Reports how many tokens agree.
+
+Every comparison alternates the two sides' repetitions (A B A B ...) after a warm-up and takes
+medians, so background load hits both alike. MFU = 6 N T / (step time x peak), with the peak
+measured on this machine by a matmul probe (`common.matmul_peak`, best of JAX and torch) or,
+on an accelerator, its published dense bf16 peak.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+from pathlib import Path
+from typing import Any
+
+import jax
+import numpy as np
+
+from benchmarks.common import (
+    accelerator_peak,
+    bench_config,
+    interleaved,
+    jaxformer_trainer,
+    machine,
+    matmul_peak,
+    mfu,
+    peak_rss_mib,
+    save_json,
+    torch_gpt2,
+    torch_trainer,
+)
+from jaxformer import decoding, models
+
+FULL = {"layers": 6, "width": 384, "heads": 6, "length": 256, "batch": 8, "vocab": 50257}
+QUICK = {"layers": 2, "width": 384, "heads": 6, "length": 128, "batch": 4, "vocab": 8192}
+PROMPT_LEN = 16
+DTYPES = ("float32", "bfloat16")
+SHORT = {"float32": "fp32", "bfloat16": "bf16"}
+
+
+def compare_training(shape: dict[str, int], dtype: str, repeats: int) -> dict[str, Any]:
+    """Interleaved train steps of both sides at `dtype`; step times, tokens/s and both losses."""
+    trainer = jaxformer_trainer(dtype=dtype, batch=shape["batch"], **{k: v for k, v in shape.items() if k != "batch"})
+    peer = torch_trainer(trainer.config, trainer.state.params, trainer.batch, bf16=dtype == "bfloat16")
+    compile_s = trainer.compile()
+    first = {"jaxformer": trainer.step(), "transformers": peer.step()}  # warm-up; same weights, same batch
+    times = interleaved({"jaxformer": trainer.step, "transformers": peer.step}, repeats)
+    tokens = trainer.tokens_per_step
+    result: dict[str, Any] = {"dtype": dtype, "tokens_per_step": tokens, "jaxformer_compile_s": round(compile_s, 2)}
+    for name, t in times.items():
+        result[name] = {
+            "step_s": round(t["median_s"], 4),
+            "tokens_per_s": round(tokens / t["median_s"], 1),
+            "cpu_s_per_step": round(t["cpu_s"], 4),
+            "times_s": t["times_s"],
+            "first_loss": round(first[name], 5),
+        }
+    result["ratio"] = round(times["transformers"]["median_s"] / times["jaxformer"]["median_s"], 3)
+    return result
+
+
+def torch_generate(model: Any, prompts: np.ndarray, new_tokens: int) -> np.ndarray:
+    import torch
+
+    ids = torch.from_numpy(prompts.astype(np.int64))
+    with torch.inference_mode():
+        out = model.generate(
+            input_ids=ids,
+            attention_mask=torch.ones_like(ids),
+            max_new_tokens=new_tokens,
+            min_new_tokens=new_tokens,
+            do_sample=False,
+            use_cache=True,
+            pad_token_id=0,
+        )
+    return out[:, prompts.shape[1] :].numpy()
+
+
+def compare_decoding(shape: dict[str, int], batches: list[int], new_tokens: int, repeats: int) -> list[dict[str, Any]]:
+    """Greedy cached decoding, same weights on both sides, fp32; new tokens/s per batch size."""
+    config = bench_config(**{k: v for k, v in shape.items() if k != "batch"})
+    if PROMPT_LEN + new_tokens > config.max_len:
+        config = config.replace(max_len=PROMPT_LEN + new_tokens)
+    params = models.init_params(config, jax.random.PRNGKey(1))
+    model = torch_gpt2(config, params).eval()
+    rows = []
+    for batch in batches:
+        prompts = np.random.default_rng(batch).integers(1, config.vocab_size, (batch, PROMPT_LEN)).astype(np.int32)
+        ours = decoding.generate(config, params, prompts, max_new_tokens=new_tokens)  # compiles
+        theirs = torch_generate(model, prompts, new_tokens)
+        times = interleaved(
+            {
+                "jaxformer": lambda p=prompts: decoding.generate(config, params, p, max_new_tokens=new_tokens),
+                "transformers": lambda p=prompts: torch_generate(model, p, new_tokens),
+            },
+            repeats,
+        )
+        row: dict[str, Any] = {"batch": batch, "prompt_len": PROMPT_LEN, "new_tokens": new_tokens}
+        for name, t in times.items():
+            row[name] = {
+                "seconds": round(t["median_s"], 4),
+                "new_tokens_per_s": round(batch * new_tokens / t["median_s"], 1),
+                "times_s": t["times_s"],
+            }
+        row["ratio"] = round(times["transformers"]["median_s"] / times["jaxformer"]["median_s"], 3)
+        row["same_tokens"] = round(float(np.mean(ours == theirs)), 4)
+        rows.append(row)
+    return rows
+
+
+def add_mfu(results: dict[str, Any], shape: dict[str, int], peaks: dict[str, dict[str, float]]) -> None:
+    """MFU of each training row, against the measured CPU peak or the accelerator's published one."""
+    params = models.param_count(bench_config(**{k: v for k, v in shape.items() if k != "batch"}))
+    results["param_count"] = params
+    kind, accel = accelerator_peak()
+    for row in results["training"]:
+        peak = accel if accel is not None else max(peaks[row["dtype"]].values())
+        row["peak_flops"] = peak
+        row["peak_source"] = kind if accel is not None else "measured matmul probe (best of JAX and torch)"
+        for name in ("jaxformer", "transformers"):
+            row[name]["mfu"] = round(mfu(params, row["tokens_per_step"], row[name]["step_s"], peak), 4)
+
+
+def print_report(results: dict[str, Any]) -> None:
+    info, shape = results["machine"], results["shape"]
+    print(f"machine: {info['cpu']} ({info['cores']} cores), {info['device']}, load {info['load_average_1m']}")
+    print(
+        f"shape: {shape['layers']} layers, width {shape['width']}, {shape['heads']} heads, seq {shape['length']}, "
+        f"batch {shape['batch']}, vocab {shape['vocab']}; {results['param_count'] / 1e6:.1f}M params"
+    )
+    for dtype, peak in results["matmul_peak_flops"].items():
+        print(f"matmul probe {SHORT[dtype]}: JAX {peak['jax'] / 1e9:.0f} GFLOP/s, torch {peak['torch'] / 1e9:.0f} GFLOP/s")
+    header = f"{'benchmark':<18} | {'jaxformer':>14} | {'transformers':>14} | {'ratio':>6} | note"
+    print(header)
+    print("-" * len(header))
+    for row in results["training"]:
+        j, t = row["jaxformer"], row["transformers"]
+        note = f"step {j['step_s']:.3f}s vs {t['step_s']:.3f}s, MFU {j['mfu']:.1%} vs {t['mfu']:.1%}"
+        name = f"train {SHORT[row['dtype']]} tok/s"
+        print(f"{name:<18} | {j['tokens_per_s']:>14.1f} | {t['tokens_per_s']:>14.1f} | {row['ratio']:>6.2f} | {note}")
+    for row in results["decoding"]:
+        j, t = row["jaxformer"], row["transformers"]
+        name = f"decode b{row['batch']} tok/s"
+        note = f"{row['new_tokens']} new tokens, same tokens {row['same_tokens']:.0%}"
+        print(f"{name:<18} | {j['new_tokens_per_s']:>14.1f} | {t['new_tokens_per_s']:>14.1f} | {row['ratio']:>6.2f} | {note}")
+    for key, value in results["ratios"].items():
+        print(f"ratio {key} jaxformer/transformers = {value:.2f}")
+
+
+def run(shape: dict[str, int], repeats: int, new_tokens: int, batches: list[int], parts: list[str]) -> dict[str, Any]:
+    """The whole comparison as one JSON-ready dict (see the module docstring)."""
+    results: dict[str, Any] = {"machine": machine(), "shape": dict(shape), "repeats": repeats, "training": []}
+    results["matmul_peak_flops"] = {dtype: matmul_peak(dtype) for dtype in DTYPES}
+    if "train" in parts:
+        for dtype in DTYPES:
+            results["training"].append(compare_training(shape, dtype, repeats))
+    results["decoding"] = compare_decoding(shape, batches, new_tokens, repeats) if "decode" in parts else []
+    add_mfu(results, shape, results["matmul_peak_flops"])
+    ratios = {f"train {SHORT[row['dtype']]}": row["ratio"] for row in results["training"]}
+    ratios.update({f"decode b{row['batch']}": row["ratio"] for row in results["decoding"]})
+    results["ratios"] = ratios
+    results["peak_rss_mib"] = round(peak_rss_mib(), 1)
+    results["finite"] = all(math.isfinite(v) for v in ratios.values())
+    return results
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="small shape, few repeats: a few minutes on 2 cores")
+    parser.add_argument("--json", type=Path, help="write the results here")
+    parser.add_argument("--vocab", type=int, help="vocabulary size (default 50257; 8192 with --quick)")
+    parser.add_argument("--repeats", type=int, help="timed rounds per comparison (default 5; 3 with --quick)")
+    parser.add_argument("--new-tokens", type=int, help="new tokens per decode (default 128; 32 with --quick)")
+    parser.add_argument("--batches", type=int, nargs="+", default=[1, 16], help="decoding batch sizes")
+    parser.add_argument("--parts", nargs="+", choices=["train", "decode"], default=["train", "decode"])
+    args = parser.parse_args(argv)
+    shape = dict(QUICK if args.quick else FULL)
+    if args.vocab:
+        shape["vocab"] = args.vocab
+    repeats = args.repeats or (3 if args.quick else 5)
+    new_tokens = args.new_tokens or (32 if args.quick else 128)
+    results = run(shape, repeats, new_tokens, args.batches, args.parts)
+    print_report(results)
+    if args.json:
+        print(f"wrote {save_json(args.json, results)}")
+
+
+if __name__ == "__main__":
+    main()
