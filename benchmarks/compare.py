@@ -6,11 +6,13 @@ Shape (both sides): GPT-2 layout, 6 layers, width 384, 6 heads, FFN 1536, sequen
 batch 8, vocabulary 50257 (`--quick`: 2 layers, sequence 128, batch 4, vocabulary 8192,
 32 new tokens, 3 repeats: a smoke run of a few minutes). Dropout off on both sides.
 
-* training: jaxformer's `make_train_step` + `optax.adamw` (jitted, state donated) vs
+* training: jaxformer's `make_train_step` + `optax.adamw` (jitted, state donated; layers
+  scanned with `nn.scan`, `--unrolled` for a Python loop of layers) vs
   `GPT2LMHeadModel` + `torch.optim.AdamW` (lr 1e-4, weight decay 0.01 on both), loss in float32
   over all positions. fp32 vs fp32, and bf16 (jaxformer `dtype="bfloat16"`: bf16 compute,
   fp32 params) vs bf16 (`torch.autocast("cpu", bfloat16)`, fp32 params).
-* decoding: `jaxformer.decoding.generate` (greedy, KV cache, one jitted while_loop) vs
+* decoding: `jaxformer.decoding.generate` (greedy, KV cache, one jitted while_loop; layers
+  unrolled, the default config) vs
   `GPT2LMHeadModel.generate(do_sample=False)` (KV cache), fp32, the SAME weights (jaxformer's
   params written with `jaxformer.hf.save`, loaded with `from_pretrained`), a random 16-token
   prompt, batch 1 and 16, all new tokens generated (no EOS). Reports how many tokens agree.
@@ -53,15 +55,21 @@ DTYPES = ("float32", "bfloat16")
 SHORT = {"float32": "fp32", "bfloat16": "bf16"}
 
 
-def compare_training(shape: dict[str, int], dtype: str, repeats: int) -> dict[str, Any]:
+def model_shape(shape: dict[str, int]) -> dict[str, int]:
+    return {k: v for k, v in shape.items() if k != "batch"}
+
+
+def compare_training(shape: dict[str, int], dtype: str, repeats: int, scan: bool = True) -> dict[str, Any]:
     """Interleaved train steps of both sides at `dtype`; step times, tokens/s and both losses."""
-    trainer = jaxformer_trainer(dtype=dtype, batch=shape["batch"], **{k: v for k, v in shape.items() if k != "batch"})
+    config = bench_config(dtype=dtype, scan_layers=scan, **model_shape(shape))
+    trainer = jaxformer_trainer(config=config, batch=shape["batch"])
     peer = torch_trainer(trainer.config, trainer.state.params, trainer.batch, bf16=dtype == "bfloat16")
     compile_s = trainer.compile()
     first = {"jaxformer": trainer.step(), "transformers": peer.step()}  # warm-up; same weights, same batch
     times = interleaved({"jaxformer": trainer.step, "transformers": peer.step}, repeats)
     tokens = trainer.tokens_per_step
-    result: dict[str, Any] = {"dtype": dtype, "tokens_per_step": tokens, "jaxformer_compile_s": round(compile_s, 2)}
+    result: dict[str, Any] = {"dtype": dtype, "tokens_per_step": tokens, "scan_layers": scan}
+    result["jaxformer_compile_s"] = round(compile_s, 2)
     for name, t in times.items():
         result[name] = {
             "step_s": round(t["median_s"], 4),
@@ -93,7 +101,7 @@ def torch_generate(model: Any, prompts: np.ndarray, new_tokens: int) -> np.ndarr
 
 def compare_decoding(shape: dict[str, int], batches: list[int], new_tokens: int, repeats: int) -> list[dict[str, Any]]:
     """Greedy cached decoding, same weights on both sides, fp32; new tokens/s per batch size."""
-    config = bench_config(**{k: v for k, v in shape.items() if k != "batch"})
+    config = bench_config(**model_shape(shape))
     if PROMPT_LEN + new_tokens > config.max_len:
         config = config.replace(max_len=PROMPT_LEN + new_tokens)
     params = models.init_params(config, jax.random.PRNGKey(1))
@@ -125,7 +133,7 @@ def compare_decoding(shape: dict[str, int], batches: list[int], new_tokens: int,
 
 def add_mfu(results: dict[str, Any], shape: dict[str, int], peaks: dict[str, dict[str, float]]) -> None:
     """MFU of each training row, against the measured CPU peak or the accelerator's published one."""
-    params = models.param_count(bench_config(**{k: v for k, v in shape.items() if k != "batch"}))
+    params = models.param_count(bench_config(**model_shape(shape)))
     results["param_count"] = params
     kind, accel = accelerator_peak()
     for row in results["training"]:
@@ -144,7 +152,9 @@ def print_report(results: dict[str, Any]) -> None:
         f"batch {shape['batch']}, vocab {shape['vocab']}; {results['param_count'] / 1e6:.1f}M params"
     )
     for dtype, peak in results["matmul_peak_flops"].items():
-        print(f"matmul probe {SHORT[dtype]}: JAX {peak['jax'] / 1e9:.0f} GFLOP/s, torch {peak['torch'] / 1e9:.0f} GFLOP/s")
+        print(
+            f"matmul probe {SHORT[dtype]}: JAX {peak['jax'] / 1e9:.0f} GFLOP/s, torch {peak['torch'] / 1e9:.0f} GFLOP/s"
+        )
     header = f"{'benchmark':<18} | {'jaxformer':>14} | {'transformers':>14} | {'ratio':>6} | note"
     print(header)
     print("-" * len(header))
@@ -157,18 +167,22 @@ def print_report(results: dict[str, Any]) -> None:
         j, t = row["jaxformer"], row["transformers"]
         name = f"decode b{row['batch']} tok/s"
         note = f"{row['new_tokens']} new tokens, same tokens {row['same_tokens']:.0%}"
-        print(f"{name:<18} | {j['new_tokens_per_s']:>14.1f} | {t['new_tokens_per_s']:>14.1f} | {row['ratio']:>6.2f} | {note}")
+        print(
+            f"{name:<18} | {j['new_tokens_per_s']:>14.1f} | {t['new_tokens_per_s']:>14.1f} | {row['ratio']:>6.2f} | {note}"
+        )
     for key, value in results["ratios"].items():
         print(f"ratio {key} jaxformer/transformers = {value:.2f}")
 
 
-def run(shape: dict[str, int], repeats: int, new_tokens: int, batches: list[int], parts: list[str]) -> dict[str, Any]:
+def run(
+    shape: dict[str, int], repeats: int, new_tokens: int, batches: list[int], parts: list[str], scan: bool = True
+) -> dict[str, Any]:
     """The whole comparison as one JSON-ready dict (see the module docstring)."""
     results: dict[str, Any] = {"machine": machine(), "shape": dict(shape), "repeats": repeats, "training": []}
     results["matmul_peak_flops"] = {dtype: matmul_peak(dtype) for dtype in DTYPES}
     if "train" in parts:
         for dtype in DTYPES:
-            results["training"].append(compare_training(shape, dtype, repeats))
+            results["training"].append(compare_training(shape, dtype, repeats, scan))
     results["decoding"] = compare_decoding(shape, batches, new_tokens, repeats) if "decode" in parts else []
     add_mfu(results, shape, results["matmul_peak_flops"])
     ratios = {f"train {SHORT[row['dtype']]}": row["ratio"] for row in results["training"]}
@@ -188,13 +202,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--new-tokens", type=int, help="new tokens per decode (default 128; 32 with --quick)")
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 16], help="decoding batch sizes")
     parser.add_argument("--parts", nargs="+", choices=["train", "decode"], default=["train", "decode"])
+    parser.add_argument("--unrolled", action="store_true", help="train with scan_layers=False (default: scanned)")
     args = parser.parse_args(argv)
     shape = dict(QUICK if args.quick else FULL)
     if args.vocab:
         shape["vocab"] = args.vocab
     repeats = args.repeats or (3 if args.quick else 5)
     new_tokens = args.new_tokens or (32 if args.quick else 128)
-    results = run(shape, repeats, new_tokens, args.batches, args.parts)
+    results = run(shape, repeats, new_tokens, args.batches, args.parts, scan=not args.unrolled)
     print_report(results)
     if args.json:
         print(f"wrote {save_json(args.json, results)}")

@@ -26,7 +26,7 @@ import jax
 from benchmarks.common import GPT2_SHAPE, jaxformer_trainer, save_json
 
 # (part, regex on the op_name metadata); the first match wins. The loss is traced outside the model
-# ("jvp()"), the optimizer update outside the gradient loop ("while/body").
+# ("jvp()"); the optimizer update's ops sit at the top level of the step ("jit(step)/mul").
 PARTS: tuple[tuple[str, str], ...] = (
     ("LM head (tied logits)", r"lm_head|attend|tied_logits"),
     ("loss + accuracy", r"jvp\(\)|cross_entropy|log_softmax"),
@@ -35,7 +35,7 @@ PARTS: tuple[tuple[str, str], ...] = (
     ("MLP", r"/mlp/"),
     ("norms + residual", r"_norm/|final_norm|_sublayer"),
     ("embeddings", r"embed|positions"),
-    ("optimizer + grad norm", r"^(?!.*while/body)"),
+    ("optimizer + grad norm", r"adam|optax|apply_updates|global_norm|scale_by|^jit\(\w+\)/[\w\-]+$"),
 )
 
 
@@ -49,12 +49,33 @@ def kind_of(instruction: str) -> str:
 
 
 def op_names(hlo_text: str) -> dict[str, str]:
-    """HLO instruction name -> its op_name metadata (empty when it has none)."""
-    out = {}
-    for match in re.finditer(r"%([\w.\-]+) = [^\n]*", hlo_text):
-        meta = re.search(r'op_name="([^"]*)"', match.group(0))
-        out[match.group(1)] = meta.group(1) if meta else ""
-    return out
+    """HLO instruction name -> its op_name metadata.
+
+    A fusion that lost its metadata takes the first op_name found inside the computation it calls.
+    """
+    names: dict[str, str] = {}
+    calls: dict[str, str] = {}
+    bodies: dict[str, list[str]] = {}
+    computation = ""
+    for line in hlo_text.splitlines():
+        header = re.match(r"\s*(?:ENTRY\s+)?%([\w.\-]+) \(.*\{\s*$", line)
+        if header:
+            computation = header.group(1)
+            continue
+        match = re.match(r"\s*(?:ROOT\s+)?%([\w.\-]+) = ", line)
+        if not match:
+            continue
+        meta = re.search(r'op_name="([^"]*)"', line)
+        names[match.group(1)] = meta.group(1) if meta else ""
+        if meta:
+            bodies.setdefault(computation, []).append(meta.group(1))
+        called = re.search(r"calls=%([\w.\-]+)", line)
+        if called:
+            calls[match.group(1)] = called.group(1)
+    for name, op_name in names.items():
+        if not op_name and bodies.get(calls.get(name, "")):
+            names[name] = bodies[calls[name]][0]
+    return names
 
 
 def part_of(op_name: str) -> str:
@@ -83,7 +104,7 @@ def profile_train_step(
     layers: int = GPT2_SHAPE["layers"],
     steps: int = 2,
     compiler_options: dict[str, str] | None = None,
-    **shape: int,
+    **shape: Any,
 ) -> dict[str, Any]:
     """Trace `steps` train steps; returns {"parts": {part: ms/step}, "kinds": ..., "ops": [...], ...}."""
     trainer = jaxformer_trainer(dtype=dtype, vocab=vocab, layers=layers, **shape)
@@ -109,6 +130,7 @@ def profile_train_step(
         "dtype": dtype,
         "vocab": vocab,
         "layers": layers,
+        "scan_layers": trainer.config.scan_layers,
         "steps_traced": steps,
         "compiler_options": compiler_options or {},
         "ops_ms_per_step": round(sum(parts.values()), 1),
@@ -121,7 +143,9 @@ def profile_train_step(
 def print_profile(result: dict[str, Any], top: int = 15) -> None:
     total = result["ops_ms_per_step"]
     options = " ".join(f"{k}={v}" for k, v in result["compiler_options"].items()) or "default XLA options"
-    print(f"profile: {result['dtype']}, vocab {result['vocab']}, {result['layers']} layers, {options}; XLA ops {total:.0f} ms/step")
+    print(
+        f"profile: {result['dtype']}, vocab {result['vocab']}, {result['layers']} layers (scan {result['scan_layers']}), {options}; XLA ops {total:.0f} ms/step"
+    )
     for group in ("parts", "kinds"):
         print(f"  by {group[:-1]}:")
         for part, ms in result[group].items():
@@ -137,11 +161,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--vocab", type=int, default=GPT2_SHAPE["vocab"])
     parser.add_argument("--layers", type=int, default=GPT2_SHAPE["layers"])
     parser.add_argument("--steps", type=int, default=2)
+    parser.add_argument("--scan", action="store_true", help="scan_layers=True (nn.scan over the layers)")
     parser.add_argument("--option", action="append", default=[], metavar="KEY=VALUE", help="an XLA compiler option")
     parser.add_argument("--json", type=Path, help="also write the result here")
     args = parser.parse_args(argv)
     options = dict(item.split("=", 1) for item in args.option)
-    result = profile_train_step(args.dtype, args.vocab, args.layers, args.steps, options)
+    result = profile_train_step(args.dtype, args.vocab, args.layers, args.steps, options, scan_layers=args.scan)
     print_profile(result)
     if args.json:
         save_json(args.json, result)

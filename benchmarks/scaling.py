@@ -33,13 +33,22 @@ WIDTH, HEADS, LENGTH, BATCH = 384, 6, 256, 8
 COMPILE_RATIO_LIMIT = 1.3
 
 
-def measure(layers: int, scan: bool, vocab: int, steps: int) -> dict[str, Any]:
+def measure(
+    layers: int,
+    scan: bool,
+    vocab: int,
+    steps: int,
+    width: int = WIDTH,
+    heads: int = HEADS,
+    length: int = LENGTH,
+    batch: int = BATCH,
+) -> dict[str, Any]:
     """One setting, in this process: compile and step times, peak memory."""
     from benchmarks.common import bench_config, jaxformer_trainer, peak_rss_mib
 
     baseline_mib = peak_rss_mib()
-    config = bench_config(layers=layers, width=WIDTH, heads=HEADS, length=LENGTH, vocab=vocab, scan_layers=scan)
-    trainer = jaxformer_trainer(config=config, batch=BATCH)
+    config = bench_config(layers=layers, width=width, heads=heads, length=length, vocab=vocab, scan_layers=scan)
+    trainer = jaxformer_trainer(config=config, batch=batch)
     start = time.perf_counter()
     lowered = trainer.jitted.lower(trainer.state, trainer.batch)
     lowered_at = time.perf_counter()
@@ -74,7 +83,11 @@ def memory(baseline_mib: float) -> dict[str, Any]:
     stats = jax.devices()[0].memory_stats() or {}
     if "peak_bytes_in_use" in stats:
         return {"memory": "device peak_bytes_in_use", "peak_memory_mib": round(stats["peak_bytes_in_use"] / 2**20, 1)}
-    return {"memory": "process peak RSS", "peak_memory_mib": round(peak_rss_mib(), 1), "baseline_rss_mib": round(baseline_mib, 1)}
+    return {
+        "memory": "process peak RSS",
+        "peak_memory_mib": round(peak_rss_mib(), 1),
+        "baseline_rss_mib": round(baseline_mib, 1),
+    }
 
 
 def run_setting(layers: int, scan: bool, vocab: int, steps: int) -> dict[str, Any]:
@@ -113,7 +126,9 @@ def print_table(rows: list[dict[str, Any]], summary: dict[str, Any]) -> None:
             f"{r['compile_s']:>9.2f} | {r['step_s']:>7.3f} | {r['peak_memory_mib']:>8.0f}"
         )
     if rows and "baseline_rss_mib" in rows[0]:
-        print(f"(peak memory = process peak RSS; a fresh process's baseline before the model: {rows[0]['baseline_rss_mib']:.0f} MiB)")
+        print(
+            f"(peak memory = process peak RSS; a fresh process's baseline before the model: {rows[0]['baseline_rss_mib']:.0f} MiB)"
+        )
     for name in ("scanned", "unrolled"):
         key = f"compile_ratio_{name}"
         if key in summary:

@@ -33,12 +33,12 @@ def get_config():
     config.data.tokenizer = "digits"
     config.data.max_length = 24
 
-    config.train.steps = 1500
+    config.train.steps = 1000
     config.train.batch_size = 64
     config.train.learning_rate = 1e-3
     config.train.schedule = "cosine"
     config.train.warmup_steps = 100
-    config.train.eval_every = 500
+    config.train.eval_every = 250
     config.train.log_every = 50
-    config.checkpoint.every = 500
+    config.checkpoint.every = 250
     return config

@@ -10,9 +10,7 @@ import jax
 
 from jaxformer.config import ModelConfig
 from jaxformer.layers import masks
-from jaxformer.layers.block import dtype_of
-from jaxformer.layers.embed import Embed
-from jaxformer.models.embeddings import DecodePositions, InputEmbedding, default_positions
+from jaxformer.models.embeddings import DecodePositions, InputEmbedding, default_positions, token_embed
 from jaxformer.models.encoder import attention_mask, check_same_shape, check_tokens
 from jaxformer.models.heads import LMHead
 from jaxformer.models.stack import TransformerStack
@@ -36,13 +34,7 @@ class DecoderOnly(nn.Module):
 
     def setup(self) -> None:
         cfg = self.config
-        self.embed = Embed(
-            cfg.vocab_size,
-            cfg.d_model,
-            cfg.initializer_range,
-            dtype=dtype_of(cfg.dtype),
-            param_dtype=dtype_of(cfg.param_dtype),
-        )
+        self.embed = token_embed(cfg)
         self.embedding = InputEmbedding(cfg, self.embed, self.deterministic)
         self.decoder = TransformerStack(
             cfg, cfg.num_layers, causal=True, deterministic=self.deterministic, decode=self.decode

@@ -19,6 +19,18 @@ from jaxformer.layers.norms import make_norm
 from jaxformer.layers.positions import LearnedPositions, SinusoidalPositions
 
 
+def token_embed(cfg: ModelConfig, name: str | None = None) -> Embed:
+    """The [V, D] token table of `cfg` (also the tied output projection), one definition for every family."""
+    return Embed(
+        cfg.vocab_size,
+        cfg.d_model,
+        cfg.initializer_range,
+        dtype=dtype_of(cfg.dtype),
+        param_dtype=dtype_of(cfg.param_dtype),
+        name=name,
+    )
+
+
 def check_length(config: ModelConfig, length: int, what: str = "input") -> None:
     if length > config.max_len:
         raise ValueError(

@@ -10,9 +10,7 @@ import jax
 
 from jaxformer.config import ModelConfig
 from jaxformer.layers import masks
-from jaxformer.layers.block import dtype_of
-from jaxformer.layers.embed import Embed
-from jaxformer.models.embeddings import InputEmbedding, check_length, default_positions
+from jaxformer.models.embeddings import InputEmbedding, check_length, default_positions, token_embed
 from jaxformer.models.heads import ClassifierHead, MaskedLMHead, Pooler
 from jaxformer.models.stack import TransformerStack
 
@@ -50,13 +48,7 @@ class EncoderOnly(nn.Module):
 
     def setup(self) -> None:
         cfg = self.config
-        self.embed = Embed(
-            cfg.vocab_size,
-            cfg.d_model,
-            cfg.initializer_range,
-            dtype=dtype_of(cfg.dtype),
-            param_dtype=dtype_of(cfg.param_dtype),
-        )
+        self.embed = token_embed(cfg)
         self.embedding = InputEmbedding(cfg, self.embed, self.deterministic)
         self.encoder = TransformerStack(cfg, cfg.num_layers, causal=False, deterministic=self.deterministic)
         if cfg.pooler or cfg.encoder_head == "classification":

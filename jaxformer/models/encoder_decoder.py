@@ -10,10 +10,8 @@ import jax
 
 from jaxformer.config import ModelConfig
 from jaxformer.layers import masks
-from jaxformer.layers.block import dtype_of
-from jaxformer.layers.embed import Embed
 from jaxformer.models.decoder import causal_attention_mask
-from jaxformer.models.embeddings import DecodePositions, InputEmbedding, default_positions
+from jaxformer.models.embeddings import DecodePositions, InputEmbedding, default_positions, token_embed
 from jaxformer.models.encoder import attention_mask, check_same_shape, check_tokens
 from jaxformer.models.heads import LMHead
 from jaxformer.models.stack import TransformerStack
@@ -49,18 +47,10 @@ class EncoderDecoder(nn.Module):
 
     def setup(self) -> None:
         cfg = self.config
-        dtype, param_dtype = dtype_of(cfg.dtype), dtype_of(cfg.param_dtype)
-        self.embed = Embed(cfg.vocab_size, cfg.d_model, cfg.initializer_range, dtype=dtype, param_dtype=param_dtype)
+        self.embed = token_embed(cfg)
         target_embed = self.embed
         if not cfg.share_embeddings:
-            target_embed = Embed(
-                cfg.vocab_size,
-                cfg.d_model,
-                cfg.initializer_range,
-                dtype=dtype,
-                param_dtype=param_dtype,
-                name="target_embed",
-            )
+            target_embed = token_embed(cfg, name="target_embed")
         self.source_embedding = InputEmbedding(cfg, self.embed, self.deterministic)
         self.target_embedding = InputEmbedding(cfg, target_embed, self.deterministic)
         self.encoder = TransformerStack(cfg, cfg.num_layers, causal=False, deterministic=self.deterministic)

@@ -40,10 +40,31 @@ def make_train_step(
 
     grad_fn = jax.value_and_grad(micro_sums, has_aux=True)
 
+    def finish(
+        state: TrainState, grads: Any, loss_sum: jax.Array, weight_sum: jax.Array, correct: jax.Array
+    ) -> tuple[TrainState, dict[str, jax.Array]]:
+        """Sum across devices (pmap), normalise by the total weight, apply the update."""
+        if axis_name is not None:
+            grads, loss_sum, weight_sum, correct = jax.lax.psum((grads, loss_sum, weight_sum, correct), axis_name)
+        denom = jnp.maximum(weight_sum, 1.0)
+        grads = jax.tree.map(lambda g: g / denom, grads)
+        new_state = state.apply_gradients(grads, tx)
+        metrics = {
+            "loss": loss_sum / denom,
+            "accuracy": correct / denom,
+            "grad_norm": optax.global_norm(grads),
+            "learning_rate": schedule(state.step),
+            "tokens": weight_sum,
+        }
+        return new_state, metrics
+
     def step(state: TrainState, batch: Batch) -> tuple[TrainState, dict[str, jax.Array]]:
         rng = jax.random.fold_in(state.dropout_rng, state.step)
         if axis_name is not None:
             rng = jax.random.fold_in(rng, jax.lax.axis_index(axis_name))
+        if grad_accum_steps == 1:  # no zero buffers to accumulate into (they cost a pass over all parameters)
+            (loss_sum, (weight_sum, correct)), grads = grad_fn(state.params, batch, jax.random.fold_in(rng, 0))
+            return finish(state, grads, loss_sum, weight_sum, correct)
         micro_batches = jax.tree.map(lambda x: x.reshape((grad_accum_steps, -1, *x.shape[1:])), batch)
 
         def accumulate(carry: Any, inputs: Any) -> Any:
@@ -58,19 +79,7 @@ def make_train_step(
         (grads, loss_sum, weight_sum, correct), _ = jax.lax.scan(
             accumulate, init, (micro_batches, jnp.arange(grad_accum_steps))
         )
-        if axis_name is not None:
-            grads, loss_sum, weight_sum, correct = jax.lax.psum((grads, loss_sum, weight_sum, correct), axis_name)
-        denom = jnp.maximum(weight_sum, 1.0)
-        grads = jax.tree.map(lambda g: g / denom, grads)
-        new_state = state.apply_gradients(grads, tx)
-        metrics = {
-            "loss": loss_sum / denom,
-            "accuracy": correct / denom,
-            "grad_norm": optax.global_norm(grads),
-            "learning_rate": schedule(state.step),
-            "tokens": weight_sum,
-        }
-        return new_state, metrics
+        return finish(state, grads, loss_sum, weight_sum, correct)
 
     return step
 
