@@ -178,6 +178,35 @@ def torch_trainer(config: ModelConfig, params: Any, batch: dict[str, np.ndarray]
     return TorchTrainer(model, optimizer, tokens, targets, bf16)
 
 
+def torch_thread_counts() -> list[int]:
+    """Thread counts to run the torch peer at: its default and, on a multi-core machine, 1.
+
+    On a loaded machine torch's OpenMP regions wait for their slowest thread, and a descheduled
+    thread stalls every small op; one thread can then beat the default by 2x (training) to 40x
+    (decoding). The peer is measured both ways and compared at its better setting.
+    """
+    import torch
+
+    default = torch.get_num_threads()
+    return [default, 1] if default > 1 else [default]
+
+
+def with_torch_threads(threads: int, fn: Callable[[], Any]) -> Callable[[], Any]:
+    """`fn` run with torch.set_num_threads(threads), the previous setting restored afterwards."""
+
+    def run() -> Any:
+        import torch
+
+        previous = torch.get_num_threads()
+        torch.set_num_threads(threads)
+        try:
+            return fn()
+        finally:
+            torch.set_num_threads(previous)
+
+    return run
+
+
 def interleaved(contenders: dict[str, Callable[[], Any]], repeats: int) -> dict[str, dict[str, Any]]:
     """Run each contender once per round, alternating (A B A B ...), `repeats` rounds.
 

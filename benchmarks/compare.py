@@ -18,7 +18,9 @@ batch 8, vocabulary 50257 (`--quick`: 2 layers, sequence 128, batch 4, vocabular
   prompt, batch 1 and 16, all new tokens generated (no EOS). Reports how many tokens agree.
 
 Every comparison alternates the two sides' repetitions (A B A B ...) after a warm-up and takes
-medians, so background load hits both alike. MFU = 6 N T / (step time x peak), with the peak
+medians, so background load hits both alike. torch runs at its default thread count and at 1
+thread (on a loaded machine its OpenMP regions can be 2-40x slower with 2 threads); the ratio
+lines use its faster setting, the JSON keeps both ("ratios_default_threads"). MFU = 6 N T / (step time x peak), with the peak
 measured on this machine by a matmul probe (`common.matmul_peak`, best of JAX and torch) or,
 on an accelerator, its published dense bf16 peak.
 """
@@ -26,7 +28,9 @@ on an accelerator, its published dense bf16 peak.
 from __future__ import annotations
 
 import argparse
+import functools
 import math
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +38,7 @@ import jax
 import numpy as np
 
 from benchmarks.common import (
+    GPT2_SHAPE,
     accelerator_peak,
     bench_config,
     interleaved,
@@ -44,19 +49,37 @@ from benchmarks.common import (
     peak_rss_mib,
     save_json,
     torch_gpt2,
+    torch_thread_counts,
     torch_trainer,
+    with_torch_threads,
 )
 from jaxformer import decoding, models
 
-FULL = {"layers": 6, "width": 384, "heads": 6, "length": 256, "batch": 8, "vocab": 50257}
+FULL = dict(GPT2_SHAPE)
 QUICK = {"layers": 2, "width": 384, "heads": 6, "length": 128, "batch": 4, "vocab": 8192}
 PROMPT_LEN = 16
 DTYPES = ("float32", "bfloat16")
 SHORT = {"float32": "fp32", "bfloat16": "bf16"}
 
 
-def model_shape(shape: dict[str, int]) -> dict[str, int]:
+def model_shape(shape: dict[str, int]) -> dict[str, Any]:
     return {k: v for k, v in shape.items() if k != "batch"}
+
+
+def peer_contenders(fn: Callable[[], Any]) -> dict[str, Callable[[], Any]]:
+    """The torch side at each thread count of `torch_thread_counts()`: {"transformers@2": ..., "transformers@1": ...}."""
+    return {f"transformers@{n}": with_torch_threads(n, fn) for n in torch_thread_counts()}
+
+
+def pick_peer(result: dict[str, Any], times: dict[str, dict[str, Any]], key: str) -> None:
+    """result["transformers"] = the faster torch thread setting; ratios against it and against the default."""
+    peers = {name: t for name, t in times.items() if name.startswith("transformers@")}
+    best = min(peers, key=lambda name: peers[name]["median_s"])
+    default = next(iter(peers))
+    result["transformers"] = dict(result[best], threads=int(best.split("@")[1]))
+    result["ratio"] = round(peers[best]["median_s"] / times["jaxformer"]["median_s"], 3)
+    result["ratio_default_threads"] = round(peers[default]["median_s"] / times["jaxformer"]["median_s"], 3)
+    result["peer_threads"] = {name.split("@")[1]: result.pop(name)[key] for name in peers}
 
 
 def compare_training(shape: dict[str, int], dtype: str, repeats: int, scan: bool = True) -> dict[str, Any]:
@@ -65,20 +88,21 @@ def compare_training(shape: dict[str, int], dtype: str, repeats: int, scan: bool
     trainer = jaxformer_trainer(config=config, batch=shape["batch"])
     peer = torch_trainer(trainer.config, trainer.state.params, trainer.batch, bf16=dtype == "bfloat16")
     compile_s = trainer.compile()
-    first = {"jaxformer": trainer.step(), "transformers": peer.step()}  # warm-up; same weights, same batch
-    times = interleaved({"jaxformer": trainer.step, "transformers": peer.step}, repeats)
+    contenders = {"jaxformer": trainer.step, **peer_contenders(peer.step)}
+    first = [fn() for fn in contenders.values()]  # warm-up; jaxformer and the first torch call see the same weights
+    times = interleaved(contenders, repeats)
     tokens = trainer.tokens_per_step
     result: dict[str, Any] = {"dtype": dtype, "tokens_per_step": tokens, "scan_layers": scan}
     result["jaxformer_compile_s"] = round(compile_s, 2)
+    result["first_loss"] = {"jaxformer": round(first[0], 5), "transformers": round(first[1], 5)}
     for name, t in times.items():
         result[name] = {
             "step_s": round(t["median_s"], 4),
             "tokens_per_s": round(tokens / t["median_s"], 1),
             "cpu_s_per_step": round(t["cpu_s"], 4),
             "times_s": t["times_s"],
-            "first_loss": round(first[name], 5),
         }
-    result["ratio"] = round(times["transformers"]["median_s"] / times["jaxformer"]["median_s"], 3)
+    pick_peer(result, times, "step_s")
     return result
 
 
@@ -111,13 +135,11 @@ def compare_decoding(shape: dict[str, int], batches: list[int], new_tokens: int,
         prompts = np.random.default_rng(batch).integers(1, config.vocab_size, (batch, PROMPT_LEN)).astype(np.int32)
         ours = decoding.generate(config, params, prompts, max_new_tokens=new_tokens)  # compiles
         theirs = torch_generate(model, prompts, new_tokens)
-        times = interleaved(
-            {
-                "jaxformer": lambda p=prompts: decoding.generate(config, params, p, max_new_tokens=new_tokens),
-                "transformers": lambda p=prompts: torch_generate(model, p, new_tokens),
-            },
-            repeats,
-        )
+        contenders: dict[str, Callable[[], Any]] = {
+            "jaxformer": functools.partial(decoding.generate, config, params, prompts, max_new_tokens=new_tokens),
+            **peer_contenders(functools.partial(torch_generate, model, prompts, new_tokens)),
+        }
+        times = interleaved(contenders, repeats)
         row: dict[str, Any] = {"batch": batch, "prompt_len": PROMPT_LEN, "new_tokens": new_tokens}
         for name, t in times.items():
             row[name] = {
@@ -125,7 +147,7 @@ def compare_decoding(shape: dict[str, int], batches: list[int], new_tokens: int,
                 "new_tokens_per_s": round(batch * new_tokens / t["median_s"], 1),
                 "times_s": t["times_s"],
             }
-        row["ratio"] = round(times["transformers"]["median_s"] / times["jaxformer"]["median_s"], 3)
+        pick_peer(row, times, "seconds")
         row["same_tokens"] = round(float(np.mean(ours == theirs)), 4)
         rows.append(row)
     return rows
@@ -160,33 +182,48 @@ def print_report(results: dict[str, Any]) -> None:
     print("-" * len(header))
     for row in results["training"]:
         j, t = row["jaxformer"], row["transformers"]
-        note = f"step {j['step_s']:.3f}s vs {t['step_s']:.3f}s, MFU {j['mfu']:.1%} vs {t['mfu']:.1%}"
+        note = (
+            f"step {j['step_s']:.3f}s vs {t['step_s']:.3f}s ({t['threads']} thr), MFU {j['mfu']:.1%} vs {t['mfu']:.1%}"
+        )
         name = f"train {SHORT[row['dtype']]} tok/s"
         print(f"{name:<18} | {j['tokens_per_s']:>14.1f} | {t['tokens_per_s']:>14.1f} | {row['ratio']:>6.2f} | {note}")
     for row in results["decoding"]:
         j, t = row["jaxformer"], row["transformers"]
         name = f"decode b{row['batch']} tok/s"
-        note = f"{row['new_tokens']} new tokens, same tokens {row['same_tokens']:.0%}"
+        note = f"{row['new_tokens']} new tokens, torch {t['threads']} thr, same tokens {row['same_tokens']:.0%}"
         print(
             f"{name:<18} | {j['new_tokens_per_s']:>14.1f} | {t['new_tokens_per_s']:>14.1f} | {row['ratio']:>6.2f} | {note}"
         )
     for key, value in results["ratios"].items():
-        print(f"ratio {key} jaxformer/transformers = {value:.2f}")
+        default = results["ratios_default_threads"][key]
+        print(f"ratio {key} jaxformer/transformers = {value:.2f}  (torch at its default threads: {default:.2f})")
 
 
 def run(
-    shape: dict[str, int], repeats: int, new_tokens: int, batches: list[int], parts: list[str], scan: bool = True
+    shape: dict[str, int],
+    repeats: int,
+    new_tokens: int,
+    batches: list[int],
+    parts: list[str],
+    scan: bool = True,
+    probe_size: int = 2048,
+    dtypes: tuple[str, ...] = DTYPES,
 ) -> dict[str, Any]:
     """The whole comparison as one JSON-ready dict (see the module docstring)."""
     results: dict[str, Any] = {"machine": machine(), "shape": dict(shape), "repeats": repeats, "training": []}
-    results["matmul_peak_flops"] = {dtype: matmul_peak(dtype) for dtype in DTYPES}
+    results["matmul_peak_flops"] = {dtype: matmul_peak(dtype, probe_size) for dtype in dtypes}
     if "train" in parts:
-        for dtype in DTYPES:
+        for dtype in dtypes:
             results["training"].append(compare_training(shape, dtype, repeats, scan))
     results["decoding"] = compare_decoding(shape, batches, new_tokens, repeats) if "decode" in parts else []
     add_mfu(results, shape, results["matmul_peak_flops"])
     ratios = {f"train {SHORT[row['dtype']]}": row["ratio"] for row in results["training"]}
     ratios.update({f"decode b{row['batch']}": row["ratio"] for row in results["decoding"]})
+    rows = {
+        **{f"train {SHORT[r['dtype']]}": r for r in results["training"]},
+        **{f"decode b{r['batch']}": r for r in results["decoding"]},
+    }
+    results["ratios_default_threads"] = {key: row["ratio_default_threads"] for key, row in rows.items()}
     results["ratios"] = ratios
     results["peak_rss_mib"] = round(peak_rss_mib(), 1)
     results["finite"] = all(math.isfinite(v) for v in ratios.values())

@@ -39,10 +39,17 @@ PARTS: tuple[tuple[str, str], ...] = (
 )
 
 
-def kind_of(instruction: str) -> str:
-    """What an executed op is, from its HLO instruction name."""
+KINDS = ("matmul", "library reduce", "copy/transpose", "elementwise/reduce")
+
+
+def kind_of(instruction: str, op_name: str = "") -> str:
+    """What an executed op is, from its HLO instruction name and op_name.
+
+    XLA:CPU hands dots (and some reductions) to a library (YNNPACK/Eigen: "ynn_fusion", "dot");
+    the rest are XLA's own loop fusions.
+    """
     if instruction.startswith(("ynn_fusion", "dot", "custom-call", "onednn", "xnn_fusion")):
-        return "matmul"
+        return "matmul" if "dot_general" in op_name or instruction.startswith("dot") else "library reduce"
     if "copy" in instruction or "transpose" in instruction:
         return "copy/transpose"
     return "elementwise/reduce"
@@ -91,7 +98,7 @@ def trace_ops(trace_dir: Path) -> dict[str, float]:
     if not files:
         raise RuntimeError(f"no Perfetto trace was written under {trace_dir}")
     events = json.loads(gzip.decompress(files[-1].read_bytes()))["traceEvents"]
-    totals: dict[str, float] = collections.Counter()
+    totals: dict[str, float] = collections.defaultdict(float)
     for event in events:
         if event.get("ph") == "X":
             totals[event["name"]] += float(event.get("dur", 0.0))
@@ -121,11 +128,14 @@ def profile_train_step(
         if name in names:  # XLA ops only; runtime and Python events have no HLO name
             ops.append((name, part_of(names[name]), micros / 1e3 / steps, names[name]))
     ops.sort(key=lambda op: -op[2])
-    parts: dict[str, float] = collections.Counter()
-    kinds: dict[str, float] = collections.Counter()
-    for name, part, ms, _ in ops:
+    parts: dict[str, float] = collections.defaultdict(float)
+    kinds: dict[str, float] = collections.defaultdict(float)
+    table: dict[str, dict[str, float]] = collections.defaultdict(lambda: dict.fromkeys(KINDS, 0.0))
+    for name, part, ms, op_name in ops:
+        kind = kind_of(name, op_name)
         parts[part] += ms
-        kinds[kind_of(name)] += ms
+        kinds[kind] += ms
+        table[part][kind] += ms
     return {
         "dtype": dtype,
         "vocab": vocab,
@@ -136,7 +146,11 @@ def profile_train_step(
         "ops_ms_per_step": round(sum(parts.values()), 1),
         "parts": {k: round(v, 1) for k, v in sorted(parts.items(), key=lambda kv: -kv[1])},
         "kinds": {k: round(v, 1) for k, v in sorted(kinds.items(), key=lambda kv: -kv[1])},
-        "ops": [{"op": n, "part": p, "ms": round(ms, 2), "op_name": o[-120:]} for n, p, ms, o in ops[:40]],
+        "part_by_kind": {p: {k: round(v, 1) for k, v in row.items()} for p, row in table.items()},
+        "ops": [
+            {"op": n, "part": p, "kind": kind_of(n, o), "ms": round(ms, 2), "op_name": o[-120:]}
+            for n, p, ms, o in ops[:60]
+        ],
     }
 
 
@@ -146,13 +160,14 @@ def print_profile(result: dict[str, Any], top: int = 15) -> None:
     print(
         f"profile: {result['dtype']}, vocab {result['vocab']}, {result['layers']} layers (scan {result['scan_layers']}), {options}; XLA ops {total:.0f} ms/step"
     )
-    for group in ("parts", "kinds"):
-        print(f"  by {group[:-1]}:")
-        for part, ms in result[group].items():
-            print(f"    {part:<24} {ms:>9.1f} ms  {100 * ms / max(total, 1e-9):5.1f}%")
+    print(f"  {'ms per step':<24} {'total':>8} " + " ".join(f"{k:>18}" for k in KINDS))
+    for part, ms in result["parts"].items():
+        cells = " ".join(f"{result['part_by_kind'][part][k]:>18.1f}" for k in KINDS)
+        print(f"  {part:<24} {ms:>8.1f} {cells}")
+    print(f"  {'all':<24} {total:>8.1f} " + " ".join(f"{result['kinds'].get(k, 0.0):>18.1f}" for k in KINDS))
     print("  top ops:")
     for op in result["ops"][:top]:
-        print(f"    {op['ms']:>9.1f} ms  {op['part']:<24} {op['op']:<28} {op['op_name'][-70:]}")
+        print(f"    {op['ms']:>9.1f} ms  {op['part']:<22} {op['kind']:<18} {op['op']:<28} {op['op_name'][-60:]}")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -26,29 +26,6 @@ def dtype_of(name: str) -> Any:
     return {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}[name]
 
 
-@jax.custom_vjp
-def materialize_grad(x: jax.Array) -> jax.Array:
-    """Identity; in the backward pass the cotangent of `x` is computed once and stored (an optimization barrier).
-
-    Applied to the residual stream [B, T, D] at each sub-layer. Without it XLA:CPU fused the
-    whole chain that accumulates the residual stream's cotangent (LayerNorm backward + adds,
-    ~100 inputs) into each transposed copy that a weight gradient x^T g needs, recomputing it
-    there with strided reads (see benchmarks/results/PERFORMANCE.md). Values are unchanged.
-    """
-    return x
-
-
-def _materialize_grad_fwd(x: jax.Array) -> tuple[jax.Array, None]:
-    return x, None
-
-
-def _materialize_grad_bwd(_: None, g: jax.Array) -> tuple[jax.Array]:
-    return (jax.lax.optimization_barrier(g),)
-
-
-materialize_grad.defvjp(_materialize_grad_fwd, _materialize_grad_bwd)
-
-
 class TransformerBlock(nn.Module):
     """x [B, T, D] -> [B, T, D]. With `has_cross_attention`, attends to `encoded` [B, S, D]."""
 
@@ -64,7 +41,6 @@ class TransformerBlock(nn.Module):
             cfg.norm, cfg.norm_eps, cfg.use_bias, dtype_of(cfg.dtype), dtype_of(cfg.param_dtype), name=f"{name}_norm"
         )
         drop = nn.Dropout(cfg.dropout_rate)
-        x = materialize_grad(x)
         if cfg.norm_position == "pre":
             return x + drop(fn(norm(x)), deterministic=self.deterministic)
         return norm(x + drop(fn(x), deterministic=self.deterministic))

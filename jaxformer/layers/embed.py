@@ -76,11 +76,20 @@ def tied_logits(x: jax.Array, table: jax.Array) -> jax.Array:
     materialise g transposed [V, M] first, the largest copy of a language-model
     train step (M tokens x V vocabulary; see benchmarks/results/PERFORMANCE.md).
     """
+    return _logits(x, table)
+
+
+def _logits(x: jax.Array, table: jax.Array) -> jax.Array:
+    """x [M, D] @ table^T. One row (greedy decoding, batch 1) as a matrix-vector product table [V, D] @ x[0]:
+    written as x @ table^T, XLA:CPU fused the transposed table and the final LayerNorm into a scalar
+    loop that ran 3x slower than this (the whole decode step's largest op)."""
+    if x.shape[0] == 1:
+        return (table @ x[0])[None, :]  # [1, V]
     return x @ table.T
 
 
 def _tied_logits_fwd(x: jax.Array, table: jax.Array) -> tuple[jax.Array, tuple[jax.Array, jax.Array]]:
-    return x @ table.T, (x, table)
+    return _logits(x, table), (x, table)
 
 
 def _tied_logits_bwd(saved: tuple[jax.Array, jax.Array], g: jax.Array) -> tuple[jax.Array, jax.Array]:
