@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import importlib.util
 import math
 from collections.abc import Callable
 from pathlib import Path
@@ -241,6 +242,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--parts", nargs="+", choices=["train", "decode"], default=["train", "decode"])
     parser.add_argument("--unrolled", action="store_true", help="train with scan_layers=False (default: scanned)")
     args = parser.parse_args(argv)
+    missing = [name for name in ("torch", "transformers") if importlib.util.find_spec(name) is None]
+    if missing:
+        parser.exit(2, f"error: benchmarks.compare needs {' and '.join(missing)}: pip install -e '.[test]'\n")
     shape = dict(QUICK if args.quick else FULL)
     if args.vocab:
         shape["vocab"] = args.vocab

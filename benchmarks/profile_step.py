@@ -1,13 +1,19 @@
 """Where a train step's time goes: a `jax.profiler` trace of the jitted step, summed per HLO op and per part.
 
-    python -m benchmarks.profile_step [--dtype float32|bfloat16] [--vocab 50257] [--layers 6] [--steps 2]
+    python -m benchmarks.profile_step [--scan] [--dtype float32|bfloat16] [--vocab 50257] [--layers 6]
+                                      [--steps 2] [--option XLA_OPTION=VALUE ...] [--json OUT]
 
 Model and batch are those of `benchmarks.compare` (GPT-2 shape: 6 layers, width 384, 6 heads,
-sequence 256, batch 8, AdamW). The step is compiled, run once, then traced for `--steps` steps
-(`jax.profiler.trace` with a Perfetto JSON). Every executed XLA op (a fusion, a dot, a copy) is
-matched to the `op_name` metadata of the compiled HLO and sorted into a part of the model:
-LM head + loss, attention core, attention projections, MLP, norms + residual, embeddings,
-optimizer. Prints the top ops and the per-part totals (milliseconds per step) and can write JSON.
+sequence 256, batch 8, AdamW). The step is compiled (with any `--option` as XLA compiler
+options, e.g. xla_cpu_experimental_ynn_fusion_type=LIBRARY_FUSION_TYPE_DOT), run once, then
+traced for `--steps` steps (`jax.profiler.trace` with a Perfetto JSON). Every executed XLA op
+(a fusion, a library call, a copy) is matched to the `op_name` metadata of the compiled HLO and
+counted in a part of the model (LM head, loss + accuracy, attention, MLP, norms, embeddings,
+optimizer, other) and a kind (matmul, library reduce, copy/transpose, elementwise/reduce).
+Prints a part x kind table in milliseconds per step and the top ops; can write JSON.
+
+Caveat: a thunk the runtime runs asynchronously (e.g. an Eigen dot beside a YNNPACK one) shows
+only its launch; its time lands in the ops it overlaps with. Totals per step stay right.
 """
 
 from __future__ import annotations
@@ -180,6 +186,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--option", action="append", default=[], metavar="KEY=VALUE", help="an XLA compiler option")
     parser.add_argument("--json", type=Path, help="also write the result here")
     args = parser.parse_args(argv)
+    bad = [item for item in args.option if "=" not in item]
+    if bad:
+        parser.error(f"--option takes KEY=VALUE, got {bad[0]!r}")
     options = dict(item.split("=", 1) for item in args.option)
     result = profile_train_step(args.dtype, args.vocab, args.layers, args.steps, options, scan_layers=args.scan)
     print_profile(result)
