@@ -65,4 +65,6 @@ def test_profile_attributes_time_to_model_parts():
     result = profile_step.profile_train_step(vocab=97, layers=1, steps=1, width=32, heads=4, length=16, batch=2)
     assert positive(result["ops_ms_per_step"]) and result["ops"]
     assert {"LM head (tied logits)", "loss + accuracy"} <= set(result["parts"])
-    assert sum(result["kinds"].values()) == pytest.approx(result["ops_ms_per_step"], rel=1e-2)
+    # Each kind and the total are rounded to 0.1 ms: their sum may differ by half a step per term.
+    rounding = 0.05 * (len(result["kinds"]) + 1)
+    assert sum(result["kinds"].values()) == pytest.approx(result["ops_ms_per_step"], rel=1e-2, abs=rounding)
