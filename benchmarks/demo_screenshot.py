@@ -3,7 +3,7 @@
     python -m benchmarks.demo_screenshot [--workdir W] [--out benchmarks/results/demo.png]
 
 Starts `jaxformer demo` for the run in W (without one, first trains a tiny reverse-digits
-model from experiments/default.py into a temporary directory, about a minute on a 2-core CPU),
+model from experiments/tiny_reverse.py into a temporary directory, about a minute on a 2-core CPU),
 opens it with `chromium --headless --screenshot`, and checks that the picture is not blank.
 The page opens with a held-out input already decoded, so the picture shows a model answer.
 Install the browser with `apt-get install -y chromium` when /usr/bin/chromium is missing.
@@ -32,19 +32,7 @@ CHROMIUM_FLAGS = (
     "--disable-sync",
     "--hide-scrollbars",
 )
-TINY_DEFAULT = (  # reverse 3-5 digit strings; exact after ~300 steps
-    "--config.model.d_model=64",
-    "--config.model.d_ff=128",
-    "--config.model.num_layers=1",
-    "--config.model.num_decoder_layers=1",
-    "--config.model.max_len=8",
-    "--config.data.max_length=8",
-    "--config.data.synthetic_min_length=3",
-    "--config.data.synthetic_max_length=5",
-    "--config.data.num_eval_examples=100",
-    "--config.train.steps=300",
-    "--config.train.learning_rate=0.003",
-    "--config.train.warmup_steps=30",
+TINY_OVERRIDES = (
     "--config.train.eval_every=0",
     "--config.train.num_samples=0",
     "--config.train.progress=False",
@@ -62,8 +50,8 @@ def find_chromium() -> str | None:
 def train_tiny_default(workdir: Path) -> Path:
     from jaxformer import cli
 
-    config = REPO_ROOT / "experiments" / "default.py"
-    code = cli.main(["train", "--config", str(config), "--workdir", str(workdir), *TINY_DEFAULT])
+    config = REPO_ROOT / "experiments" / "tiny_reverse.py"
+    code = cli.main(["train", "--config", str(config), "--workdir", str(workdir), *TINY_OVERRIDES])
     if code != 0:
         raise SystemExit(f"training the tiny default run failed (exit {code})")
     return workdir

@@ -4,7 +4,7 @@ Each run is trained once per test session (in process, through `jaxformer train`
 directory under pytest's base temp dir; a lock file keeps parallel workers (pytest -n 2)
 from training the same run twice, and a DONE marker lets the other test module reuse it.
 
-    reverse   experiments/default.py (reverse digits, encoder-decoder), 3-5 digits, trained
+    reverse   experiments/tiny_reverse.py (reverse digits, encoder-decoder), 3-5 digits, trained
               until greedy decoding reverses held-out strings exactly
     charlm    a 1-layer char-level decoder-only LM on a small text file (a few steps)
     classify  experiments/classify_majority.py (encoder-only classifier, a few steps)
@@ -25,23 +25,8 @@ QUIET = ("--config.train.progress=False", "--config.train.num_samples=0", "--con
 
 RUNS: dict[str, tuple[str, tuple[str, ...]]] = {
     "reverse": (
-        "default.py",
-        (
-            "--config.model.d_model=64",
-            "--config.model.d_ff=128",
-            "--config.model.num_layers=1",
-            "--config.model.num_decoder_layers=1",
-            "--config.model.max_len=8",
-            "--config.data.max_length=8",
-            "--config.data.synthetic_min_length=3",
-            "--config.data.synthetic_max_length=5",
-            "--config.data.num_eval_examples=100",
-            "--config.train.steps=300",
-            "--config.train.learning_rate=0.003",
-            "--config.train.warmup_steps=30",
-            "--config.train.log_every=100",
-            "--config.checkpoint.every=0",
-        ),
+        "tiny_reverse.py",
+        ("--config.train.log_every=100", "--config.checkpoint.every=0"),
     ),
     "charlm": (
         "shakespeare_char.py",

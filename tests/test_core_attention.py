@@ -164,3 +164,45 @@ def test_attention_weights_are_sown_as_intermediates():
     (probs,) = state["intermediates"]["attention_weights"]
     assert probs.shape == (B, N, T, T)
     np.testing.assert_allclose(np.asarray(out), np.asarray(module.apply({"params": params}, x)), atol=ATOL)
+
+
+@pytest.mark.parametrize("kv_heads", [N, 2, 1])
+def test_cached_decoding_one_token_at_a_time_matches_numpy(kv_heads):
+    """Decode mode: a prefill of 3 tokens, then one token per call (the single-step path that reads the cache
+    before writing it), each with a relative-position-style bias and a padded slot, == NumPy causal attention."""
+    module, params = mha_params(kv_heads, seed=11)
+    rng = np.random.default_rng(12)
+    x = rng.normal(size=(B, T, D)).astype(np.float32)
+    bias = rng.normal(size=(1, N, T, T)).astype(np.float32)
+    valid = np.ones((B, T), bool)
+    valid[1, 1] = False  # row 1's second token is padding: no later query attends to it
+    decoder = module.clone(implementation="xla")
+    cache = decoder.init(jax.random.PRNGKey(0), x, decode=True)["cache"]
+    prefill = 3
+
+    def call(cache, start, stop):
+        return decoder.apply(
+            {"params": params, "cache": cache},
+            x[:, start:stop],
+            bias=bias[:, :, start:stop, :],
+            kv_valid=valid[:, start:stop],
+            decode=True,
+            mutable=["cache"],
+        )
+
+    outputs = []
+    out, variables = call(cache, 0, prefill)
+    outputs.append(np.asarray(out))
+    for t in range(prefill, T):
+        out, variables = jax.jit(call, static_argnums=(1, 2))(variables["cache"], t, t + 1)
+        outputs.append(np.asarray(out))
+    got = np.concatenate(outputs, axis=1)  # [B, T, D]
+    mask = np.tril(np.ones((T, T), bool))[None, None] & valid[:, None, None, :]
+    p = {name: np.asarray(value, np.float64) for name, value in params.items()}
+    q = np.einsum("btd,dnh->btnh", x, p["query_kernel"]) + p["query_bias"]
+    k = np.einsum("bsd,dkh->bskh", x, p["key_kernel"]) + p["key_bias"]
+    v = np.einsum("bsd,dkh->bskh", x, p["value_kernel"]) + p["value_bias"]
+    heads = np_attention(q, k, v, bias=bias, mask=mask)
+    want = heads.reshape(B, T, -1) @ p["out_kernel"].reshape(-1, D) + p["out_bias"]
+    np.testing.assert_allclose(got, want, atol=ATOL)
+    assert int(variables["cache"]["cache_index"]) == T

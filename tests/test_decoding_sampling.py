@@ -10,7 +10,7 @@ import pytest
 from decoding_reference import BOS, NEW_TOKENS, PROMPTS, SOURCES, greedy_reference, model_and_params, right_padded
 
 from jaxformer import decoding
-from jaxformer.decoding.sampling import sample_logits
+from jaxformer.decoding.sampling import greedy_tokens, sample_logits
 
 
 def decode(name, **options):
@@ -84,3 +84,16 @@ def test_top_k_and_top_p_masks_match_numpy():
         for row in range(4):
             want = numpy_filtered_probs(logits[row], 1.0, 0, p) > 0
             np.testing.assert_array_equal(np.isfinite(masked[row]), want)
+
+
+def test_greedy_tokens_equal_numpy_argmax_with_ties_and_nan():
+    """The two-reduction argmax picks what np.argmax picks: the lowest id among tied maxima, the first NaN."""
+    rng = np.random.default_rng(0)
+    logits = rng.integers(-3, 4, size=(64, 1000)).astype(np.float32)  # many ties at the maximum
+    logits[5, 17] = np.nan
+    logits[5, 900] = np.nan
+    logits[6] = -np.inf
+    logits[7, :] = 2.0
+    got = np.asarray(greedy_tokens(logits))
+    np.testing.assert_array_equal(got, np.argmax(logits, axis=-1))
+    assert got[5] == 17 and got[6] == 0 and got[7] == 0

@@ -33,7 +33,7 @@ import numpy as np
 from jaxformer.config import ModelConfig
 from jaxformer.decoding import inputs as checks
 from jaxformer.decoding.cache import gather_cache
-from jaxformer.decoding.steps import DecodeState, prefill_decoder_only, prefill_encoder_decoder
+from jaxformer.decoding.steps import LOOP_COMPILER_OPTIONS, DecodeState, prefill_decoder_only, prefill_encoder_decoder
 
 
 def length_penalty(length: Any, alpha: Any) -> Any:
@@ -166,7 +166,7 @@ def beam_loop(
 _STATIC = ("config", "max_new_tokens", "beam_size", "pad_id")
 
 
-@functools.partial(jax.jit, static_argnames=_STATIC)
+@functools.partial(jax.jit, static_argnames=_STATIC, compiler_options=LOOP_COMPILER_OPTIONS)
 def _beam_decoder_only(params, tokens, valid, positions, eos_id, alpha, *, config, max_new_tokens, beam_size, pad_id):
     state = prefill_decoder_only(config, params, tokens, valid, positions, tokens.shape[1] + max_new_tokens - 1)
     return beam_loop(
@@ -174,7 +174,7 @@ def _beam_decoder_only(params, tokens, valid, positions, eos_id, alpha, *, confi
     )
 
 
-@functools.partial(jax.jit, static_argnames=_STATIC)
+@functools.partial(jax.jit, static_argnames=_STATIC, compiler_options=LOOP_COMPILER_OPTIONS)
 def _beam_encoder_decoder(
     params, source, source_valid, bos_id, eos_id, alpha, *, config, max_new_tokens, beam_size, pad_id
 ):

@@ -47,5 +47,13 @@ def sample_logits(
 
 
 def greedy_tokens(logits: jax.Array) -> jax.Array:
-    """[B, V] -> [B] int32 argmax (the lowest id wins ties)."""
-    return jnp.argmax(logits, axis=-1).astype(jnp.int32)
+    """[B, V] -> [B] int32 argmax (the lowest id wins ties; a NaN counts as the maximum, as in `jnp.argmax`).
+
+    Two plain reductions (row maximum, then the lowest id holding it) instead of argmax's
+    value-and-index reduction, which XLA:CPU runs as a scalar loop: 190 us vs ~40 us per step
+    over a 50257-token vocabulary, 5% of a batch-1 decoding step of the GPT-2-shaped benchmark.
+    """
+    top = logits.max(axis=-1, keepdims=True)  # NaN if the row has one
+    ids = jax.lax.broadcasted_iota(jnp.int32, logits.shape, logits.ndim - 1)
+    hit = (logits == top) | jnp.isnan(logits)
+    return jnp.min(jnp.where(hit, ids, logits.shape[-1]), axis=-1).astype(jnp.int32)

@@ -22,7 +22,7 @@ from jaxformer.config import ModelConfig
 from jaxformer.decoding import inputs as checks
 from jaxformer.decoding.beam import beam_search
 from jaxformer.decoding.sampling import greedy_tokens, sample_logits
-from jaxformer.decoding.steps import DecodeState, prefill_decoder_only, prefill_encoder_decoder
+from jaxformer.decoding.steps import LOOP_COMPILER_OPTIONS, DecodeState, prefill_decoder_only, prefill_encoder_decoder
 
 
 def token_loop(
@@ -70,7 +70,7 @@ def token_loop(
 _STATIC = ("config", "max_new_tokens", "method", "top_k", "use_top_p", "pad_id")
 
 
-@functools.partial(jax.jit, static_argnames=_STATIC)
+@functools.partial(jax.jit, static_argnames=_STATIC, compiler_options=LOOP_COMPILER_OPTIONS)
 def _generate_jit(
     params, tokens, valid, positions, rng, temperature, top_p, eos_id, *, config, max_new_tokens, **options
 ):
@@ -78,7 +78,7 @@ def _generate_jit(
     return token_loop(params, state, rng, temperature, top_p, eos_id=eos_id, max_new_tokens=max_new_tokens, **options)
 
 
-@functools.partial(jax.jit, static_argnames=_STATIC)
+@functools.partial(jax.jit, static_argnames=_STATIC, compiler_options=LOOP_COMPILER_OPTIONS)
 def _translate_jit(
     params, source, source_valid, bos_id, rng, temperature, top_p, eos_id, *, config, max_new_tokens, **options
 ):

@@ -7,6 +7,7 @@ Legend (used in every einsum here):
 
 from __future__ import annotations
 
+import itertools
 from typing import Any, Literal
 
 import flax.linen as nn
@@ -129,20 +130,29 @@ class MultiHeadAttention(nn.Module):
     dtype: Any = jnp.float32
     param_dtype: Any = jnp.float32
 
-    def _project(self, x: jax.Array, name: str, heads: int, axis: str) -> jax.Array:
-        """x [B, T, D] -> [B, T, heads, H]."""
+    def _project(self, x: jax.Array, *heads: tuple[str, int, str]) -> list[jax.Array]:
+        """x [B, T, D] -> one [B, T, n, H] per (name, n heads, logical axis) in `heads`.
+
+        Projections of the same input run as one matmul over their concatenated kernels (the
+        parameters stay separate): one [D, 3 N H] product for self-attention's queries, keys
+        and values instead of three narrow ones, which also gives XLA one weight read per
+        decoding step instead of three.
+        """
         d_model = x.shape[-1]
         init = nn.initializers.normal(self.init_stddev)
-        kernel = param(
-            self, f"{name}_kernel", init, (d_model, heads, self.head_dim), ("embed", axis, "kv"), self.param_dtype
-        )
-        y = jnp.einsum("btd,dnh->btnh", x, kernel.astype(self.dtype))
-        if self.use_bias:
-            bias = param(
-                self, f"{name}_bias", nn.initializers.zeros, (heads, self.head_dim), (axis, "kv"), self.param_dtype
-            )
-            y = y + bias.astype(self.dtype)
-        return y
+        kernels, biases = [], []
+        for name, count, axis in heads:
+            shape, axes = (d_model, count, self.head_dim), ("embed", axis, "kv")
+            kernels.append(param(self, f"{name}_kernel", init, shape, axes, self.param_dtype).astype(self.dtype))
+            if self.use_bias:
+                bias = param(self, f"{name}_bias", nn.initializers.zeros, shape[1:], axes[1:], self.param_dtype)
+                biases.append(bias.astype(self.dtype))
+        kernel = kernels[0] if len(kernels) == 1 else jnp.concatenate(kernels, axis=1)  # [D, sum n, H]
+        y = jnp.einsum("btd,dnh->btnh", x, kernel)
+        if biases:
+            y = y + (biases[0] if len(biases) == 1 else jnp.concatenate(biases, axis=0))
+        splits = list(itertools.accumulate(count for _, count, _ in heads))[:-1]
+        return jnp.split(y, splits, axis=2) if splits else [y]
 
     @nn.compact
     def __call__(
@@ -166,17 +176,22 @@ class MultiHeadAttention(nn.Module):
         check_heads(self.num_heads, kv_heads)
         inputs = inputs.astype(self.dtype)
         d_model = inputs.shape[-1]
-        query = self._project(inputs, "query", self.num_heads, "heads")  # [B, T, N, H]
         batch, q_len = inputs.shape[:2]
+        query_head = ("query", self.num_heads, "heads")
+        kv_heads_spec = (("key", kv_heads, "kv_heads"), ("value", kv_heads, "kv_heads"))
 
-        if self.is_cross_attention and decode and kv_inputs is None:
-            # Reuse the encoder keys/values cached at the first decoding call.
-            key = self.variable("cache", "cross_key", jnp.zeros, (1,)).value
-            value = self.variable("cache", "cross_value", jnp.zeros, (1,)).value
+        reuse_cross = self.is_cross_attention and decode and kv_inputs is None
+        if kv_inputs is None and not reuse_cross:  # self-attention: queries, keys and values in one matmul
+            query, key, value = self._project(inputs, query_head, *kv_heads_spec)  # [B, T, N|K, H]
         else:
-            source = inputs if kv_inputs is None else kv_inputs.astype(self.dtype)
-            key = self._project(source, "key", kv_heads, "kv_heads")  # [B, S, K, H]
-            value = self._project(source, "value", kv_heads, "kv_heads")
+            (query,) = self._project(inputs, query_head)
+        if reuse_cross:
+            # Reuse the encoder keys/values cached at the first decoding call.
+            key = from_cache_layout(self.variable("cache", "cross_key", jnp.zeros, (1,)).value)
+            value = from_cache_layout(self.variable("cache", "cross_value", jnp.zeros, (1,)).value)
+        else:
+            if kv_inputs is not None:
+                key, value = self._project(kv_inputs.astype(self.dtype), *kv_heads_spec)  # [B, S, K, H]
             if self.rotary:
                 if positions is None:
                     positions = jnp.broadcast_to(jnp.arange(q_len), (batch, q_len))
@@ -186,18 +201,23 @@ class MultiHeadAttention(nn.Module):
                     )
                 key = apply_rotary(key, kv_positions, self.rotary_base)
             if self.is_cross_attention and decode:
-                self.variable("cache", "cross_key", jnp.zeros, key.shape, key.dtype).value = key
-                self.variable("cache", "cross_value", jnp.zeros, value.shape, value.dtype).value = value
+                for name, array in (("cross_key", key), ("cross_value", value)):
+                    stored = to_cache_layout(array)
+                    self.variable("cache", name, jnp.zeros, stored.shape, stored.dtype).value = stored
         if self.rotary:
             if positions is None:
                 positions = jnp.broadcast_to(jnp.arange(q_len), (batch, q_len))
             query = apply_rotary(query, positions, self.rotary_base)
 
+        query = constrain(query, ("activation_batch", "activation_length", "activation_heads", "activation_kv"))
+        scale = None if self.scale_logits else 1.0
+        one_step = q_len == 1 and not self.is_mutable_collection("intermediates")
+        if decode and not self.is_cross_attention and one_step and self.has_variable("cache", "cached_key"):
+            out = self._attend_one_step(query, key, value, kv_valid, bias, scale)
+            return self._output(out, d_model)
         if decode and not self.is_cross_attention:
             key, value, mask = self._update_cache(key, value, kv_valid, mask)
 
-        query = constrain(query, ("activation_batch", "activation_length", "activation_heads", "activation_kv"))
-        scale = None if self.scale_logits else 1.0
         dropout_rng = None
         if not deterministic and self.dropout_rate > 0.0:
             dropout_rng = self.make_rng("dropout")
@@ -208,6 +228,10 @@ class MultiHeadAttention(nn.Module):
             out = dot_product_attention(
                 query, key, value, bias, mask, scale, self.implementation, self.dropout_rate, dropout_rng
             )
+        return self._output(out, d_model)
+
+    def _output(self, out: jax.Array, d_model: int) -> jax.Array:
+        """Heads [B, T, N, H] -> [B, T, D] through the output projection."""
         init = nn.initializers.normal(self.init_stddev)
         kernel = param(
             self,
@@ -217,39 +241,117 @@ class MultiHeadAttention(nn.Module):
             ("heads", "kv", "embed"),
             self.param_dtype,
         )
-        y = jnp.einsum("btnh,nhd->btd", out.astype(self.dtype), kernel.astype(self.dtype))
+        # As one [N*H, D] matrix: with separate n, h axes XLA:CPU re-laid out the kernel at every decoding step.
+        merged = out.astype(self.dtype).reshape(*out.shape[:2], -1)  # [B, T, N*H]
+        y = jnp.einsum("bte,ed->btd", merged, kernel.astype(self.dtype).reshape(-1, d_model))
         if self.use_bias:
             y = y + param(self, "out_bias", nn.initializers.zeros, (d_model,), ("embed",), self.param_dtype).astype(
                 self.dtype
             )
         return y
 
-    def _update_cache(
-        self, key: jax.Array, value: jax.Array, kv_valid: jax.Array | None, mask: jax.Array | None
-    ) -> tuple[jax.Array, jax.Array, jax.Array | None]:
-        """Write new keys/values [B, T, K, H] into the cache; return the full cache and its mask."""
-        initialised = self.has_variable("cache", "cached_key")
-        cached_key = self.variable("cache", "cached_key", jnp.zeros, key.shape, key.dtype)
-        cached_value = self.variable("cache", "cached_value", jnp.zeros, value.shape, value.dtype)
-        cached_valid = self.variable("cache", "cached_valid", jnp.zeros, key.shape[:2], jnp.bool_)
+    def _cache_variables(self, key: jax.Array, value: jax.Array) -> tuple[Any, Any, Any, Any]:
+        """The self-attention cache: keys and values [B, K, H, S_max] (see `to_cache_layout`), validity, index."""
+        batch, max_len, kv_heads, head_dim = key.shape
+        shape = (batch, kv_heads, head_dim, max_len)
+        cached_key = self.variable("cache", "cached_key", jnp.zeros, shape, key.dtype)
+        cached_value = self.variable("cache", "cached_value", jnp.zeros, shape, value.dtype)
+        cached_valid = self.variable("cache", "cached_valid", jnp.zeros, (batch, max_len), jnp.bool_)
         cache_index = self.variable("cache", "cache_index", lambda: jnp.array(0, jnp.int32))
-        if not initialised:
-            return key, value, mask  # shape-only initialisation pass
+        return cached_key, cached_value, cached_valid, cache_index
+
+    @staticmethod
+    def _write_cache(
+        variables: tuple[Any, Any, Any, Any], key: jax.Array, value: jax.Array, kv_valid: jax.Array | None
+    ) -> tuple[jax.Array, jax.Array, jax.Array]:
+        """Append keys/values [B, T, K, H] at the cache index; returns (index before, valid [B, S_max], causal [T, S_max])."""
+        cached_key, cached_value, cached_valid, cache_index = variables
         batch, new_len = key.shape[:2]
-        max_len = cached_key.value.shape[1]
         index = cache_index.value
         if kv_valid is None:
             kv_valid = jnp.ones((batch, new_len), jnp.bool_)
-        cached_key.value = jax.lax.dynamic_update_slice(
-            cached_key.value, key.astype(cached_key.value.dtype), (0, index, 0, 0)
-        )
+        start = (0, 0, 0, index)
+        cached_key.value = jax.lax.dynamic_update_slice(cached_key.value, to_cache_layout(key, cached_key.value), start)
         cached_value.value = jax.lax.dynamic_update_slice(
-            cached_value.value, value.astype(cached_value.value.dtype), (0, index, 0, 0)
+            cached_value.value, to_cache_layout(value, cached_value.value), start
         )
         cached_valid.value = jax.lax.dynamic_update_slice(cached_valid.value, kv_valid.astype(jnp.bool_), (0, index))
         cache_index.value = index + new_len
         query_slots = index + jnp.arange(new_len)  # [T]
-        key_slots = jnp.arange(max_len)  # [S_max]
-        causal = key_slots[None, :] <= query_slots[:, None]  # [T, S_max]
-        cache_mask = causal[None, None] & cached_valid.value[:, None, None, :]  # [B, 1, T, S_max]
-        return cached_key.value, cached_value.value, cache_mask
+        key_slots = jnp.arange(cached_valid.value.shape[1])  # [S_max]
+        return index, cached_valid.value, key_slots[None, :] <= query_slots[:, None]
+
+    def _update_cache(
+        self, key: jax.Array, value: jax.Array, kv_valid: jax.Array | None, mask: jax.Array | None
+    ) -> tuple[jax.Array, jax.Array, jax.Array | None]:
+        """Write new keys/values [B, T, K, H] into the cache; return the full cache [B, S_max, K, H] and its mask."""
+        initialised = self.has_variable("cache", "cached_key")
+        variables = self._cache_variables(key, value)
+        if not initialised:
+            return key, value, mask  # shape-only initialisation pass
+        _, valid, causal = self._write_cache(variables, key, value, kv_valid)
+        cached_key, cached_value = variables[:2]
+        cache_mask = causal[None, None] & valid[:, None, None, :]  # [B, 1, T, S_max]
+        return from_cache_layout(cached_key.value), from_cache_layout(cached_value.value), cache_mask
+
+    def _attend_one_step(
+        self,
+        query: jax.Array,
+        key: jax.Array,
+        value: jax.Array,
+        kv_valid: jax.Array | None,
+        bias: jax.Array | None,
+        scale: float | None,
+    ) -> jax.Array:
+        """One new token (query/key/value [B, 1, ., H]) over the cache; returns [B, 1, N, H].
+
+        The same numbers as writing the new key/value into the cache and attending over it
+        (`_update_cache` + `reference_attention`), but the matmuls read the cache as it was
+        before this step and the new slot's score and value enter separately. Reading the
+        updated cache made XLA:CPU copy every layer's cache at every step (its in-place
+        update was duplicated into the attention's fusion).
+        """
+        variables = self._cache_variables(key, value)
+        old_key, old_value = variables[0].value, variables[1].value  # [B, K, H, S_max], slot `index` still empty
+        old_valid, index = variables[2].value, variables[3].value
+        batch, _, num_heads, head_dim = query.shape
+        kv_heads, max_len = old_key.shape[1], old_key.shape[3]
+        groups = num_heads // kv_heads
+        scale = head_dim**-0.5 if scale is None else scale
+        new_valid = jnp.ones((batch,), jnp.bool_) if kv_valid is None else kv_valid[:, 0].astype(jnp.bool_)
+        slots = jnp.arange(max_len)
+        is_new = slots == index  # [S_max]
+        mask = ((slots < index) & old_valid) | (is_new & new_valid[:, None])  # [B, S_max]: causal and valid
+        q = query.reshape(batch, kv_heads, groups, head_dim)  # [B, K, G, H] (T = 1)
+        old_logits = jnp.einsum("bkgh,bkhs->bkgs", q, old_key, preferred_element_type=jnp.float32)
+        new_logit = jnp.einsum("bkgh,bkh->bkg", q, key[:, 0], preferred_element_type=jnp.float32)
+        logits = jnp.where(is_new, new_logit[..., None], old_logits).reshape(batch, num_heads, max_len) * scale
+        if bias is not None:
+            logits = logits + bias.astype(jnp.float32)[:, :, 0, :]  # [B|1, N|1, S_max]
+        probs = jax.nn.softmax(jnp.where(mask[:, None, :], logits, MASKED_LOGIT), axis=-1)  # [B, N, S_max]
+        probs = probs.reshape(batch, kv_heads, groups, max_len)
+        old_probs = jnp.where(is_new, 0.0, probs).astype(old_value.dtype)
+        new_prob = jnp.sum(jnp.where(is_new, probs, 0.0), axis=-1)  # [B, K, G]
+        out = jnp.einsum("bkgs,bkhs->bkgh", old_probs, old_value)
+        out = out + new_prob[..., None].astype(out.dtype) * value[:, 0, :, None, :].astype(out.dtype)
+        # The cache is written only after the matmuls that read its old contents, so the update
+        # can happen in place (without this ordering XLA copied both caches every step).
+        out, key, value = jax.lax.optimization_barrier((out, key, value))
+        self._write_cache(variables, key, value, kv_valid)
+        return out.reshape(batch, 1, num_heads, head_dim)
+
+
+def to_cache_layout(array: jax.Array, like: jax.Array | None = None) -> jax.Array:
+    """Keys or values [B, S, K, H] -> the cache's [B, K, H, S] (cast to `like`'s dtype when given).
+
+    The layout the attention matmuls read without a copy on XLA:CPU: batch axes first, then
+    the head size, the slots last. Stored as [B, S, K, H], both caches were transposed at
+    every decoding step.
+    """
+    stored = jnp.einsum("bskh->bkhs", array)
+    return stored if like is None else stored.astype(like.dtype)
+
+
+def from_cache_layout(stored: jax.Array) -> jax.Array:
+    """The cache's [B, K, H, S] -> [B, S, K, H] (a transpose XLA folds into the matmuls that read it)."""
+    return jnp.einsum("bkhs->bskh", stored)
