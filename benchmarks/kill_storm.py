@@ -23,49 +23,35 @@ import random
 import signal
 import subprocess
 import sys
-import textwrap
 import time
 from pathlib import Path
 from typing import Any
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
-EXPERIMENT = textwrap.dedent(
-    """
-    from jaxformer.experiment import base_config
+SMOKE = REPO_ROOT / "experiments" / "smoke.py"
 
 
-    def get_config():
-        config = base_config()
-        config.seed = 7
-        config.model.preset = "tiny-transformer"
-        config.model.num_layers = 1  # small programs compile fast
-        config.model.num_decoder_layers = 1
-        config.data.source = "synthetic"
-        config.data.synthetic_max_length = 8
-        config.data.num_eval_examples = 8
-        config.train.steps = {steps}
-        config.train.batch_size = 8
-        config.train.warmup_steps = 5
-        config.train.log_every = 1
-        config.train.eval_every = 0
-        config.train.eval_batches = 1
-        config.train.num_samples = 0
-        config.train.progress = False
-        config.checkpoint.every = {every}
-        config.checkpoint.keep = 2
-        return config
-    """
-)
-
-
-def write_experiment(path: Path, steps: int, every: int) -> Path:
-    path.write_text(EXPERIMENT.format(steps=steps, every=every), encoding="utf-8")
-    return path
-
-
-def train_command(experiment: Path, workdir: Path) -> list[str]:
-    return [sys.executable, "-m", "jaxformer.cli", "train", "--config", str(experiment), "--workdir", str(workdir)]
+def train_command(workdir: Path, steps: int, every: int) -> list[str]:
+    """experiments/smoke.py trained into `workdir` for `steps` steps, a checkpoint every `every`, the last 2 kept."""
+    overrides = (
+        "--config.seed=7",
+        "--config.train.warmup_steps=5",
+        f"--config.train.steps={steps}",
+        f"--config.checkpoint.every={every}",
+        "--config.checkpoint.keep=2",
+    )
+    return [
+        sys.executable,
+        "-m",
+        "jaxformer.cli",
+        "train",
+        "--config",
+        str(SMOKE),
+        "--workdir",
+        str(workdir),
+        *overrides,
+    ]
 
 
 def subprocess_env(cache_dir: Path) -> dict[str, str]:
@@ -144,7 +130,6 @@ def run_storm(
     """Run the reference and the storm in `root`; return a summary whose "ok" says whether every check passed."""
     rng = random.Random(seed)
     root.mkdir(parents=True, exist_ok=True)
-    experiment = write_experiment(root / "kill_storm_experiment.py", steps, every)
     env = subprocess_env(root / "jax_cache")
     logs = root / "logs"
     logs.mkdir(exist_ok=True)
@@ -153,7 +138,7 @@ def run_storm(
     reference = root / "reference"
     with open(logs / "reference.txt", "w") as out:
         rc = subprocess.run(
-            train_command(experiment, reference), env=env, stdout=out, stderr=subprocess.STDOUT
+            train_command(reference, steps, every), env=env, stdout=out, stderr=subprocess.STDOUT
         ).returncode
     if rc != 0:
         raise RuntimeError(f"reference run failed (exit {rc}); see {logs / 'reference.txt'}")
@@ -168,7 +153,7 @@ def run_storm(
         lines_before, saved_before = _lines(metrics), _latest_finalized(storm / "checkpoints")
         log_path = logs / f"storm-{cycle:03d}.txt"
         with open(log_path, "w") as out:
-            proc = subprocess.Popen(train_command(experiment, storm), env=env, stdout=out, stderr=subprocess.STDOUT)
+            proc = subprocess.Popen(train_command(storm, steps, every), env=env, stdout=out, stderr=subprocess.STDOUT)
             draw = rng.random()
             phase = "startup" if draw < startup_fraction else "steps" if draw < (1 + startup_fraction) / 2 else "saved"
             if phase == "startup":  # restoring or compiling
@@ -201,7 +186,9 @@ def run_storm(
         log(f"kill {done}/{kills} ({phase}); {kill_log[-1]['resumed']}; finalized steps ok: {not bad}")
 
     with open(logs / "storm-final.txt", "w") as out:
-        rc = subprocess.run(train_command(experiment, storm), env=env, stdout=out, stderr=subprocess.STDOUT).returncode
+        rc = subprocess.run(
+            train_command(storm, steps, every), env=env, stdout=out, stderr=subprocess.STDOUT
+        ).returncode
     final_text = (logs / "storm-final.txt").read_text(encoding="utf-8", errors="replace")
     if rc != 0 or "damaged" in final_text:
         problems.append(f"final run: exit {rc}: {final_text[-600:]}")

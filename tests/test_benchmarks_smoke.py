@@ -1,4 +1,4 @@
-"""The peer benchmarks (benchmarks/compare.py, scaling.py, profile_step.py) still run, on tiny shapes.
+"""The peer benchmarks (benchmarks/compare.py, scaling.py, profile_step.py, profile_decode.py) still run, on tiny shapes.
 
 Numbers on tiny shapes mean nothing; these tests check the structure the reports rely on:
 ratio keys, positive finite timings, MFU in (0, 1], equal first losses on the same weights.
@@ -23,7 +23,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:  # `benchmarks` is a folder beside the package, run as `python -m benchmarks.x`
     sys.path.insert(0, str(REPO_ROOT))
 
-from benchmarks import compare, profile_step, scaling  # noqa: E402
+from benchmarks import compare, profile_decode, profile_step, scaling  # noqa: E402
 
 TINY = {"layers": 2, "width": 32, "heads": 4, "length": 16, "batch": 2, "vocab": 97}
 
@@ -68,3 +68,10 @@ def test_profile_attributes_time_to_model_parts():
     # Each kind and the total are rounded to 0.1 ms: their sum may differ by half a step per term.
     rounding = 0.05 * (len(result["kinds"]) + 1)
     assert sum(result["kinds"].values()) == pytest.approx(result["ops_ms_per_step"], rel=1e-2, abs=rounding)
+
+
+def test_decode_profile_finds_the_head_matmul():
+    result = profile_decode.profile_generate(batch=1, new_tokens=4, vocab=97, layers=1, width=32, heads=4)
+    assert positive(result["ms_per_token"]) and positive(result["traced_ops_ms_per_token"])
+    assert any("lm_head" in op["op_name"] or op["shape"].startswith("f32[97") for op in result["ops"])
+    assert all(op["us_per_token"] >= 0 for op in result["ops"])

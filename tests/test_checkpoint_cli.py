@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import textwrap
 from pathlib import Path
 
 import jax
@@ -17,29 +16,12 @@ from jaxformer import cli
 from jaxformer.train import checkpoint as ck
 from jaxformer.train import integrity
 
-EXPERIMENT = textwrap.dedent(
-    """
-    from jaxformer.experiment import base_config
-
-
-    def get_config():
-        config = base_config()
-        config.model.preset = "tiny-transformer"
-        config.model.num_layers = 1  # small programs: every run here compiles afresh
-        config.model.num_decoder_layers = 1
-        config.data.source = "synthetic"
-        config.data.synthetic_max_length = 8
-        config.data.num_eval_examples = 8
-        config.train.steps = 4
-        config.train.batch_size = 4
-        config.train.warmup_steps = 1
-        config.train.log_every = 1
-        config.train.eval_every = 0
-        config.train.num_samples = 0
-        config.train.progress = False
-        config.checkpoint.every = 2
-        return config
-    """
+SMOKE = Path(__file__).resolve().parents[1] / "experiments" / "smoke.py"
+SHORT = (
+    "--config.train.steps=4",
+    "--config.train.batch_size=4",
+    "--config.train.warmup_steps=1",
+    "--config.checkpoint.every=2",
 )
 
 
@@ -73,11 +55,9 @@ def error_line(result: Result) -> str:
 
 
 def test_damage_mismatch_fresh_start_and_export(tmp_path, capsys):
-    experiment = tmp_path / "cli_experiment.py"
-    experiment.write_text(EXPERIMENT)
     workdir = tmp_path / "run"
     checkpoints = workdir / "checkpoints"
-    train = ("train", "--config", str(experiment), "--workdir", str(workdir))
+    train = ("train", "--config", str(SMOKE), "--workdir", str(workdir), *SHORT)
 
     first = run_cli(capsys, *train)
     assert first.returncode == 0, first.stderr[-3000:]

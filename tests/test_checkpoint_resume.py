@@ -11,7 +11,6 @@ import re
 import signal
 import subprocess
 import sys
-import textwrap
 import time
 from pathlib import Path
 
@@ -24,32 +23,8 @@ from jaxformer.train.checkpoint import restore_params
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
-EXPERIMENT = textwrap.dedent(
-    """
-    from jaxformer.experiment import base_config
-
-
-    def get_config():
-        config = base_config()
-        config.seed = 3
-        config.model.preset = "tiny-transformer"
-        config.model.num_layers = 1  # small programs compile fast
-        config.model.num_decoder_layers = 1
-        config.data.source = "synthetic"
-        config.data.synthetic_max_length = 8
-        config.data.num_eval_examples = 2048  # the final evaluation gives the SIGKILL test its time window
-        config.train.steps = 20
-        config.train.batch_size = 8
-        config.train.warmup_steps = 3
-        config.train.log_every = 1
-        config.train.eval_every = 0
-        config.train.eval_batches = 0
-        config.train.num_samples = 0
-        config.train.progress = False
-        config.checkpoint.every = 10
-        return config
-    """
-)
+# experiments/smoke.py with a large final evaluation: it gives the SIGKILL test its time window.
+OVERRIDES = ("--config.data.num_eval_examples=2048", "--config.train.eval_batches=0")
 
 
 @pytest.fixture(scope="module")
@@ -66,9 +41,7 @@ def cli_env(tmp_path_factory) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def experiment_file(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("experiment") / "resume_experiment.py"
-    path.write_text(EXPERIMENT)
-    return path
+    return REPO_ROOT / "experiments" / "smoke.py"
 
 
 def train_args(experiment: Path, workdir: Path, *overrides: str) -> list[str]:
@@ -81,6 +54,7 @@ def train_args(experiment: Path, workdir: Path, *overrides: str) -> list[str]:
         str(experiment),
         "--workdir",
         str(workdir),
+        *OVERRIDES,
         *overrides,
     ]
 
