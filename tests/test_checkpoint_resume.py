@@ -6,7 +6,6 @@ Every run is a real subprocess on CPU. They share a persistent compilation cache
 from __future__ import annotations
 
 import json
-import os
 import re
 import signal
 import subprocess
@@ -22,6 +21,9 @@ from jaxformer.train import integrity
 from jaxformer.train.checkpoint import restore_params
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO_ROOT / "benchmarks"))
+
+from kill_storm import subprocess_env  # noqa: E402
 
 # experiments/smoke.py with a large final evaluation: it gives the SIGKILL test its time window.
 OVERRIDES = ("--config.data.num_eval_examples=2048", "--config.train.eval_batches=0")
@@ -29,14 +31,7 @@ OVERRIDES = ("--config.data.num_eval_examples=2048", "--config.train.eval_batche
 
 @pytest.fixture(scope="module")
 def cli_env(tmp_path_factory) -> dict[str, str]:
-    cache = tmp_path_factory.mktemp("jax_cache")
-    return dict(
-        os.environ,
-        JAX_PLATFORMS="cpu",
-        JAX_COMPILATION_CACHE_DIR=str(cache),
-        JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
-        JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0",
-    )
+    return subprocess_env(tmp_path_factory.mktemp("jax_cache"))  # CPU, a shared persistent compilation cache
 
 
 @pytest.fixture(scope="module")

@@ -268,3 +268,17 @@ def test_console_script_prints_one_line_and_exits_2(tmp_path):
     assert proc.returncode == 2
     assert proc.stderr == "error: unknown config key 'train.learning_rat'. Did you mean 'train.learning_rate'?\n"
     assert proc.stdout == ""
+
+
+def test_mesh_errors_come_before_the_data_pipeline(tmp_path, monkeypatch, capsys):
+    """A mesh the devices cannot hold fails before the pipeline is built (which may train a tokenizer first)."""
+    from jaxformer.train import loop
+
+    def no_pipeline(*args, **kwargs):
+        raise AssertionError("the data pipeline was built before the mesh was checked")
+
+    monkeypatch.setattr(loop, "build_pipeline", no_pipeline)
+    code = cli.main(["train", "--config", DEFAULT, "--workdir", str(tmp_path), "--config.mesh.data=2"])
+    stderr = capsys.readouterr().err
+    assert code == 2 and "pipeline" not in stderr
+    assert_one_error_line(code, stderr, ["mesh", "data=2"])

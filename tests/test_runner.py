@@ -139,6 +139,36 @@ def test_metrics_writer_drops_records_after_the_start_step(tmp_path):
     ]
 
 
+def tensorboard_events(logdir: Path) -> list[Any]:
+    """Every event in the TFRecord event files under `logdir`, oldest file first."""
+    from tensorboardX.proto import event_pb2
+
+    events = []
+    for path in sorted(logdir.glob("events.out.tfevents.*"), key=lambda p: p.stat().st_mtime_ns):
+        data, offset = path.read_bytes(), 0
+        while offset < len(data):
+            (length,) = struct.unpack("<Q", data[offset : offset + 8])
+            events.append(event_pb2.Event.FromString(data[offset + 12 : offset + 12 + length]))
+            offset += 12 + length + 4  # length, its crc, the record, its crc
+    return events
+
+
+def test_resumed_run_purges_its_replaced_tensorboard_steps(tmp_path):
+    """After a resume from step 15 the second event file starts with TensorBoard's purge marker at step 16."""
+    first = MetricsWriter(tmp_path, total_steps=30, progress=False)
+    for step in (10, 20):
+        first.write(step, {"loss": 1.0 / step})
+    first.close()
+    resumed = MetricsWriter(tmp_path, total_steps=30, initial_step=15, progress=False)
+    resumed.write(20, {"loss": 0.5})
+    resumed.close()
+    events = tensorboard_events(tmp_path / "tensorboard")
+    starts = [e.step for e in events if e.HasField("session_log") and e.session_log.status == e.session_log.START]
+    assert starts == [16]  # the first writer (no resume) writes none
+    losses = [(e.step, v.simple_value) for e in events for v in e.summary.value if v.tag == "loss"]
+    assert losses == [(10, pytest.approx(0.1)), (20, pytest.approx(0.05)), (20, pytest.approx(0.5))]
+
+
 @pytest.mark.slow
 def test_default_experiment_reaches_99_percent(tmp_path):
     """Must-show: the shipped default, run as a user runs it, ends with held-out token accuracy >= 0.99."""

@@ -19,7 +19,7 @@ from jaxformer.train.checkpoint import Checkpointer
 from jaxformer.train.metrics import MetricsWriter, perplexity
 from jaxformer.train.optim import make_optimizer
 from jaxformer.train.preemption import PreemptionGuard
-from jaxformer.train.runtime import make_runtime
+from jaxformer.train.runtime import check_parallelism, make_runtime
 
 
 class TrainingError(RuntimeError):
@@ -60,6 +60,7 @@ def train_and_evaluate(experiment: Experiment, workdir: str | Path) -> dict[str,
     rng = jax.random.PRNGKey(experiment.seed)
 
     check_model_fits_data(experiment)  # a family/task or length mismatch: one clear error before any work
+    check_parallelism(experiment, experiment.model)  # mesh, heads and batch vs the devices, before the data
     pipeline = build_pipeline(
         experiment.data,
         family=experiment.model.family,

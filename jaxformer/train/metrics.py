@@ -42,7 +42,13 @@ class MetricsWriter:
         self._jsonl = open(self.workdir / "metrics.jsonl", "a", encoding="utf-8")  # noqa: SIM115
         from tensorboardX import SummaryWriter
 
-        self._tb = SummaryWriter(str(self.workdir / "tensorboard"))
+        # A resumed run re-logs the steps after its checkpoint: TensorBoard hides the earlier events
+        # from the purge step on, as metrics.jsonl drops those records.
+        purge_step = initial_step + 1 if initial_step > 0 else None
+        # The event file is named by the second it was opened: a restart within the same second
+        # (a quick kill and resume) would overwrite the previous file without this suffix.
+        suffix = f".{os.getpid()}.{initial_step}"
+        self._tb = SummaryWriter(str(self.workdir / "tensorboard"), purge_step=purge_step, filename_suffix=suffix)
         if progress:
             self._bar = tqdm(
                 total=total_steps, initial=initial_step, desc="train", unit="step", dynamic_ncols=True, file=sys.stderr

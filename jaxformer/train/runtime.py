@@ -180,13 +180,11 @@ def pmap_runtime(
     )
 
 
-def make_runtime(
-    experiment: Any, model_config: ModelConfig, tx: optax.GradientTransformation, schedule: optax.Schedule
-) -> Runtime:
-    """The runtime the experiment asks for, after checking mesh, rules, heads and batch against the devices.
+def check_parallelism(experiment: Any, model_config: ModelConfig) -> dict[str, int]:
+    """Check the mesh, the rules, the heads and the batch against the devices; return the mesh sizes.
 
-    parallelism="pmap": data parallel over every device. Otherwise `jax.jit` on a mesh; with a single
-    device (and a mesh that asks for no more) the plain single-device runtime.
+    Needs nothing but the configs, so the runner calls it before building the data pipeline
+    (which may first train a tokenizer): a batch the mesh cannot split fails in a second.
     """
     device_count = jax.device_count()
     train = experiment.train
@@ -200,11 +198,28 @@ def make_runtime(
     sizes = sharding.mesh_shape(experiment.mesh, device_count)
     if experiment.parallelism == "pmap":
         sharding.check_batch(train.batch_size, train.grad_accum_steps, device_count, "device count", per_device=True)
-        return pmap_runtime(model_config, tx, schedule, train)
+        return sizes
     sharding.check_model(model_config, sizes, rules)
     parallel = sizes["data"] * sizes["fsdp"]
     described = f"mesh.data={sizes['data']} x mesh.fsdp={sizes['fsdp']}"
     sharding.check_batch(train.batch_size, train.grad_accum_steps, parallel, described, per_device=False)
-    if device_count == 1:
+    return sizes
+
+
+def make_runtime(
+    experiment: Any, model_config: ModelConfig, tx: optax.GradientTransformation, schedule: optax.Schedule
+) -> Runtime:
+    """The runtime the experiment asks for, after `check_parallelism`.
+
+    parallelism="pmap": data parallel over every device. Otherwise `jax.jit` on a mesh; with a single
+    device (and a mesh that asks for no more) the plain single-device runtime.
+    """
+    sizes = check_parallelism(experiment, model_config)
+    train = experiment.train
+    if experiment.parallelism == "pmap":
+        return pmap_runtime(model_config, tx, schedule, train)
+    if jax.device_count() == 1:
         return single_device_runtime(model_config, tx, schedule, train)
-    return sharded_runtime(model_config, tx, schedule, train, sharding.make_mesh(sizes), rules)
+    return sharded_runtime(
+        model_config, tx, schedule, train, sharding.make_mesh(sizes), tuple(experiment.logical_axis_rules)
+    )
