@@ -6,6 +6,8 @@ The no-cache reference loops and the widened random parameters are in
 
 from __future__ import annotations
 
+import re
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -90,3 +92,48 @@ def test_cached_step_logits_match_full_forward():
         full = np.asarray(full_forward(config)({"params": params}, right_padded(sequences, width)[0]))
         for row, sequence in enumerate(sequences):  # full-forward logits at each row's last real token
             np.testing.assert_allclose(np.asarray(logits[row]), full[row, len(sequence) - 1], atol=1e-4, rtol=1e-4)
+
+
+def loop_body_lines(hlo_text: str) -> list[str]:
+    """The instructions of every while-loop body in compiled HLO text, with the computations they call."""
+    computations: dict[str, list[str]] = {}
+    name = ""
+    for line in hlo_text.splitlines():
+        header = re.match(r"\s*(?:ENTRY\s+)?%([\w.\-]+) \(.*\{\s*$", line)
+        if header:
+            name = header.group(1)
+        computations.setdefault(name, []).append(line)
+    pending = re.findall(r"body=%([\w.\-]+)", hlo_text)
+    seen: set[str] = set()
+    while pending:
+        current = pending.pop()
+        if current not in seen and current in computations:
+            seen.add(current)
+            pending += re.findall(r"(?:calls|to_apply|body|condition)=%([\w.\-]+)", "\n".join(computations[current]))
+    return [line for current in seen for line in computations[current]]
+
+
+@pytest.mark.skipif(jax.default_backend() != "cpu", reason="checks XLA:CPU's compiled decoding loop")
+def test_decoding_loop_updates_the_kv_cache_in_place_on_cpu(monkeypatch):
+    """No copy of a layer's [B, K, H, S] cache inside the compiled token loop (one per layer and token, before)."""
+    from jaxformer.decoding import search
+
+    config, params = model_and_params("tiny-gpt2")
+    texts = []
+    original = search._generate_jit
+
+    def capture(*args, **kwargs):
+        texts.append(original.lower(*args, **kwargs).compile().as_text())
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(search, "_generate_jit", capture)
+    decoding.generate(config, params, PROMPTS, max_new_tokens=NEW_TOKENS)
+    cache = decoding.init_cache(config, len(PROMPTS), 1)
+    keys = [
+        leaf for path, leaf in jax.tree_util.tree_leaves_with_path(cache) if "cached_key" in jax.tree_util.keystr(path)
+    ]
+    kv_heads, head_dim = keys[0].shape[1:3]  # [B, K, H, S]
+    cache_shape = rf"f32\[{len(PROMPTS)},{kv_heads},{head_dim},\d+\]\{{[\d,]+\}}"
+    body = loop_body_lines(texts[0])
+    assert any(re.search(rf"= {cache_shape} fusion\(", line) for line in body), "no cache update found in the loop"
+    assert [line for line in body if re.search(rf"= {cache_shape} copy\(", line)] == []

@@ -334,9 +334,6 @@ class MultiHeadAttention(nn.Module):
         new_prob = jnp.sum(jnp.where(is_new, probs, 0.0), axis=-1)  # [B, K, G]
         out = jnp.einsum("bkgs,bkhs->bkgh", old_probs, old_value)
         out = out + new_prob[..., None].astype(out.dtype) * value[:, 0, :, None, :].astype(out.dtype)
-        # The cache is written only after the matmuls that read its old contents, so the update
-        # can happen in place (without this ordering XLA copied both caches every step).
-        out, key, value = jax.lax.optimization_barrier((out, key, value))
         self._write_cache(variables, key, value, kv_valid)
         return out.reshape(batch, 1, num_heads, head_dim)
 
