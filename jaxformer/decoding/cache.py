@@ -1,8 +1,8 @@
 """The "cache" collection of a decode-mode model: creation, batch axes, beam expansion and reordering.
 
 A cache is the plain pytree that `model.apply(..., mutable=["cache"])` returns.
-Its arrays hold per-row state ([B, S_max, K, H] keys/values, [B, S_max] validity,
-[B, S, K, H] cross-attention keys/values, [B, S_max] key positions) and shared
+Its arrays hold per-row state ([B, K, H, S_max] keys/values, [B, S_max] validity,
+[B, K, H, S] cross-attention keys/values, [B, S_max] key positions) and shared
 scalars (`cache_index`, `position_index`). With `config.scan_layers=True` the
 arrays of the scanned layers get a leading layers axis L ([L, B, ...], and
 `cache_index` becomes [L]), while stack-level entries keep batch at axis 0.
