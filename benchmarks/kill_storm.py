@@ -32,6 +32,12 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 SMOKE = REPO_ROOT / "experiments" / "smoke.py"
 
 
+def cli_train(experiment: Path, workdir: Path, *overrides: str) -> list[str]:
+    """The `jaxformer train` command line (this interpreter) for `experiment` in `workdir`."""
+    command = [sys.executable, "-m", "jaxformer.cli", "train", "--config", str(experiment), "--workdir", str(workdir)]
+    return [*command, *overrides]
+
+
 def train_command(workdir: Path, steps: int, every: int) -> list[str]:
     """experiments/smoke.py trained into `workdir` for `steps` steps, a checkpoint every `every`, the last 2 kept."""
     overrides = (
@@ -41,17 +47,7 @@ def train_command(workdir: Path, steps: int, every: int) -> list[str]:
         f"--config.checkpoint.every={every}",
         "--config.checkpoint.keep=2",
     )
-    return [
-        sys.executable,
-        "-m",
-        "jaxformer.cli",
-        "train",
-        "--config",
-        str(SMOKE),
-        "--workdir",
-        str(workdir),
-        *overrides,
-    ]
+    return cli_train(SMOKE, workdir, *overrides)
 
 
 def subprocess_env(cache_dir: Path) -> dict[str, str]:

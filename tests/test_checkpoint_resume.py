@@ -23,7 +23,7 @@ from jaxformer.train.checkpoint import restore_params
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT / "benchmarks"))
 
-from kill_storm import subprocess_env  # noqa: E402
+from kill_storm import cli_train, subprocess_env  # noqa: E402
 
 # experiments/smoke.py with a large final evaluation: it gives the SIGKILL test its time window.
 OVERRIDES = ("--config.data.num_eval_examples=2048", "--config.train.eval_batches=0")
@@ -40,18 +40,7 @@ def experiment_file(tmp_path_factory) -> Path:
 
 
 def train_args(experiment: Path, workdir: Path, *overrides: str) -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        "jaxformer.cli",
-        "train",
-        "--config",
-        str(experiment),
-        "--workdir",
-        str(workdir),
-        *OVERRIDES,
-        *overrides,
-    ]
+    return cli_train(experiment, workdir, *OVERRIDES, *overrides)
 
 
 def run_train(experiment, workdir, env, *overrides) -> subprocess.CompletedProcess:
