@@ -24,7 +24,7 @@ import jax
 import numpy as np
 
 from benchmarks.common import GPT2_SHAPE, bench_config, save_json
-from benchmarks.profile_step import trace_ops
+from benchmarks.profile_step import op_names, trace_ops
 from jaxformer import decoding, models
 from jaxformer.decoding import search
 
@@ -32,14 +32,11 @@ PROMPT_LEN = 16
 
 
 def hlo_lines(text: str) -> dict[str, tuple[str, str]]:
-    """HLO instruction name -> (its output shape, its op_name with layer indices folded to *)."""
-    lines = {}
-    for line in text.splitlines():
-        match = re.match(r"\s*(?:ROOT )?%([\w.\-]+) = (\S+)", line)
-        if match:
-            meta = re.search(r'op_name="([^"]*)"', line)
-            lines[match.group(1)] = (match.group(2), re.sub(r"layers_\d+", "layers_*", meta.group(1) if meta else ""))
-    return lines
+    """HLO instruction name -> (its output shape, its op_name (see `profile_step.op_names`) with layer indices as *)."""
+    shapes = dict(re.findall(r"^\s*(?:ROOT )?%([\w.\-]+) = (\S+)", text, flags=re.MULTILINE))
+    return {
+        name: (shapes[name], re.sub(r"layers_\d+", "layers_*", op_name)) for name, op_name in op_names(text).items()
+    }
 
 
 def compiled_generate_text(call: Any) -> str:

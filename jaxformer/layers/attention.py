@@ -147,12 +147,11 @@ class MultiHeadAttention(nn.Module):
             if self.use_bias:
                 bias = param(self, f"{name}_bias", nn.initializers.zeros, shape[1:], axes[1:], self.param_dtype)
                 biases.append(bias.astype(self.dtype))
-        kernel = kernels[0] if len(kernels) == 1 else jnp.concatenate(kernels, axis=1)  # [D, sum n, H]
-        y = jnp.einsum("btd,dnh->btnh", x, kernel)
+        y = jnp.einsum("btd,dnh->btnh", x, jnp.concatenate(kernels, axis=1))  # kernels: [D, sum n, H]
         if biases:
-            y = y + (biases[0] if len(biases) == 1 else jnp.concatenate(biases, axis=0))
+            y = y + jnp.concatenate(biases, axis=0)
         splits = list(itertools.accumulate(count for _, count, _ in heads))[:-1]
-        return jnp.split(y, splits, axis=2) if splits else [y]
+        return jnp.split(y, splits, axis=2)
 
     @nn.compact
     def __call__(
@@ -313,15 +312,13 @@ class MultiHeadAttention(nn.Module):
         """
         variables = self._cache_variables(key, value)
         old_key, old_value = variables[0].value, variables[1].value  # [B, K, H, S_max], slot `index` still empty
-        old_valid, index = variables[2].value, variables[3].value
+        index, valid, causal = self._write_cache(variables, key, value, kv_valid)  # the matmuls below read old_*
         batch, _, num_heads, head_dim = query.shape
         kv_heads, max_len = old_key.shape[1], old_key.shape[3]
         groups = num_heads // kv_heads
         scale = head_dim**-0.5 if scale is None else scale
-        new_valid = jnp.ones((batch,), jnp.bool_) if kv_valid is None else kv_valid[:, 0].astype(jnp.bool_)
-        slots = jnp.arange(max_len)
-        is_new = slots == index  # [S_max]
-        mask = ((slots < index) & old_valid) | (is_new & new_valid[:, None])  # [B, S_max]: causal and valid
+        is_new = jnp.arange(max_len) == index  # [S_max]
+        mask = causal[0] & valid  # [B, S_max]
         q = query.reshape(batch, kv_heads, groups, head_dim)  # [B, K, G, H] (T = 1)
         old_logits = jnp.einsum("bkgh,bkhs->bkgs", q, old_key, preferred_element_type=jnp.float32)
         new_logit = jnp.einsum("bkgh,bkh->bkg", q, key[:, 0], preferred_element_type=jnp.float32)
@@ -334,7 +331,6 @@ class MultiHeadAttention(nn.Module):
         new_prob = jnp.sum(jnp.where(is_new, probs, 0.0), axis=-1)  # [B, K, G]
         out = jnp.einsum("bkgs,bkhs->bkgh", old_probs, old_value)
         out = out + new_prob[..., None].astype(out.dtype) * value[:, 0, :, None, :].astype(out.dtype)
-        self._write_cache(variables, key, value, kv_valid)
         return out.reshape(batch, 1, num_heads, head_dim)
 
 
