@@ -60,6 +60,38 @@ def test_cross_entropy_label_smoothing_by_hand():
     assert float(correct) == 2.0  # argmax 0 at t=0 and 2 at t=1
 
 
+@pytest.mark.parametrize("eps", [0.0, 0.1])
+def test_cross_entropy_gradient_is_weighted_softmax_minus_target(eps):
+    """The custom backward pass (built from the forward's saved exponentials) against NumPy float64."""
+    rng = np.random.default_rng(3)
+    vocab = 11
+    logits = rng.normal(scale=3.0, size=(2, 4, vocab)).astype(np.float32)
+    logits[1, 2, 5] = 40.0  # a dominant logit: the max shift matters
+    logits[0, 1, :3] = -np.inf  # masked vocabulary entries get zero probability and zero gradient
+    targets = rng.integers(3, vocab, size=(2, 4))
+    weights = rng.uniform(0.5, 2.0, size=(2, 4)).astype(np.float32)
+    weights[1, 3] = 0.0
+
+    if eps > 0.0:
+        logits[0, 1, :3] = -30.0  # smoothing puts mass on every entry: keep the loss finite
+    grad = jax.grad(lambda x: cross_entropy(x, jnp.asarray(targets), jnp.asarray(weights), eps)[0])(jnp.asarray(logits))
+
+    shifted = logits.astype(np.float64) - logits.max(axis=-1, keepdims=True)
+    softmax = np.exp(shifted) / np.exp(shifted).sum(axis=-1, keepdims=True)
+    q = np.full(logits.shape, eps / vocab)
+    np.put_along_axis(q, targets[..., None], 1.0 - eps + eps / vocab, axis=-1)
+    expected = weights[..., None] * (softmax - q)
+    np.testing.assert_allclose(np.asarray(grad), expected, rtol=1e-5, atol=1e-6)
+
+    # and the same as autodiff of a plain log-softmax loss
+    def plain(x):
+        log_p = jax.nn.log_softmax(x, axis=-1)
+        log_p = jnp.where(jnp.isfinite(log_p), log_p, 0.0)  # q is 0 on masked entries
+        return -((jnp.asarray(q, jnp.float32) * log_p).sum(-1) * jnp.asarray(weights)).sum()
+
+    np.testing.assert_allclose(np.asarray(grad), np.asarray(jax.grad(plain)(jnp.asarray(logits))), atol=1e-6)
+
+
 def test_loss_masking_ignores_padding():
     rng = np.random.default_rng(0)
     logits = jnp.asarray(rng.normal(size=(2, 5, 7)), jnp.float32)
