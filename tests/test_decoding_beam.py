@@ -4,6 +4,7 @@ full forward pass (no cache) divided by the GNMT penalty ((5 + len) / 6) ** alph
 from __future__ import annotations
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 from decoding_reference import (
@@ -138,3 +139,34 @@ def test_gather_cache_moves_rows_along_the_batch_axis():
     key = gathered["decoder"]["layers"]["self_attention"]["cached_key"]  # [L, B, S, K, H]
     assert key.shape[:2] == (config.num_layers, 3)
     np.testing.assert_array_equal(np.asarray(key[:, :, 0, 0, 0]), [[2, 2, 0]] * config.num_layers)
+
+
+@pytest.mark.parametrize("scan", [False, True])
+def test_gather_beams_leaves_the_cross_attention_cache_in_place(scan):
+    """Self-attention entries follow their parents; cross-attention keys/values (equal across one entry's beams)
+    are not copied, and the result equals a full `gather_cache` on a beam-repeated cache."""
+    config = presets.get("tiny-t5", scan_layers=scan)
+    axes = decoding.cache_batch_axes(config, cache_length=5, source_length=4)
+    rng = np.random.default_rng(0)
+    cache = jax.tree.map(lambda s: rng.standard_normal(s.shape).astype(s.dtype), decoding.init_cache(config, 2, 5, 4))
+    beams = decoding.repeat_cache(cache, axes, 3)  # 2 entries x 3 beams; row b * 3 + w copies row b
+    # decoding makes the beams' self-attention entries differ; the cross-attention ones stay copies
+    beams = jax.tree_util.tree_map_with_path(
+        lambda path, x: x if "cross_" in jax.tree_util.keystr(path) else rng.standard_normal(x.shape).astype(x.dtype),
+        beams,
+    )
+    parents = jnp.array([2, 0, 0, 4, 5, 3])  # each parent lies within its entry's rows
+    reordered = decoding.gather_beams(beams, axes, parents)
+    full = decoding.gather_cache(beams, axes, parents)
+    for path, leaf in jax.tree_util.tree_leaves_with_path(reordered):
+        np.testing.assert_array_equal(np.asarray(leaf), np.asarray(full_leaf := _at(full, path)))
+        if jax.tree_util.keystr(path).endswith("['cross_key']"):
+            assert leaf is _at(beams, path)  # left in place, not copied
+        elif jax.tree_util.keystr(path).endswith("['cached_key']"):
+            assert not np.array_equal(np.asarray(full_leaf), np.asarray(_at(beams, path)))
+
+
+def _at(tree, path):
+    for key in path:
+        tree = tree[key.key]
+    return tree

@@ -11,7 +11,7 @@ step per family), sampling, search (greedy/sampling loop), beam, metrics.
 """
 
 from jaxformer.decoding.beam import BeamResult, beam_search, length_penalty
-from jaxformer.decoding.cache import cache_batch_axes, gather_cache, init_cache, repeat_cache
+from jaxformer.decoding.cache import cache_batch_axes, gather_beams, gather_cache, init_cache, repeat_cache
 from jaxformer.decoding.inputs import pack_prompts, positions_from_valid
 from jaxformer.decoding.metrics import bleu, chrf, exact_match, perplexity
 from jaxformer.decoding.sampling import apply_top_k, apply_top_p
@@ -26,6 +26,7 @@ __all__ = [
     "cache_batch_axes",
     "chrf",
     "exact_match",
+    "gather_beams",
     "gather_cache",
     "generate",
     "init_cache",

@@ -32,7 +32,7 @@ import numpy as np
 
 from jaxformer.config import ModelConfig
 from jaxformer.decoding import inputs as checks
-from jaxformer.decoding.cache import gather_cache
+from jaxformer.decoding.cache import gather_beams
 from jaxformer.decoding.steps import LOOP_COMPILER_OPTIONS, DecodeState, prefill_decoder_only, prefill_encoder_decoder
 
 
@@ -146,7 +146,7 @@ def beam_loop(
 
     def extend(carry: tuple) -> tuple:
         step, beams, parents, tokens, cache, positions = carry
-        cache = gather_cache(cache, state.batch_axes, parents)
+        cache = gather_beams(cache, state.batch_axes, parents)
         logits, cache = state.step(params, cache, tokens, positions)
         beams, parents, tokens = _select(step, logits, beams, eos_id, alpha)
         return step + 1, beams, parents, tokens, cache, positions + 1

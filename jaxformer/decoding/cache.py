@@ -73,5 +73,24 @@ def repeat_cache(cache: Cache, batch_axes: Cache, repeats: int) -> Cache:
 
 
 def gather_cache(cache: Cache, batch_axes: Cache, rows: jax.Array) -> Cache:
-    """Select rows [B'] (int indices) along each entry's batch axis; shared entries are kept as they are."""
-    return jax.tree.map(lambda x, axis: x if axis < 0 else jnp.take(x, rows, axis=axis), cache, batch_axes)
+    """Select rows [B'] (int indices, in range) along each entry's batch axis; shared entries are kept as they are."""
+    # mode="clip": XLA's gather clamps anyway; the default "fill" adds a select pass over every entry.
+    return jax.tree.map(lambda x, axis: x if axis < 0 else jnp.take(x, rows, axis=axis, mode="clip"), cache, batch_axes)
+
+
+# Entries written once, before the token loop: the cross-attention keys/values of the encoded source.
+FIXED_ENTRIES = ("cross_key", "cross_value")
+
+
+def gather_beams(cache: Cache, batch_axes: Cache, parents: jax.Array) -> Cache:
+    """`gather_cache` for beam search, where parents [B * W] of row b * W + w lie in rows b * W .. b * W + W - 1.
+
+    The beams of one batch entry share their `FIXED_ENTRIES` (copies made by `repeat_cache`), so
+    those are left in place instead of being copied at every step.
+    """
+
+    def fixed(path: tuple) -> bool:
+        return getattr(path[-1], "key", None) in FIXED_ENTRIES
+
+    axes = jax.tree_util.tree_map_with_path(lambda path, axis: -1 if fixed(path) else axis, batch_axes)
+    return gather_cache(cache, axes, parents)
