@@ -1,4 +1,4 @@
-"""The peer benchmarks (benchmarks/compare.py, scaling.py, profile_step.py, profile_decode.py) still run, on tiny shapes.
+"""The benchmarks (compare.py, scaling.py, profile_step.py, profile_decode.py, beam_speed.py) still run, on tiny shapes.
 
 Numbers on tiny shapes mean nothing; these tests check the structure the reports rely on:
 ratio keys, positive finite timings, MFU in (0, 1], equal first losses on the same weights.
@@ -23,7 +23,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:  # `benchmarks` is a folder beside the package, run as `python -m benchmarks.x`
     sys.path.insert(0, str(REPO_ROOT))
 
-from benchmarks import compare, profile_decode, profile_step, scaling  # noqa: E402
+from benchmarks import beam_speed, compare, profile_decode, profile_step, scaling  # noqa: E402
 
 TINY = {"layers": 2, "width": 32, "heads": 4, "length": 16, "batch": 2, "vocab": 97}
 
@@ -75,3 +75,9 @@ def test_decode_profile_finds_the_head_matmul():
     assert positive(result["ms_per_token"]) and positive(result["traced_ops_ms_per_token"])
     assert any("lm_head" in op["op_name"] or op["shape"].startswith("f32[97") for op in result["ops"])
     assert all(op["us_per_token"] >= 0 for op in result["ops"])
+
+
+def test_beam_speed_times_both_searches():
+    result = beam_speed.measure(batch=2, source_len=5, new_tokens=4, beams=3, repeats=1, d_model=32, d_ff=64)
+    assert positive(result["greedy_s"]) and positive(result["beam_s"])
+    assert result["beam1_equals_greedy"] is True
