@@ -37,12 +37,13 @@ def run_worker(args: list[str], devices: int) -> subprocess.Popen:
     return launch([str(TESTS / "multidevice_worker.py"), *args], devices)
 
 
-def result_of(process: subprocess.Popen, timeout: float = 300) -> dict[str, Any]:
-    """Wait for the worker; its `RESULT {json}` line, or an assertion showing its stderr."""
+def result_of(process: subprocess.Popen, timeout: float = 300, keep_stderr: bool = False) -> dict[str, Any]:
+    """Wait for the worker; its `RESULT {json}` line (+ "stderr" if asked), or an assertion showing its stderr."""
     out, err = process.communicate(timeout=timeout)
     lines = [line for line in out.splitlines() if line.startswith("RESULT ")]
     assert process.returncode == 0 and lines, f"worker failed (rc={process.returncode}):\n{err[-4000:]}"
-    return json.loads(lines[-1][len("RESULT ") :])
+    result = json.loads(lines[-1][len("RESULT ") :])
+    return {**result, "stderr": err} if keep_stderr else result
 
 
 def free_port() -> int:

@@ -12,7 +12,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxformer.layers.axes import param
+from jaxformer.layers.axes import constrain, param
 
 
 def check_ids_in_range(name: str, ids: jax.Array, size: int) -> None:
@@ -29,6 +29,19 @@ def check_ids_in_range(name: str, ids: jax.Array, size: int) -> None:
     if low < 0 or high >= size:
         bad = high if high >= size else low
         raise ValueError(f"{name} contain {bad}, outside [0, {size}); ids must be smaller than the table size {size}.")
+
+
+def lookup_rows(table: jax.Array, ids: jax.Array, row_axis: str | None) -> jax.Array:
+    """table [N, D] (rows on logical axis `row_axis`), ids [B, T] -> table[ids] [B, T, D].
+
+    Under a mesh, D is gathered whole first (fsdp splits it), the rows keep their split (tensor
+    parallelism may split a vocabulary): XLA then looks rows up in each device's part and sums
+    the parts, giving rows that can be split by batch like the ids. A lookup in a D-split table
+    left the rows split along D, which XLA could only turn into batch-split activations by
+    replicating them ("involuntary full rematerialization"), in the forward and the backward
+    pass. Outside a mesh the constraint is a no-op.
+    """
+    return jnp.take(constrain(table, (row_axis, None)), ids, axis=0)
 
 
 RANGE_NAMES = {"vocab": "token ids (vocab_size)", "token_types": "token_type_ids (num_token_types)"}
@@ -58,7 +71,7 @@ class Embed(nn.Module):
         if not jnp.issubdtype(tokens.dtype, jnp.integer):
             raise ValueError(f"token ids must be integers, got dtype {tokens.dtype}")
         check_ids_in_range(RANGE_NAMES.get(self.table_axes[0], "ids"), tokens, self.vocab_size)
-        return jnp.take(self.embedding, tokens, axis=0).astype(self.dtype)
+        return lookup_rows(self.embedding, tokens, self.table_axes[0]).astype(self.dtype)
 
     def attend(self, x: jax.Array) -> jax.Array:
         """x [..., D] -> logits [..., V] = x E^T (the tied output projection)."""

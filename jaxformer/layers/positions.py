@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxformer.layers.axes import param
-from jaxformer.layers.embed import check_ids_in_range
+from jaxformer.layers.embed import check_ids_in_range, lookup_rows
 
 
 def sinusoidal_table(max_len: int, d_model: int, layout: str = "interleaved") -> np.ndarray:
@@ -52,7 +52,7 @@ class SinusoidalPositions(nn.Module):
 
     def __call__(self, positions: jax.Array) -> jax.Array:
         table = jnp.asarray(sinusoidal_table(self.max_len, self.d_model, self.layout))
-        return jnp.take(table, positions, axis=0).astype(self.dtype)
+        return lookup_rows(table, positions, None).astype(self.dtype)
 
 
 class LearnedPositions(nn.Module):
@@ -75,7 +75,7 @@ class LearnedPositions(nn.Module):
             self.param_dtype,
         )
         check_ids_in_range("positions (max_len)", positions, self.max_len)
-        return jnp.take(table, positions, axis=0).astype(self.dtype)
+        return lookup_rows(table, positions, "length").astype(self.dtype)
 
 
 def apply_rotary(x: jax.Array, positions: jax.Array, base: float = 10000.0) -> jax.Array:
