@@ -10,7 +10,7 @@ import pytest
 from decoding_reference import BOS, NEW_TOKENS, PROMPTS, SOURCES, greedy_reference, model_and_params, right_padded
 
 from jaxformer import decoding
-from jaxformer.decoding.sampling import greedy_tokens, sample_logits
+from jaxformer.decoding.sampling import greedy_tokens, largest_k, sample_logits
 
 
 def decode(name, **options):
@@ -97,3 +97,31 @@ def test_greedy_tokens_equal_numpy_argmax_with_ties_and_nan():
     got = np.asarray(greedy_tokens(logits))
     np.testing.assert_array_equal(got, np.argmax(logits, axis=-1))
     assert got[5] == 17 and got[6] == 0 and got[7] == 0
+
+
+@pytest.mark.parametrize(
+    ("rows", "size", "k", "block"),
+    [(3, 1000, 8, 128), (4, 32000, 8, 128), (2, 300, 5, 16), (2, 50, 8, 16), (3, 129, 1, 128)],
+)
+def test_largest_k_equals_lax_top_k_with_ties(rows, size, k, block):
+    """Values and indices equal `jax.lax.top_k`'s (lower index first among equal values), also for rows of
+    few distinct values, -inf entries, a size that blocks do not tile, and more wanted entries than blocks."""
+    rng = np.random.default_rng(size + k)
+    continuous = rng.standard_normal((rows, size)).astype(np.float32)
+    coarse = rng.integers(0, 3, (rows, size)).astype(np.float32)  # many ties
+    coarse[0, : size // 2] = -np.inf
+    coarse[-1] = -np.inf  # a row of nothing but -inf
+    for values in (continuous, coarse):
+        expected_values, expected_ids = jax.lax.top_k(jnp.asarray(values), k)
+        got_values, got_ids = jax.jit(lambda v: largest_k(v, k, block))(jnp.asarray(values))
+        np.testing.assert_array_equal(np.asarray(got_values), np.asarray(expected_values))
+        np.testing.assert_array_equal(np.asarray(got_ids), np.asarray(expected_ids))
+
+
+def test_largest_k_prefers_lower_indices_across_blocks():
+    """A later block with a larger maximum must not put its tied entries before an earlier block's."""
+    values = jnp.array([[1.0, 1.0, 5.0, 1.0, 0.0, 0.0]])  # blocks of 2: [1, 1] [5, 1] [0, 0]
+    got_values, got_ids = largest_k(values, 2, block=2)  # 2 of 3 blocks: the two-stage path
+    np.testing.assert_array_equal(np.asarray(got_ids), [[2, 0]])  # as jax.lax.top_k: 5, then the first 1
+    np.testing.assert_array_equal(np.asarray(jax.lax.top_k(values, 2)[1]), [[2, 0]])
+    np.testing.assert_array_equal(np.asarray(got_values), [[5.0, 1.0]])

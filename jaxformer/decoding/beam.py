@@ -33,6 +33,7 @@ import numpy as np
 from jaxformer.config import ModelConfig
 from jaxformer.decoding import inputs as checks
 from jaxformer.decoding.cache import gather_beams
+from jaxformer.decoding.sampling import largest_k
 from jaxformer.decoding.steps import LOOP_COMPILER_OPTIONS, DecodeState, prefill_decoder_only, prefill_encoder_decoder
 
 
@@ -86,7 +87,7 @@ def _select(
     vocab = logits.shape[-1]
     log_probs = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1).reshape(batch, width, vocab)
     candidates = (beams.alive_logp[:, :, None] + log_probs).reshape(batch, width * vocab)  # [B, W * V]
-    values, index = jax.lax.top_k(candidates, 2 * width)  # [B, 2W]
+    values, index = largest_k(candidates, 2 * width)  # [B, 2W]
     parent, token = index // vocab, (index % vocab).astype(jnp.int32)
     seqs = _take(beams.alive_seqs, parent).at[:, :, step].set(token)  # [B, 2W, N]
     is_eos = token == eos_id  # eos_id -1: no EOS
