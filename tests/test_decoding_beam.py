@@ -170,3 +170,32 @@ def _at(tree, path):
     for key in path:
         tree = tree[key.key]
     return tree
+
+
+@pytest.mark.parametrize(("name", "scan"), CASES, ids=[n + ("-scan" if s else "") for n, s in CASES])
+def test_cache_stages_change_no_result(name, scan, monkeypatch):
+    """The beam loop runs in stages of growing cache length; with stages of 2, 4, 8... new tokens the
+    hypotheses, scores and lengths are those of one full-length loop (checked above against rescoring)."""
+    from jaxformer.decoding import beam
+
+    config, params = model_and_params(name, scan)
+    eos = int(greedy_reference(name, scan)[0, 1])
+    assert beam.slot_stages(1, NEW_TOKENS) == [NEW_TOKENS]  # the default: one stage at this length
+    whole = run_beam(config, params, beam_size=WIDTH, alpha=ALPHA, eos_id=eos)
+    monkeypatch.setattr(beam, "FIRST_STAGE_ROOM", 2)
+    assert len(beam.slot_stages(1, NEW_TOKENS)) >= 3
+    jax.clear_caches()  # retrace the beam jit with the new stages
+    staged = run_beam(config, params, beam_size=WIDTH, alpha=ALPHA, eos_id=eos)
+    jax.clear_caches()
+    np.testing.assert_array_equal(staged.sequences, whole.sequences)
+    np.testing.assert_array_equal(staged.lengths, whole.lengths)
+    np.testing.assert_allclose(staged.scores, whole.scores, rtol=1e-6, atol=1e-6)
+
+
+def test_slot_stages_double_the_room_up_to_the_cache_length():
+    from jaxformer.decoding.beam import slot_stages
+
+    assert slot_stages(1, 128) == [33, 65, 128]
+    assert slot_stages(16, 143) == [48, 80, 143]
+    assert slot_stages(1, 20) == [20]
+    assert slot_stages(5, 9, first_room=2) == [7, 9]

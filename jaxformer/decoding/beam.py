@@ -32,7 +32,7 @@ import numpy as np
 
 from jaxformer.config import ModelConfig
 from jaxformer.decoding import inputs as checks
-from jaxformer.decoding.cache import gather_beams
+from jaxformer.decoding.cache import gather_beams, resize_slots, slot_count
 from jaxformer.decoding.sampling import largest_k
 from jaxformer.decoding.steps import LOOP_COMPILER_OPTIONS, DecodeState, prefill_decoder_only, prefill_encoder_decoder
 
@@ -110,6 +110,24 @@ def _select(
     return beams, parents, tokens
 
 
+FIRST_STAGE_ROOM = 32  # new tokens the first stage of the beam loop has cache room for (see `slot_stages`)
+
+
+def slot_stages(filled_slots: int, slot_count: int, first_room: int | None = None) -> list[int]:
+    """Cache lengths the beam loop runs with, shortest first: room for `first_room` new tokens, then
+    doubling, up to the full `slot_count`.
+
+    Reordering the beams copies every self-attention cache slot at every step, so a loop whose
+    hypotheses end long before `max_new_tokens` would copy mostly empty slots; each later stage
+    starts from the earlier one's cache extended with empty slots.
+    """
+    stages, room = [], FIRST_STAGE_ROOM if first_room is None else first_room
+    while filled_slots + room < slot_count:
+        stages.append(filled_slots + room)
+        room *= 2
+    return [*stages, slot_count]
+
+
 def _entry_done(beams: Beams, max_new_tokens: int, alpha: jax.Array) -> jax.Array:
     """[B] True where no alive beam can beat the worst of a full finished pool."""
     worst_finished = beams.finished_scores.min(axis=1)  # -inf while the pool is not full
@@ -129,7 +147,8 @@ def beam_loop(
 ) -> tuple[jax.Array, jax.Array, jax.Array]:
     """Beam search from a prefilled state over B rows -> (sequences [B, W, N], scores [B, W], lengths [B, W])."""
     batch, width = state.logits.shape[0], beam_size
-    state = state.repeat(width)
+    stages = slot_stages(state.filled_slots, slot_count(state.cache, state.slot_axes))
+    state = dataclasses.replace(state, cache=resize_slots(state.cache, state.slot_axes, stages[0])).repeat(width)
     empty = jnp.full((batch, width, max_new_tokens), pad_id, jnp.int32)
     first_alive = jnp.where(jnp.arange(width) == 0, 0.0, -jnp.inf)  # copies of one beam: only one is live
     beams = Beams(
@@ -153,7 +172,12 @@ def beam_loop(
         return step + 1, beams, parents, tokens, cache, positions + 1
 
     carry = (jnp.array(1, jnp.int32), beams, parents, tokens, state.cache, state.positions)
-    steps, beams = jax.lax.while_loop(keep_going, extend, carry)[:2]
+    for length in stages:  # one loop per cache length; step s writes slot filled_slots + s - 1
+        step, beams, parents, tokens, cache, positions = carry
+        carry = (step, beams, parents, tokens, resize_slots(cache, state.slot_axes, length), positions)
+        last_step = length - state.filled_slots
+        carry = jax.lax.while_loop(lambda c, last=last_step: keep_going(c) & (c[0] <= last), extend, carry)
+    steps, beams = carry[:2]
     alive_scores = beams.alive_logp / length_penalty(steps.astype(jnp.float32), alpha)
     scores, seqs, lengths = _keep_best(
         jnp.concatenate([beams.finished_scores, alive_scores], axis=1),

@@ -59,12 +59,48 @@ def cache_batch_axes(config: ModelConfig, cache_length: int, source_length: int 
     """Tree like the cache holding, per entry, its batch axis (int) or -1 for shared entries (scalar indices)."""
     one = cache_shapes(config, 1, cache_length, source_length)
     two = cache_shapes(config, 2, cache_length, source_length)
+    return jax.tree.map(_axis_that_differs, one, two)
 
-    def axis_of(a: jax.ShapeDtypeStruct, b: jax.ShapeDtypeStruct) -> int:
-        differ = [i for i, (x, y) in enumerate(zip(a.shape, b.shape, strict=True)) if x != y]
-        return differ[0] if differ else -1
 
-    return jax.tree.map(axis_of, one, two)
+def cache_slot_axes(config: ModelConfig, cache_length: int, source_length: int | None = None) -> Cache:
+    """Tree like the cache holding, per entry, its slot axis (the one of length `cache_length`), or -1
+    (scalar indices, cross-attention keys/values over the source)."""
+    shorter = cache_shapes(config, 1, max(cache_length - 1, 1), source_length)
+    longer = cache_shapes(config, 1, max(cache_length - 1, 1) + 1, source_length)
+    return jax.tree.map(_axis_that_differs, shorter, longer)
+
+
+def _axis_that_differs(a: jax.ShapeDtypeStruct, b: jax.ShapeDtypeStruct) -> int:
+    differ = [i for i, (x, y) in enumerate(zip(a.shape, b.shape, strict=True)) if x != y]
+    return differ[0] if differ else -1
+
+
+def slot_count(cache: Cache, slot_axes: Cache) -> int:
+    """The number of self-attention slots of a cache (its `cache_length`)."""
+    sizes = {
+        x.shape[axis] for x, axis in zip(jax.tree.leaves(cache), jax.tree.leaves(slot_axes), strict=True) if axis >= 0
+    }
+    if len(sizes) != 1:
+        raise ValueError(f"cache entries disagree on their number of slots: {sorted(sizes)}")
+    return sizes.pop()
+
+
+def resize_slots(cache: Cache, slot_axes: Cache, length: int) -> Cache:
+    """The same cache with `length` slots: cut at the end, or extended with empty slots (zeros, as `init_cache`).
+
+    The cache index is untouched: cutting must keep every slot written so far.
+    """
+
+    def resize(x: jax.Array, axis: int) -> jax.Array:
+        if axis < 0 or x.shape[axis] == length:
+            return x
+        if x.shape[axis] > length:
+            return jax.lax.slice_in_dim(x, 0, length, axis=axis)
+        widths = [(0, 0)] * x.ndim
+        widths[axis] = (0, length - x.shape[axis])
+        return jnp.pad(x, widths)
+
+    return jax.tree.map(resize, cache, slot_axes)
 
 
 def repeat_cache(cache: Cache, batch_axes: Cache, repeats: int) -> Cache:

@@ -25,7 +25,7 @@ import jax.numpy as jnp
 
 from jaxformer import models
 from jaxformer.config import ModelConfig
-from jaxformer.decoding.cache import Cache, cache_batch_axes, init_cache, repeat_cache
+from jaxformer.decoding.cache import Cache, cache_batch_axes, cache_slot_axes, init_cache, repeat_cache
 
 # XLA:CPU's default copy insertion copies every layer's KV cache at every step of the token loop
 # (it cannot see that the cache's in-place update comes after the matmuls that read it); the
@@ -72,13 +72,18 @@ class Stepper:
 
 @dataclasses.dataclass
 class DecodeState:
-    """Everything the loop needs after prefill. logits [B, V]; positions [B] of the next token to feed."""
+    """Everything the loop needs after prefill. logits [B, V]; positions [B] of the next token to feed.
+
+    `filled_slots`: self-attention cache slots written by the prefill (the next token goes to this slot).
+    """
 
     logits: jax.Array
     cache: Cache
     positions: jax.Array
     step: Stepper
     batch_axes: Cache
+    slot_axes: Cache
+    filled_slots: int
 
     def repeat(self, repeats: int) -> DecodeState:
         """Each row repeated `repeats` times (row b * W + w is a copy of row b)."""
@@ -88,6 +93,8 @@ class DecodeState:
             jnp.repeat(self.positions, repeats, axis=0),
             self.step.repeat(repeats),
             self.batch_axes,
+            self.slot_axes,
+            self.filled_slots,
         )
 
 
@@ -108,6 +115,8 @@ def prefill_decoder_only(
         next_positions,
         Stepper(config),
         cache_batch_axes(config, cache_length),
+        cache_slot_axes(config, cache_length),
+        tokens.shape[1],
     )
 
 
@@ -135,4 +144,6 @@ def prefill_encoder_decoder(
         jnp.ones((batch,), jnp.int32),
         Stepper(config, source_valid),
         cache_batch_axes(config, cache_length, source_length),
+        cache_slot_axes(config, cache_length, source_length),
+        1,
     )
