@@ -12,9 +12,10 @@ non-EOS extensions alive. A batch entry stops once its pool is full and no alive
 the pool's worst score (log-probabilities only fall and lp grows with length, so
 alive_logp / lp(max_new_tokens) bounds any continuation). Beams still alive at the
 end compete with the pool at their current length. The loop runs inside `jit`
-(`lax.while_loop`); the cache rows follow their beams by a gather along the batch
-axis of every cache entry. With W = 1 the search is greedy decoding: only the
-top-ranked candidate can finish, and the alive beam follows the argmax path.
+(`lax.while_loop`, in stages of growing cache length: `slot_stages`); the cache rows follow
+their beams by a gather along the batch axis of every cache entry (`cache.gather_beams`).
+With W = 1 the search is greedy decoding: only the top-ranked candidate can finish, and the
+alive beam follows the argmax path.
 
 Legend: B batch, W beams, N max new tokens, V vocabulary.
 """
