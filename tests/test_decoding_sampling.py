@@ -10,6 +10,7 @@ import pytest
 from decoding_reference import BOS, NEW_TOKENS, PROMPTS, SOURCES, greedy_reference, model_and_params, right_padded
 
 from jaxformer import decoding
+from jaxformer.decoding import sampling
 from jaxformer.decoding.sampling import greedy_tokens, largest_k, sample_logits
 
 
@@ -69,6 +70,32 @@ def test_sampled_frequencies_match_filtered_softmax(temperature, top_k, top_p):
     want = numpy_filtered_probs(np.asarray(logits[0]), temperature, top_k, top_p)
     assert np.all(frequencies[want == 0] == 0), "a filtered-out token was sampled"
     np.testing.assert_allclose(frequencies, want, atol=0.015)  # ~4 standard errors at 20k draws
+
+
+@pytest.mark.parametrize(
+    ("temperature", "top_k", "top_p", "fast"),
+    [(1.0, 5, 1.0, True), (0.7, 0, 0.6, True), (1.0, 40, 0.9, True), (3.0, 0, 0.99, False), (1.0, 300, 1.0, False)],
+)
+def test_sampling_a_large_vocabulary_matches_filtered_softmax(temperature, top_k, top_p, fast):
+    """V = 2000 > the candidates `sample_logits` looks at first: the draw among them (fast) or over the whole
+    row (a wide nucleus, or top-k ties through the last candidate) has the filtered softmax's frequencies."""
+    rng = np.random.default_rng(7)
+    logits = (3.0 * rng.standard_normal((1, 2000))).astype(np.float32)
+    if top_k == 300:
+        logits[0, np.argsort(-logits[0])[250:700]] = np.sort(logits[0])[::-1][250]  # ties across the 256th
+    scaled = jnp.asarray(logits) / temperature
+    use_top_p = top_p < 1
+    count = max(sampling.CANDIDATES, 2 * top_k)
+    _, exact = sampling._sample_candidates(scaled, jax.random.PRNGKey(0), top_k, jnp.float32(top_p), use_top_p, count)
+    assert bool(exact[0]) == fast
+    draws = 20000
+    keys = jax.random.split(jax.random.PRNGKey(1), draws)
+    sample = jax.jit(jax.vmap(lambda k: sample_logits(jnp.asarray(logits), k, temperature, top_k, top_p, use_top_p)))
+    tokens = np.asarray(sample(keys))[:, 0]
+    want = numpy_filtered_probs(logits[0], temperature, top_k, top_p)
+    frequencies = np.bincount(tokens, minlength=2000) / draws
+    assert np.all(frequencies[want == 0] == 0), "a filtered-out token was sampled"
+    np.testing.assert_allclose(frequencies, want, atol=0.015)
 
 
 def test_top_k_and_top_p_masks_match_numpy():

@@ -29,13 +29,21 @@ def largest_k(values: jax.Array, k: int, block: int = 128) -> tuple[jax.Array, j
     rows, size = values.shape
     blocks = -(-size // block)
     if blocks <= k:
-        return jax.lax.top_k(values, k)
+        return top_k_kept_whole(values, k)
     padded = jnp.pad(values, ((0, 0), (0, blocks * block - size)), constant_values=NEG_INF)  # after every real entry
     chunks = padded.reshape(rows, blocks, block)
     best_blocks = jnp.sort(jax.lax.top_k(chunks.max(axis=-1), k)[1], axis=-1)  # [B, k] in index order
     candidates = jnp.take_along_axis(chunks, best_blocks[:, :, None], axis=1).reshape(rows, k * block)
-    top, position = jax.lax.top_k(candidates, k)
+    top, position = top_k_kept_whole(candidates, k)
     return top, jnp.take_along_axis(best_blocks, position // block, axis=1) * block + position % block
+
+
+def top_k_kept_whole(values: jax.Array, k: int) -> tuple[jax.Array, jax.Array]:
+    """`jax.lax.top_k` whose results XLA may not rewrite: when only slices of the top-k values are
+    used (e.g. the k-th largest), XLA:CPU turned TopK into a full sort of the row (13 ms instead of
+    0.2 ms for 256 of 50257 entries)."""
+    top, ids = jax.lax.optimization_barrier(jax.lax.top_k(values, k))
+    return top, ids
 
 
 def apply_top_k(logits: jax.Array, top_k: int) -> jax.Array:
@@ -56,15 +64,67 @@ def apply_top_p(logits: jax.Array, top_p: jax.Array) -> jax.Array:
     return jnp.where(logits >= threshold, logits, NEG_INF)
 
 
+# Sampling with top-k or top-p first looks at this many most likely tokens (see `sample_logits`).
+CANDIDATES = 256
+
+
 def sample_logits(
     logits: jax.Array, rng: jax.Array, temperature: jax.Array, top_k: int, top_p: jax.Array, use_top_p: bool
 ) -> jax.Array:
-    """Draw one token per row from logits [B, V] -> [B] int32. top_k and use_top_p are static."""
+    """Draw one token per row from logits [B, V] -> [B] int32. top_k and use_top_p are static.
+
+    With top-k or top-p, the tokens kept usually lie among the few most likely ones: the draw
+    is made among the `CANDIDATES` largest logits when the filters keep nothing outside them
+    (`_sample_candidates`), else over the whole vocabulary, the same distribution either way.
+    Sorting a 50k vocabulary for top-p took 13 ms per step on the 2-core CPU, and drawing the
+    Gumbel noise for all of it 3.3 ms (a batch-1 GPT-2-sized step: 3.3 ms).
+    """
     scaled = logits.astype(jnp.float32) / temperature
+    count = max(CANDIDATES, 2 * top_k)
+    if not (top_k > 0 or use_top_p) or count >= scaled.shape[-1]:
+        return _sample_all(scaled, rng, top_k, top_p, use_top_p)
+    tokens, exact = _sample_candidates(scaled, rng, top_k, top_p, use_top_p, count)
+    return jax.lax.cond(
+        jnp.all(exact), lambda: tokens, lambda: _sample_all(scaled, rng, top_k, top_p, use_top_p)
+    ).astype(jnp.int32)
+
+
+def _sample_all(scaled: jax.Array, rng: jax.Array, top_k: int, top_p: jax.Array, use_top_p: bool) -> jax.Array:
+    """The draw over the whole vocabulary: scaled logits [B, V] filtered by top-k, then top-p."""
     scaled = apply_top_k(scaled, top_k)
     if use_top_p:
         scaled = apply_top_p(scaled, top_p)
     return jax.random.categorical(rng, scaled, axis=-1).astype(jnp.int32)
+
+
+def _sample_candidates(
+    scaled: jax.Array, rng: jax.Array, top_k: int, top_p: jax.Array, use_top_p: bool, count: int
+) -> tuple[jax.Array, jax.Array]:
+    """The draw among the `count` largest scaled logits [B, V] -> (tokens [B], exact [B]).
+
+    `exact` says that top-k and top-p, applied to the whole row, keep only candidates: every kept
+    value, and the k-th largest, is above the smallest candidate (so no token outside the
+    candidates ties with them, and the nucleus ended inside them). Where it holds, the candidates'
+    filtered softmax is the whole row's.
+    """
+    values, ids = top_k_kept_whole(scaled, count)  # [B, C], descending
+    kept = values
+    exact = jnp.ones(values.shape[:1], jnp.bool_)
+    if top_k > 0:
+        kth = values[:, top_k - 1 : top_k]  # [B, 1]
+        kept = jnp.where(values >= kth, values, NEG_INF)
+        exact &= kth[:, 0] > values[:, -1]
+    if use_top_p:
+        # masses as apply_top_p computes them: over what top-k kept, else over the whole row
+        normaliser = jax.nn.logsumexp(kept if top_k > 0 else scaled, axis=-1, keepdims=True)
+        probs = jnp.exp(kept - normaliser)
+        mass_before = jnp.cumsum(probs, axis=-1) - probs
+        threshold = jnp.min(jnp.where(mass_before < top_p, kept, jnp.inf), axis=-1, keepdims=True)
+        kept = jnp.where(kept >= threshold, kept, NEG_INF)
+    smallest_kept = jnp.min(jnp.where(jnp.isfinite(kept), kept, jnp.inf), axis=-1)
+    exact &= smallest_kept > values[:, -1]
+    choice = jax.random.categorical(rng, kept, axis=-1)  # [B] index into the candidates
+    return jnp.take_along_axis(ids, choice[:, None], axis=-1)[:, 0], exact
 
 
 def greedy_tokens(logits: jax.Array) -> jax.Array:
