@@ -69,9 +69,18 @@ CANDIDATES = 256
 
 
 def sample_logits(
-    logits: jax.Array, rng: jax.Array, temperature: jax.Array, top_k: int, top_p: jax.Array, use_top_p: bool
+    logits: jax.Array,
+    rng: jax.Array,
+    temperature: jax.Array,
+    top_k: int,
+    top_p: jax.Array,
+    use_top_p: bool,
+    ignored: jax.Array | None = None,
 ) -> jax.Array:
     """Draw one token per row from logits [B, V] -> [B] int32. top_k and use_top_p are static.
+
+    `ignored` [B] bool marks rows whose token the caller throws away (finished rows): their
+    draw may come from the candidates even where that is not exact.
 
     With top-k or top-p, the tokens kept usually lie among the few most likely ones: the draw
     is made among the `CANDIDATES` largest logits when the filters keep nothing outside them
@@ -84,6 +93,8 @@ def sample_logits(
     if not (top_k > 0 or use_top_p) or count >= scaled.shape[-1]:
         return _sample_all(scaled, rng, top_k, top_p, use_top_p)
     tokens, exact = _sample_candidates(scaled, rng, top_k, top_p, use_top_p, count)
+    if ignored is not None:
+        exact |= ignored
     return jax.lax.cond(
         jnp.all(exact), lambda: tokens, lambda: _sample_all(scaled, rng, top_k, top_p, use_top_p)
     ).astype(jnp.int32)

@@ -41,10 +41,11 @@ def token_loop(
 ) -> jax.Array:
     """Greedy or sampled tokens [B, N] from a prefilled state (traceable; used inside jit)."""
 
-    def choose(logits: jax.Array, step: jax.Array) -> jax.Array:
+    def choose(logits: jax.Array, step: jax.Array, done: jax.Array | None = None) -> jax.Array:
         if method == "greedy":
             return greedy_tokens(logits)
-        return sample_logits(logits, jax.random.fold_in(rng, step), temperature, top_k, top_p, use_top_p)
+        key = jax.random.fold_in(rng, step)
+        return sample_logits(logits, key, temperature, top_k, top_p, use_top_p, ignored=done)
 
     def ended(tokens: jax.Array) -> jax.Array:
         return tokens == eos_id  # eos_id -1: never
@@ -59,7 +60,7 @@ def token_loop(
     def extend(carry: tuple) -> tuple:
         step, previous, out, done, cache, positions = carry
         logits, cache = state.step(params, cache, previous, positions)
-        tokens = jnp.where(done, pad_id, choose(logits, step))
+        tokens = jnp.where(done, pad_id, choose(logits, step, done))
         out = jax.lax.dynamic_update_slice(out, tokens[:, None], (0, step))
         return step + 1, tokens, out, done | ended(tokens), cache, positions + 1
 
