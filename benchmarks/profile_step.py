@@ -61,6 +61,18 @@ def kind_of(instruction: str, op_name: str = "") -> str:
     return "elementwise/reduce"
 
 
+def hlo_computations(hlo_text: str) -> dict[str, list[str]]:
+    """Computation name -> its lines (header first) in compiled HLO text; lines before any header under ""."""
+    computations: dict[str, list[str]] = {}
+    name = ""
+    for line in hlo_text.splitlines():
+        header = re.match(r"\s*(?:ENTRY\s+)?%([\w.\-]+) \(.*\{\s*$", line)
+        if header:
+            name = header.group(1)
+        computations.setdefault(name, []).append(line)
+    return computations
+
+
 def op_names(hlo_text: str) -> dict[str, str]:
     """HLO instruction name -> its op_name metadata.
 
@@ -69,22 +81,18 @@ def op_names(hlo_text: str) -> dict[str, str]:
     names: dict[str, str] = {}
     calls: dict[str, str] = {}
     bodies: dict[str, list[str]] = {}
-    computation = ""
-    for line in hlo_text.splitlines():
-        header = re.match(r"\s*(?:ENTRY\s+)?%([\w.\-]+) \(.*\{\s*$", line)
-        if header:
-            computation = header.group(1)
-            continue
-        match = re.match(r"\s*(?:ROOT\s+)?%([\w.\-]+) = ", line)
-        if not match:
-            continue
-        meta = re.search(r'op_name="([^"]*)"', line)
-        names[match.group(1)] = meta.group(1) if meta else ""
-        if meta:
-            bodies.setdefault(computation, []).append(meta.group(1))
-        called = re.search(r"calls=%([\w.\-]+)", line)
-        if called:
-            calls[match.group(1)] = called.group(1)
+    for computation, lines in hlo_computations(hlo_text).items():
+        for line in lines:
+            match = re.match(r"\s*(?:ROOT\s+)?%([\w.\-]+) = ", line)
+            if not match:
+                continue
+            meta = re.search(r'op_name="([^"]*)"', line)
+            names[match.group(1)] = meta.group(1) if meta else ""
+            if meta:
+                bodies.setdefault(computation, []).append(meta.group(1))
+            called = re.search(r"calls=%([\w.\-]+)", line)
+            if called:
+                calls[match.group(1)] = called.group(1)
     for name, op_name in names.items():
         if not op_name and bodies.get(calls.get(name, "")):
             names[name] = bodies[calls[name]][0]

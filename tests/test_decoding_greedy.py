@@ -34,6 +34,7 @@ if str(REPO_ROOT) not in sys.path:  # `benchmarks` is a folder beside the packag
     sys.path.insert(0, str(REPO_ROOT))
 
 from benchmarks.profile_decode import compiled_generate_text  # noqa: E402
+from benchmarks.profile_step import hlo_computations  # noqa: E402
 
 DECODER_ONLY = [("tiny-gpt2", False), ("tiny-llama", False), ("tiny-llama", True)]
 ENCODER_DECODER = [("tiny-transformer", False), ("tiny-t5", False), ("tiny-t5", True)]
@@ -104,13 +105,7 @@ def test_cached_step_logits_match_full_forward():
 
 def loop_body_lines(hlo_text: str) -> list[str]:
     """The instructions of every while-loop body in compiled HLO text, with the computations they call."""
-    computations: dict[str, list[str]] = {}
-    name = ""
-    for line in hlo_text.splitlines():
-        header = re.match(r"\s*(?:ENTRY\s+)?%([\w.\-]+) \(.*\{\s*$", line)
-        if header:
-            name = header.group(1)
-        computations.setdefault(name, []).append(line)
+    computations = hlo_computations(hlo_text)
     pending = re.findall(r"body=%([\w.\-]+)", hlo_text)
     seen: set[str] = set()
     while pending:
