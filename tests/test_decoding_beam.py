@@ -192,10 +192,11 @@ def test_cache_stages_change_no_result(name, scan, monkeypatch):
     np.testing.assert_allclose(staged.scores, whole.scores, rtol=1e-6, atol=1e-6)
 
 
-def test_slot_stages_double_the_room_up_to_the_cache_length():
-    from jaxformer.decoding.beam import slot_stages
+def test_slot_stages_double_the_room_up_to_the_cache_length(monkeypatch):
+    from jaxformer.decoding import beam
 
-    assert slot_stages(1, 128) == [33, 65, 128]
-    assert slot_stages(16, 143) == [48, 80, 143]
-    assert slot_stages(1, 20) == [20]
-    assert slot_stages(5, 9, first_room=2) == [7, 9]
+    assert beam.slot_stages(1, 128) == [33, 65, 128]
+    assert beam.slot_stages(16, 143) == [48, 80, 143]
+    assert beam.slot_stages(1, 20) == [20]
+    monkeypatch.setattr(beam, "FIRST_STAGE_ROOM", 2)
+    assert beam.slot_stages(5, 9) == [7, 9]

@@ -114,15 +114,15 @@ def _select(
 FIRST_STAGE_ROOM = 32  # new tokens the first stage of the beam loop has cache room for (see `slot_stages`)
 
 
-def slot_stages(filled_slots: int, slot_count: int, first_room: int | None = None) -> list[int]:
-    """Cache lengths the beam loop runs with, shortest first: room for `first_room` new tokens, then
-    doubling, up to the full `slot_count`.
+def slot_stages(filled_slots: int, slot_count: int) -> list[int]:
+    """Cache lengths the beam loop runs with, shortest first: room for `FIRST_STAGE_ROOM` new tokens,
+    then doubling, up to the full `slot_count`.
 
     Reordering the beams copies every self-attention cache slot at every step, so a loop whose
     hypotheses end long before `max_new_tokens` would copy mostly empty slots; each later stage
     starts from the earlier one's cache extended with empty slots.
     """
-    stages, room = [], FIRST_STAGE_ROOM if first_room is None else first_room
+    stages, room = [], FIRST_STAGE_ROOM
     while filled_slots + room < slot_count:
         stages.append(filled_slots + room)
         room *= 2

@@ -95,9 +95,7 @@ def sample_logits(
     tokens, exact = _sample_candidates(scaled, rng, top_k, top_p, use_top_p, count)
     if ignored is not None:
         exact |= ignored
-    return jax.lax.cond(
-        jnp.all(exact), lambda: tokens, lambda: _sample_all(scaled, rng, top_k, top_p, use_top_p)
-    ).astype(jnp.int32)
+    return jax.lax.cond(jnp.all(exact), lambda: tokens, lambda: _sample_all(scaled, rng, top_k, top_p, use_top_p))
 
 
 def _sample_all(scaled: jax.Array, rng: jax.Array, top_k: int, top_p: jax.Array, use_top_p: bool) -> jax.Array:
