@@ -107,41 +107,59 @@ def compare_training(shape: dict[str, int], dtype: str, repeats: int, scan: bool
     return result
 
 
-def torch_generate(model: Any, prompts: np.ndarray, new_tokens: int) -> np.ndarray:
+def torch_generate(
+    model: Any, prompts: np.ndarray, new_tokens: int, sampling: dict[str, Any] | None = None
+) -> np.ndarray:
+    """`model.generate` with the KV cache: greedy, or sampling with `sampling` = {temperature, top_k, top_p}
+    (top_k 0 and top_p 1.0 filter nothing, as in jaxformer)."""
     import torch
 
     ids = torch.from_numpy(prompts.astype(np.int64))
+    options: dict[str, Any] = {"do_sample": False}
+    if sampling is not None:
+        options = {"do_sample": True, "temperature": 1.0, "top_k": 0, "top_p": 1.0, **sampling}
     with torch.inference_mode():
         out = model.generate(
             input_ids=ids,
             attention_mask=torch.ones_like(ids),
             max_new_tokens=new_tokens,
             min_new_tokens=new_tokens,
-            do_sample=False,
             use_cache=True,
             pad_token_id=0,
+            **options,
         )
     return out[:, prompts.shape[1] :].numpy()
 
 
-def compare_decoding(shape: dict[str, int], batches: list[int], new_tokens: int, repeats: int) -> list[dict[str, Any]]:
-    """Greedy cached decoding, same weights on both sides, fp32; new tokens/s per batch size."""
+def compare_decoding(
+    shape: dict[str, int],
+    batches: list[int],
+    new_tokens: int,
+    repeats: int,
+    sampling: dict[str, Any] | None = None,
+) -> list[dict[str, Any]]:
+    """Cached decoding, same weights on both sides, fp32; new tokens/s per batch size. Greedy, or sampling
+    with `sampling` = {temperature, top_k, top_p} on both sides (then the tokens are not compared)."""
     config = bench_config(**model_shape(shape))
     if PROMPT_LEN + new_tokens > config.max_len:
         config = config.replace(max_len=PROMPT_LEN + new_tokens)
     params = models.init_params(config, jax.random.PRNGKey(1))
     model = torch_gpt2(config, params).eval()
+    options: dict[str, Any] = {"max_new_tokens": new_tokens}
+    if sampling is not None:
+        options.update(method="sample", seed=0, **sampling)
     rows = []
     for batch in batches:
         prompts = np.random.default_rng(batch).integers(1, config.vocab_size, (batch, PROMPT_LEN)).astype(np.int32)
-        ours = decoding.generate(config, params, prompts, max_new_tokens=new_tokens)  # compiles
-        theirs = torch_generate(model, prompts, new_tokens)
+        ours = decoding.generate(config, params, prompts, **options)  # compiles
+        theirs = torch_generate(model, prompts, new_tokens, sampling)
         contenders: dict[str, Callable[[], Any]] = {
-            "jaxformer": functools.partial(decoding.generate, config, params, prompts, max_new_tokens=new_tokens),
-            **peer_contenders(functools.partial(torch_generate, model, prompts, new_tokens)),
+            "jaxformer": functools.partial(decoding.generate, config, params, prompts, **options),
+            **peer_contenders(functools.partial(torch_generate, model, prompts, new_tokens, sampling)),
         }
         times = interleaved(contenders, repeats)
         row: dict[str, Any] = {"batch": batch, "prompt_len": PROMPT_LEN, "new_tokens": new_tokens}
+        row["sampling"] = sampling
         for name, t in times.items():
             row[name] = {
                 "seconds": round(t["median_s"], 4),
@@ -149,7 +167,7 @@ def compare_decoding(shape: dict[str, int], batches: list[int], new_tokens: int,
                 "times_s": t["times_s"],
             }
         pick_peer(row, times, "seconds")
-        row["same_tokens"] = round(float(np.mean(ours == theirs)), 4)
+        row["same_tokens"] = round(float(np.mean(ours == theirs)), 4) if sampling is None else None
         rows.append(row)
     return rows
 

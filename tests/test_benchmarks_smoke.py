@@ -1,4 +1,4 @@
-"""The benchmarks (compare.py, scaling.py, profile_step.py, profile_decode.py, beam_speed.py) still run, on tiny shapes.
+"""The benchmarks (compare, scaling, profile_step, profile_decode, beam_speed, sampling_speed) still run, on tiny shapes.
 
 Numbers on tiny shapes mean nothing; these tests check the structure the reports rely on:
 ratio keys, positive finite timings, MFU in (0, 1], equal first losses on the same weights.
@@ -23,7 +23,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:  # `benchmarks` is a folder beside the package, run as `python -m benchmarks.x`
     sys.path.insert(0, str(REPO_ROOT))
 
-from benchmarks import beam_speed, compare, profile_decode, profile_step, scaling  # noqa: E402
+from benchmarks import beam_speed, compare, profile_decode, profile_step, sampling_speed, scaling  # noqa: E402
 
 TINY = {"layers": 2, "width": 32, "heads": 4, "length": 16, "batch": 2, "vocab": 97}
 
@@ -48,6 +48,21 @@ def test_compare_reports_ratios_for_training_and_decoding():
         assert positive(row["jaxformer"]["new_tokens_per_s"]) and positive(row["transformers"]["new_tokens_per_s"])
         assert row["same_tokens"] == 1.0  # greedy, same weights, fp32
     assert all(positive(p) for peaks in results["matmul_peak_flops"].values() for p in peaks.values())
+
+
+def test_sampling_speed_times_every_setting_on_both_sides(capsys):
+    results = sampling_speed.run(dict(TINY), batches=[2], new_tokens=4, repeats=1)
+    assert [row["setting"] for row in results["rows"]] == list(sampling_speed.SETTINGS)
+    for row in results["rows"]:
+        assert row["sampling"] == sampling_speed.SETTINGS[row["setting"]]
+        assert (
+            positive(row["ratio"])
+            and positive(row["jaxformer"]["seconds"])
+            and positive(row["transformers"]["seconds"])
+        )
+        assert (row["same_tokens"] == 1.0) if row["sampling"] is None else row["same_tokens"] is None
+    sampling_speed.print_report(results)
+    assert "top-p 0.9" in capsys.readouterr().out
 
 
 def test_scaling_measures_compile_and_step_time():

@@ -42,7 +42,8 @@ def test_sampling_is_reproducible_and_seed_dependent():
 
 def numpy_filtered_probs(logits: np.ndarray, temperature: float, top_k: int, top_p: float) -> np.ndarray:
     """Reference: softmax(logits / T) restricted to the top-k tokens, then to the smallest most likely
-    prefix whose mass (after top-k renormalisation) reaches top_p; renormalised."""
+    prefix whose mass (after top-k renormalisation) reaches top_p, and every token tied with its last
+    one; renormalised."""
     scaled = np.asarray(logits, np.float64) / temperature
     keep = np.ones_like(scaled, bool)
     if top_k:
@@ -51,7 +52,8 @@ def numpy_filtered_probs(logits: np.ndarray, temperature: float, top_k: int, top
     probs /= probs.sum()
     order = np.argsort(-probs, kind="stable")
     cumulative = np.cumsum(probs[order])
-    nucleus = order[: int(np.searchsorted(cumulative, top_p - 1e-12)) + 1]
+    prefix = order[: int(np.searchsorted(cumulative, top_p - 1e-12)) + 1]
+    nucleus = probs >= probs[prefix].min()
     out = np.zeros_like(probs)
     out[nucleus] = probs[nucleus]
     return out / out.sum()
@@ -74,7 +76,7 @@ def test_sampled_frequencies_match_filtered_softmax(temperature, top_k, top_p):
 
 @pytest.mark.parametrize(
     ("temperature", "top_k", "top_p", "fast"),
-    [(1.0, 5, 1.0, True), (0.7, 0, 0.6, True), (1.0, 40, 0.9, True), (3.0, 0, 0.99, False), (1.0, 300, 1.0, False)],
+    [(1.0, 5, 0.95, True), (0.7, 0, 0.6, True), (1.0, 40, 0.9, True), (3.0, 0, 0.99, False), (1.0, 300, 0.999, False)],
 )
 def test_sampling_a_large_vocabulary_matches_filtered_softmax(temperature, top_k, top_p, fast):
     """V = 2000 > the candidates `sample_logits` looks at first: the draw among them (fast) or over the whole
@@ -82,7 +84,8 @@ def test_sampling_a_large_vocabulary_matches_filtered_softmax(temperature, top_k
     rng = np.random.default_rng(7)
     logits = (3.0 * rng.standard_normal((1, 2000))).astype(np.float32)
     if top_k == 300:
-        logits[0, np.argsort(-logits[0])[250:700]] = np.sort(logits[0])[::-1][250]  # ties across the 256th
+        # ties through the 600th candidate, the last one `sample_logits` looks at for top-k 300
+        logits[0, np.argsort(-logits[0])[250:700]] = np.sort(logits[0])[::-1][250]
     scaled = jnp.asarray(logits) / temperature
     use_top_p = top_p < 1
     count = max(sampling.CANDIDATES, 2 * top_k)
@@ -152,3 +155,72 @@ def test_largest_k_prefers_lower_indices_across_blocks():
     np.testing.assert_array_equal(np.asarray(got_ids), [[2, 0]])  # as jax.lax.top_k: 5, then the first 1
     np.testing.assert_array_equal(np.asarray(jax.lax.top_k(values, 2)[1]), [[2, 0]])
     np.testing.assert_array_equal(np.asarray(got_values), [[5.0, 1.0]])
+
+
+def test_order_keys_sort_like_the_floats():
+    """uint32 keys order as the float values do: negatives reversed, -0.0 == +0.0, infinities at the ends.
+    (Subnormals are left out: XLA:CPU flushes them to zero, so they compare equal to 0 there.)"""
+    tiny = np.finfo(np.float32).tiny  # smallest normal
+    values = np.array(
+        [np.inf, 3.5, 1.0, tiny, 0.0, -0.0, -tiny, -1.0, -1.0000001, -3.0e38, -np.inf, 2e-38, -2e-38], np.float32
+    )
+    keys = np.asarray(sampling.order_keys(jnp.asarray(values))).astype(np.int64)
+    for i in range(len(values)):
+        for j in range(len(values)):
+            assert (keys[i] < keys[j]) == (values[i] < values[j]), (values[i], values[j])
+            assert (keys[i] == keys[j]) == (values[i] == values[j]), (values[i], values[j])
+
+
+def test_top_p_nucleus_matches_numpy_on_wide_rows_with_ties_and_masked_entries():
+    """The sort-free nucleus (a halving search over the mass above a cut-off key) keeps what the sorted
+    cumulative mass keeps: rows of 3000 logits of both signs, a tie across the cut-off (all kept), -inf
+    entries (as top-k leaves them), p = 1 and a p below the largest probability."""
+    rng = np.random.default_rng(3)
+    logits = (2.0 * rng.standard_normal((4, 3000))).astype(np.float32) - 1.0
+    logits[1, rng.permutation(3000)[:2000]] = -np.inf
+    order = np.argsort(-logits[2])
+    logits[2, order[40:60]] = logits[2, order[40]]  # 20 tied values
+    logits[3] = np.round(logits[3])  # few distinct values: ties everywhere
+    for p in (1e-4, 0.3, 0.5, 0.9, 0.999, 1.0):
+        masked = np.asarray(jax.jit(sampling.apply_top_p)(jnp.asarray(logits), jnp.float32(p)))
+        for row in range(4):
+            want = numpy_filtered_probs(logits[row], 1.0, 0, p) > 0
+            np.testing.assert_array_equal(np.isfinite(masked[row]), want, err_msg=f"p={p} row={row}")
+            np.testing.assert_array_equal(masked[row][want], logits[row][want])
+    tied = np.asarray(sampling.apply_top_p(jnp.asarray(logits[2:3]), jnp.float32(0.5)))[0]
+    kept = np.isfinite(tied)
+    assert kept[order[40:60]].all() or not kept[order[40:60]].any(), "a tie was split by the cut-off"
+
+
+def test_draw_tokens_frequencies_match_softmax_and_skip_zero_probability():
+    """The inverse-CDF draw over blocks: frequencies = softmax within 5 standard errors, for a row whose size
+    blocks do not tile, with a whole block and scattered ids at -inf (never drawn), and for one-token rows."""
+    rng = np.random.default_rng(5)
+    logits = (1.5 * rng.standard_normal((2, 1000))).astype(np.float32)
+    logits[0, 128:256] = -np.inf  # a whole block of mass 0
+    logits[0, rng.permutation(1000)[:300]] = -np.inf
+    logits[0, 999] = 6.0  # the last id (in the padded last block) is the most likely
+    logits[1, :] = -np.inf
+    logits[1, 517] = 0.0  # one possible token
+    draws = 40000
+    keys = jax.random.split(jax.random.PRNGKey(2), draws)
+    tokens = np.asarray(jax.jit(jax.vmap(lambda k: sampling.draw_tokens(k, jnp.asarray(logits))))(keys))  # [draws, 2]
+    assert (tokens[:, 1] == 517).all()
+    probs = np.exp(logits[0].astype(np.float64) - logits[0].max())
+    probs /= probs.sum()
+    frequencies = np.bincount(tokens[:, 0], minlength=1000) / draws
+    assert np.all(frequencies[probs == 0] == 0), "a token of probability 0 was drawn"
+    allowed = 5 * np.sqrt(probs * (1 - probs) / draws) + 1e-4  # 5 standard errors per token (seeded draws)
+    worst = np.argmax(np.abs(frequencies - probs) / allowed)
+    assert np.all(np.abs(frequencies - probs) <= allowed), (worst, frequencies[worst], probs[worst])
+
+
+def test_first_exceeding_clamps_to_the_last_token_of_positive_mass():
+    """Where rounding puts the target at or past the row's cumulative mass, the draw is the last token of
+    positive probability, not a masked one after it or the block padding."""
+    masses = jnp.array([[0.25, 0.0, 0.5, 0.25, 0.0, 0.0], [0.0, 1.0, 0.0, 0.0, 0.0, 0.0]])
+    ends = jnp.cumsum(masses, axis=-1)
+    got = sampling._first_exceeding(ends, masses, jnp.array([1.0, 1.0]))
+    np.testing.assert_array_equal(np.asarray(got), [3, 1])
+    got = sampling._first_exceeding(ends, masses, jnp.array([0.25, 0.0]))  # exactly an end: the next positive one
+    np.testing.assert_array_equal(np.asarray(got), [2, 1])

@@ -4,7 +4,9 @@ Sampling draws from softmax(logits / temperature) restricted to
   * top-k: the k highest logits (k = 0 keeps all), and
   * top-p (nucleus, Holtzman et al. 2020): the smallest set of most likely tokens
     whose probability mass reaches p (the most likely token is always kept).
-Tokens left out get logit -inf. Ties at a cut-off value are all kept.
+Tokens left out get logit -inf. Ties at a cut-off value are all kept. Neither filter sorts the
+vocabulary, and the draw inverts the cumulative mass (`draw_tokens`) instead of adding Gumbel
+noise to every logit.
 
 Legend: B batch, V vocabulary.
 """
@@ -54,14 +56,75 @@ def apply_top_k(logits: jax.Array, top_k: int) -> jax.Array:
     return jnp.where(logits >= kth, logits, NEG_INF)
 
 
+def order_keys(values: jax.Array) -> jax.Array:
+    """float [...] -> uint32 [...] in the same order as the values (-0.0 and +0.0 get the same key).
+
+    Positive floats compare like their bit patterns; negative ones in reverse. Setting the sign bit
+    of positives and flipping every bit of negatives puts both in one unsigned order:
+    -inf -> 0x007FFFFF, +0.0 -> 0x80000000, +inf -> 0xFF800000.
+    """
+    values = values.astype(jnp.float32)
+    bits = jax.lax.bitcast_convert_type(jnp.where(values == 0, jnp.float32(0), values), jnp.uint32)
+    return jnp.where(bits >> 31 == 1, ~bits, bits | jnp.uint32(0x80000000))
+
+
 def apply_top_p(logits: jax.Array, top_p: jax.Array) -> jax.Array:
-    """logits [B, V] -> [B, V] keeping the nucleus of probability mass `top_p` (a scalar in (0, 1])."""
-    sorted_logits = jnp.sort(logits, axis=-1)[:, ::-1]  # [B, V] descending
-    probs = jax.nn.softmax(sorted_logits, axis=-1)
-    mass_before = jnp.cumsum(probs, axis=-1) - probs  # [B, V] mass of strictly more likely tokens
-    keep = mass_before < top_p  # the first token always has mass_before = 0
-    threshold = jnp.min(jnp.where(keep, sorted_logits, jnp.inf), axis=-1, keepdims=True)  # [B, 1]
-    return jnp.where(logits >= threshold, logits, NEG_INF)
+    """logits [B, V] -> [B, V] keeping the nucleus of probability mass `top_p` (a scalar in (0, 1]).
+
+    A token is kept when the tokens strictly more likely than it hold less than `top_p` of the
+    mass (so the most likely is always kept, and ties are kept together). The cut-off is the
+    smallest key k (`order_keys` of the logits) whose "mass above k" is below `top_p`; that mass
+    only falls as k grows, so 32 halvings of the uint32 key range find k exactly, each one masked
+    sum over the row. No sort: over a 50257-token row it took 12 ms (188 ms for 16 rows) on the
+    2-core CPU, this ~1 ms.
+    """
+    probs = jax.nn.softmax(logits.astype(jnp.float32), axis=-1)  # [B, V]
+    keys = order_keys(logits)  # [B, V]
+
+    def halve(_: jax.Array, bounds: tuple[jax.Array, jax.Array]) -> tuple[jax.Array, jax.Array]:
+        low, high = bounds  # [B]: mass above `low` >= top_p > mass above `high`
+        middle = low + (high - low) // 2
+        mass_above = jnp.sum(jnp.where(keys > middle[:, None], probs, 0.0), axis=-1)
+        below_p = mass_above < top_p
+        return jnp.where(below_p, low, middle), jnp.where(below_p, middle, high)
+
+    lowest = keys.min(axis=-1)
+    start = (jnp.where(lowest > 0, lowest - 1, lowest), keys.max(axis=-1))  # the mass above `start[0]` is all of it
+    _, cut = jax.lax.fori_loop(0, 32, halve, start)
+    return jnp.where(keys >= cut[:, None], logits, NEG_INF)
+
+
+def draw_tokens(rng: jax.Array, logits: jax.Array, block: int = 128) -> jax.Array:
+    """One draw per row from softmax(logits [B, V]) -> [B] int32, by inverting the cumulative mass.
+
+    One uniform number u per row, scaled to the row's mass; the token drawn is the first whose
+    cumulative mass (in id order) exceeds u. The cumulative mass is found in two short steps: over
+    the masses of blocks of `block` ids, then inside the chosen block. A token of probability 0
+    (logit -inf) is never drawn; where rounding puts u past the last cumulative mass, the last token
+    of positive probability is. `jax.random.categorical` draws Gumbel noise for every entry
+    instead: 2.3 ms per 50257-token row on the 2-core CPU (13 ms for 16 rows), this ~0.1 ms.
+    """
+    rows, size = logits.shape
+    blocks = -(-size // block)
+    probs = jax.nn.softmax(logits.astype(jnp.float32), axis=-1)
+    chunks = jnp.pad(probs, ((0, 0), (0, blocks * block - size))).reshape(rows, blocks, block)
+    block_mass = chunks.sum(axis=-1)  # [B, blocks]
+    block_ends = jnp.cumsum(block_mass, axis=-1)
+    target = jax.random.uniform(rng, (rows,)) * block_ends[:, -1]  # [B] in [0, row mass)
+    chosen = _first_exceeding(block_ends, block_mass, target)  # [B]
+    before = jnp.where(chosen > 0, jnp.take_along_axis(block_ends, jnp.maximum(chosen - 1, 0)[:, None], 1)[:, 0], 0.0)
+    inside = jnp.take_along_axis(chunks, chosen[:, None, None], axis=1)[:, 0]  # [B, block]
+    offset = _first_exceeding(jnp.cumsum(inside, axis=-1), inside, target - before)
+    return (chosen * block + offset).astype(jnp.int32)
+
+
+def _first_exceeding(ends: jax.Array, masses: jax.Array, target: jax.Array) -> jax.Array:
+    """ends [B, N] (cumulative `masses`) -> [B]: the first position whose end exceeds target [B]
+    (never one of mass 0: its end equals the one before), at most the last position of positive mass."""
+    first = jnp.sum(ends <= target[:, None], axis=-1)
+    positions = jax.lax.broadcasted_iota(jnp.int32, masses.shape, 1)
+    last_positive = jnp.max(jnp.where(masses > 0, positions, 0), axis=-1)
+    return jnp.minimum(first, last_positive)
 
 
 # Sampling with top-k or top-p first looks at this many most likely tokens (see `sample_logits`).
@@ -82,15 +145,16 @@ def sample_logits(
     `ignored` [B] bool marks rows whose token the caller throws away (finished rows): their
     draw may come from the candidates even where that is not exact.
 
-    With top-k or top-p, the tokens kept usually lie among the few most likely ones: the draw
-    is made among the `CANDIDATES` largest logits when the filters keep nothing outside them
+    With top-p, the nucleus usually lies among the few most likely tokens: the draw is made
+    among the `CANDIDATES` largest logits when the filters keep nothing outside them
     (`_sample_candidates`), else over the whole vocabulary, the same distribution either way.
-    Sorting a 50k vocabulary for top-p took 13 ms per step on the 2-core CPU, and drawing the
-    Gumbel noise for all of it 3.3 ms (a batch-1 GPT-2-sized step: 3.3 ms).
+    Over a 50257-token vocabulary on the 2-core CPU (batch 1 / 16): top-p over the candidates
+    0.26 / 3.7 ms, over the whole row 1.2 / 14 ms. Top-k alone goes straight to the whole row
+    (0.27 / 2.4 ms, vs 0.22 / 3.4 ms through the candidates).
     """
     scaled = logits.astype(jnp.float32) / temperature
     count = max(CANDIDATES, 2 * top_k)
-    if not (top_k > 0 or use_top_p) or count >= scaled.shape[-1]:
+    if not use_top_p or count >= scaled.shape[-1]:
         return _sample_all(scaled, rng, top_k, top_p, use_top_p)
     tokens, exact = _sample_candidates(scaled, rng, top_k, top_p, use_top_p, count)
     if ignored is not None:
@@ -103,7 +167,7 @@ def _sample_all(scaled: jax.Array, rng: jax.Array, top_k: int, top_p: jax.Array,
     scaled = apply_top_k(scaled, top_k)
     if use_top_p:
         scaled = apply_top_p(scaled, top_p)
-    return jax.random.categorical(rng, scaled, axis=-1).astype(jnp.int32)
+    return draw_tokens(rng, scaled)
 
 
 def _sample_candidates(
@@ -132,7 +196,7 @@ def _sample_candidates(
         kept = jnp.where(kept >= threshold, kept, NEG_INF)
     smallest_kept = jnp.min(jnp.where(jnp.isfinite(kept), kept, jnp.inf), axis=-1)
     exact &= smallest_kept > values[:, -1]
-    choice = jax.random.categorical(rng, kept, axis=-1)  # [B] index into the candidates
+    choice = draw_tokens(rng, kept)  # [B] index into the candidates
     return jnp.take_along_axis(ids, choice[:, None], axis=-1)[:, 0], exact
 
 
