@@ -35,11 +35,14 @@ from jaxformer.train.state import init_state
 from jaxformer.train.step import make_train_step
 
 GPT2_SHAPE: dict[str, int] = {"layers": 6, "width": 384, "heads": 6, "length": 256, "batch": 8, "vocab": 50257}
+# GPT-2 small as released (124M parameters, 1024 positions): the accelerator comparison's shape.
+GPT2_124M_SHAPE: dict[str, int] = {"layers": 12, "width": 768, "heads": 12, "length": 1024, "batch": 8, "vocab": 50257}
 LEARNING_RATE, WEIGHT_DECAY = 1e-4, 0.01  # torch.optim.AdamW's default decay, set on both sides
 
 # Published dense bf16 peaks (FLOP/s) by `jax.devices()[0].device_kind` substring.
 ACCELERATOR_PEAKS: dict[str, float] = {
     "H100": 989e12,  # SXM
+    "H200": 989e12,  # the H100 SXM's compute with more memory
     "A100": 312e12,
     "TPU v4": 275e12,
     "TPU v5 lite": 197e12,  # v5e
@@ -132,13 +135,30 @@ def jaxformer_trainer(
     return JaxTrainer(config, data, state, jax.jit(step, donate_argnums=(0,)))
 
 
+def torch_device() -> str:
+    """Where the torch peer runs: "cuda" when JAX runs on a GPU and torch sees one, else "cpu"."""
+    import torch
+
+    return "cuda" if jax.default_backend() == "gpu" and torch.cuda.is_available() else "cpu"
+
+
+def torch_sync() -> None:
+    """Wait for queued CUDA work (a no-op on the CPU), so a timed call ends when its work does."""
+    import torch
+
+    if torch_device() == "cuda":
+        torch.cuda.synchronize()
+
+
 def torch_gpt2(config: ModelConfig, params: Any) -> Any:
-    """`transformers.GPT2LMHeadModel` holding the same weights as jaxformer `params` (via jaxformer.hf.save)."""
+    """`transformers.GPT2LMHeadModel` holding the same weights as jaxformer `params` (via jaxformer.hf.save),
+    on `torch_device()`."""
     import transformers
 
     with tempfile.TemporaryDirectory() as tmp:
         hf.save(config.replace(dtype="float32"), params, tmp)
-        return transformers.GPT2LMHeadModel.from_pretrained(tmp, attn_implementation="sdpa")
+        model = transformers.GPT2LMHeadModel.from_pretrained(tmp, attn_implementation="sdpa")
+    return model.to(torch_device())
 
 
 @dataclasses.dataclass
@@ -158,14 +178,14 @@ class TorchTrainer:
     def step(self) -> float:
         import torch
 
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bf16):
+        with torch.autocast(self.tokens.device.type, dtype=torch.bfloat16, enabled=self.bf16):
             logits = self.model(input_ids=self.tokens).logits
         # The loss in float32 over all T positions, like jaxformer's (targets are the next tokens).
         loss = torch.nn.functional.cross_entropy(logits.float().flatten(0, 1), self.targets.flatten())
         loss.backward()
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
-        return float(loss.detach())
+        return float(loss.detach())  # waits for the device
 
 
 def torch_trainer(config: ModelConfig, params: Any, batch: dict[str, np.ndarray], bf16: bool) -> TorchTrainer:
@@ -173,8 +193,8 @@ def torch_trainer(config: ModelConfig, params: Any, batch: dict[str, np.ndarray]
 
     model = torch_gpt2(config, params).train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=LEARNING_RATE, weight_decay=WEIGHT_DECAY)
-    tokens = torch.from_numpy(np.asarray(batch["tokens"], np.int64))
-    targets = torch.from_numpy(np.asarray(batch["targets"], np.int64))
+    tokens = torch.from_numpy(np.asarray(batch["tokens"], np.int64)).to(torch_device())
+    targets = torch.from_numpy(np.asarray(batch["targets"], np.int64)).to(torch_device())
     return TorchTrainer(model, optimizer, tokens, targets, bf16)
 
 
@@ -183,12 +203,13 @@ def torch_thread_counts() -> list[int]:
 
     On a loaded machine torch's OpenMP regions wait for their slowest thread, and a descheduled
     thread stalls every small op; one thread can then beat the default by 2x (training) to 40x
-    (decoding). The peer is measured both ways and compared at its better setting.
+    (decoding). The peer is measured both ways and compared at its better setting. On a GPU
+    only the default is run.
     """
     import torch
 
     default = torch.get_num_threads()
-    return [default, 1] if default > 1 else [default]
+    return [default, 1] if default > 1 and torch_device() == "cpu" else [default]
 
 
 def with_torch_threads(threads: int, fn: Callable[[], Any]) -> Callable[[], Any]:
@@ -244,9 +265,14 @@ def matmul_peak(dtype: str, size: int = 2048, repeats: int = 5) -> dict[str, flo
     matmul = jax.jit(jnp.matmul)
     block(matmul(a_j, b_j))
     tdt = torch.bfloat16 if dtype == "bfloat16" else torch.float32
-    a_t, b_t = torch.from_numpy(a_np).to(tdt), torch.from_numpy(b_np).to(tdt)
-    torch.matmul(a_t, b_t)
-    times = interleaved({"jax": lambda: block(matmul(a_j, b_j)), "torch": lambda: torch.matmul(a_t, b_t)}, repeats)
+    a_t, b_t = (torch.from_numpy(m).to(torch_device(), tdt) for m in (a_np, b_np))
+
+    def torch_matmul() -> None:
+        torch.matmul(a_t, b_t)
+        torch_sync()
+
+    torch_matmul()
+    times = interleaved({"jax": lambda: block(matmul(a_j, b_j)), "torch": torch_matmul}, repeats)
     return {name: flops / t["min_s"] for name, t in times.items()}
 
 
@@ -290,6 +316,7 @@ def machine() -> dict[str, Any]:
         "jax": jax.__version__,
         "torch": torch.__version__,
         "torch_threads": torch.get_num_threads(),
+        "torch_device": torch_device(),
         "transformers": transformers.__version__,
         "xla_flags": os.environ.get("XLA_FLAGS", ""),
     }

@@ -1,16 +1,21 @@
 """jaxformer vs Hugging Face `transformers` (PyTorch) in one process: training and cached decoding.
 
     python -m benchmarks.compare [--quick] [--json OUT] [--vocab 50257] [--repeats 5] [--new-tokens 128]
+    python -m benchmarks.compare --shape gpt2-124m --json OUT     # on a GPU (the issue's MFU target)
 
 Shape (both sides): GPT-2 layout, 6 layers, width 384, 6 heads, FFN 1536, sequence 256,
 batch 8, vocabulary 50257 (`--quick`: 2 layers, sequence 128, batch 4, vocabulary 8192,
-32 new tokens, 3 repeats: a smoke run of a few minutes). Dropout off on both sides.
+32 new tokens, 3 repeats: a smoke run of a few minutes; `--shape gpt2-124m`: GPT-2 small as
+released, 12 layers, width 768, 12 heads, sequence 1024, batch 8). Dropout off on both sides.
+On a GPU (JAX's default backend "gpu"), torch runs on CUDA too, bf16 training uses cuDNN's
+fused attention on the jaxformer side (`attention_impl="cudnn"`; torch's sdpa picks its own
+flash kernel), and MFU uses the GPU's published peak (`common.ACCELERATOR_PEAKS`).
 
 * training: jaxformer's `make_train_step` + `optax.adamw` (jitted, state donated; layers
   scanned with `nn.scan`, `--unrolled` for a Python loop of layers) vs
   `GPT2LMHeadModel` + `torch.optim.AdamW` (lr 1e-4, weight decay 0.01 on both), loss in float32
   over all positions. fp32 vs fp32, and bf16 (jaxformer `dtype="bfloat16"`: bf16 compute,
-  fp32 params) vs bf16 (`torch.autocast("cpu", bfloat16)`, fp32 params).
+  fp32 params) vs bf16 (`torch.autocast(bfloat16)`, fp32 params).
 * decoding: `jaxformer.decoding.generate` (greedy, KV cache, one jitted while_loop; layers
   unrolled, the default config) vs
   `GPT2LMHeadModel.generate(do_sample=False)` (KV cache), fp32, the SAME weights (jaxformer's
@@ -39,6 +44,7 @@ import jax
 import numpy as np
 
 from benchmarks.common import (
+    GPT2_124M_SHAPE,
     GPT2_SHAPE,
     accelerator_peak,
     bench_config,
@@ -49,6 +55,7 @@ from benchmarks.common import (
     mfu,
     peak_rss_mib,
     save_json,
+    torch_device,
     torch_gpt2,
     torch_thread_counts,
     torch_trainer,
@@ -57,6 +64,7 @@ from benchmarks.common import (
 from jaxformer import decoding, models
 
 FULL = dict(GPT2_SHAPE)
+SHAPES = {"gpt2-6l": GPT2_SHAPE, "gpt2-124m": GPT2_124M_SHAPE}
 QUICK = {"layers": 2, "width": 384, "heads": 6, "length": 128, "batch": 4, "vocab": 8192}
 PROMPT_LEN = 16
 DTYPES = ("float32", "bfloat16")
@@ -83,9 +91,15 @@ def pick_peer(result: dict[str, Any], times: dict[str, dict[str, Any]], key: str
     result["peer_threads"] = {name.split("@")[1]: result.pop(name)[key] for name in peers}
 
 
+def attention_changes(dtype: str) -> dict[str, str]:
+    """Config changes for the attention kernel: cuDNN's fused attention for bf16 on a GPU (it takes
+    16-bit inputs only), else the preset's default."""
+    return {"attention_impl": "cudnn"} if dtype == "bfloat16" and jax.default_backend() == "gpu" else {}
+
+
 def compare_training(shape: dict[str, int], dtype: str, repeats: int, scan: bool = True) -> dict[str, Any]:
     """Interleaved train steps of both sides at `dtype`; step times, tokens/s and both losses."""
-    config = bench_config(dtype=dtype, scan_layers=scan, **model_shape(shape))
+    config = bench_config(dtype=dtype, scan_layers=scan, **attention_changes(dtype), **model_shape(shape))
     trainer = jaxformer_trainer(config=config, batch=shape["batch"])
     peer = torch_trainer(trainer.config, trainer.state.params, trainer.batch, bf16=dtype == "bfloat16")
     compile_s = trainer.compile()
@@ -94,6 +108,8 @@ def compare_training(shape: dict[str, int], dtype: str, repeats: int, scan: bool
     times = interleaved(contenders, repeats)
     tokens = trainer.tokens_per_step
     result: dict[str, Any] = {"dtype": dtype, "tokens_per_step": tokens, "scan_layers": scan}
+    result["attention_impl"] = config.attention_impl
+    result["torch_device"] = torch_device()
     result["jaxformer_compile_s"] = round(compile_s, 2)
     result["first_loss"] = {"jaxformer": round(first[0], 5), "transformers": round(first[1], 5)}
     for name, t in times.items():
@@ -114,7 +130,7 @@ def torch_generate(
     (top_k 0 and top_p 1.0 filter nothing, as in jaxformer)."""
     import torch
 
-    ids = torch.from_numpy(prompts.astype(np.int64))
+    ids = torch.from_numpy(prompts.astype(np.int64)).to(model.device)
     options: dict[str, Any] = {"do_sample": False}
     if sampling is not None:
         options = {"do_sample": True, "temperature": 1.0, "top_k": 0, "top_p": 1.0, **sampling}
@@ -128,7 +144,7 @@ def torch_generate(
             pad_token_id=0,
             **options,
         )
-    return out[:, prompts.shape[1] :].numpy()
+    return out[:, prompts.shape[1] :].cpu().numpy()  # waits for the device
 
 
 def compare_decoding(
@@ -252,6 +268,7 @@ def run(
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="small shape, few repeats: a few minutes on 2 cores")
+    parser.add_argument("--shape", choices=sorted(SHAPES), default="gpt2-6l", help="model shape (default gpt2-6l)")
     parser.add_argument("--json", type=Path, help="write the results here")
     parser.add_argument("--vocab", type=int, help="vocabulary size (default 50257; 8192 with --quick)")
     parser.add_argument("--repeats", type=int, help="timed rounds per comparison (default 5; 3 with --quick)")
@@ -263,7 +280,7 @@ def main(argv: list[str] | None = None) -> None:
     missing = [name for name in ("torch", "transformers") if importlib.util.find_spec(name) is None]
     if missing:
         parser.exit(2, f"error: benchmarks.compare needs {' and '.join(missing)}: pip install -e '.[test]'\n")
-    shape = dict(QUICK if args.quick else FULL)
+    shape = dict(QUICK if args.quick else SHAPES[args.shape])
     if args.vocab:
         shape["vocab"] = args.vocab
     repeats = args.repeats or (3 if args.quick else 5)

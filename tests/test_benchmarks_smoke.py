@@ -65,6 +65,21 @@ def test_sampling_speed_times_every_setting_on_both_sides(capsys):
     assert "top-p 0.9" in capsys.readouterr().out
 
 
+def test_gpt2_124m_shape_is_gpt2_small_and_cpu_runs_keep_the_default_attention():
+    """The accelerator comparison's shape holds GPT-2 small's 124,439,808 parameters (tied head, 1024
+    positions); off a GPU neither side changes device or attention kernel."""
+    import jax
+
+    from benchmarks import common
+    from jaxformer import models
+
+    config = common.bench_config(**compare.model_shape(compare.SHAPES["gpt2-124m"]))
+    assert models.param_count(config) == 124_439_808
+    if jax.default_backend() == "cpu":
+        assert compare.attention_changes("bfloat16") == {} and common.torch_device() == "cpu"
+        assert common.torch_thread_counts()[0] >= 1
+
+
 def test_scaling_measures_compile_and_step_time():
     row = scaling.measure(1, True, vocab=97, steps=1, width=32, heads=4, length=16, batch=2)
     assert row["layers"] == 1 and row["scan_layers"] is True
