@@ -142,14 +142,6 @@ def torch_device() -> str:
     return "cuda" if jax.default_backend() == "gpu" and torch.cuda.is_available() else "cpu"
 
 
-def torch_sync() -> None:
-    """Wait for queued CUDA work (a no-op on the CPU), so a timed call ends when its work does."""
-    import torch
-
-    if torch_device() == "cuda":
-        torch.cuda.synchronize()
-
-
 def torch_gpt2(config: ModelConfig, params: Any) -> Any:
     """`transformers.GPT2LMHeadModel` holding the same weights as jaxformer `params` (via jaxformer.hf.save),
     on `torch_device()`."""
@@ -193,8 +185,9 @@ def torch_trainer(config: ModelConfig, params: Any, batch: dict[str, np.ndarray]
 
     model = torch_gpt2(config, params).train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=LEARNING_RATE, weight_decay=WEIGHT_DECAY)
-    tokens = torch.from_numpy(np.asarray(batch["tokens"], np.int64)).to(torch_device())
-    targets = torch.from_numpy(np.asarray(batch["targets"], np.int64)).to(torch_device())
+    device = torch_device()
+    tokens = torch.from_numpy(np.asarray(batch["tokens"], np.int64)).to(device)
+    targets = torch.from_numpy(np.asarray(batch["targets"], np.int64)).to(device)
     return TorchTrainer(model, optimizer, tokens, targets, bf16)
 
 
@@ -265,11 +258,13 @@ def matmul_peak(dtype: str, size: int = 2048, repeats: int = 5) -> dict[str, flo
     matmul = jax.jit(jnp.matmul)
     block(matmul(a_j, b_j))
     tdt = torch.bfloat16 if dtype == "bfloat16" else torch.float32
-    a_t, b_t = (torch.from_numpy(m).to(torch_device(), tdt) for m in (a_np, b_np))
+    on_cuda = torch_device() == "cuda"
+    a_t, b_t = (torch.from_numpy(m).to("cuda" if on_cuda else "cpu", tdt) for m in (a_np, b_np))
 
     def torch_matmul() -> None:
         torch.matmul(a_t, b_t)
-        torch_sync()
+        if on_cuda:  # wait for the queued product, so the timed call ends when its work does
+            torch.cuda.synchronize()
 
     torch_matmul()
     times = interleaved({"jax": lambda: block(matmul(a_j, b_j)), "torch": torch_matmul}, repeats)

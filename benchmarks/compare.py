@@ -63,7 +63,6 @@ from benchmarks.common import (
 )
 from jaxformer import decoding, models
 
-FULL = dict(GPT2_SHAPE)
 SHAPES = {"gpt2-6l": GPT2_SHAPE, "gpt2-124m": GPT2_124M_SHAPE}
 QUICK = {"layers": 2, "width": 384, "heads": 6, "length": 128, "batch": 4, "vocab": 8192}
 PROMPT_LEN = 16

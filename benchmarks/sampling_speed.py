@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.common import machine, save_json
-from benchmarks.compare import FULL, QUICK, compare_decoding
+from benchmarks.compare import QUICK, SHAPES, compare_decoding
 
 SETTINGS: dict[str, dict[str, Any] | None] = {
     "greedy": None,
@@ -62,7 +62,7 @@ def main(argv: list[str] | None = None) -> None:
     missing = [name for name in ("torch", "transformers") if importlib.util.find_spec(name) is None]
     if missing:
         parser.exit(2, f"error: benchmarks.sampling_speed needs {' and '.join(missing)}: pip install -e '.[test]'\n")
-    shape = dict(QUICK if args.quick else FULL)
+    shape = dict(QUICK if args.quick else SHAPES["gpt2-6l"])
     new_tokens = args.new_tokens or (32 if args.quick else 128)
     results = run(shape, args.batches, new_tokens, args.repeats)
     print_report(results)

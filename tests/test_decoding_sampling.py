@@ -187,9 +187,12 @@ def test_top_p_nucleus_matches_numpy_on_wide_rows_with_ties_and_masked_entries()
             want = numpy_filtered_probs(logits[row], 1.0, 0, p) > 0
             np.testing.assert_array_equal(np.isfinite(masked[row]), want, err_msg=f"p={p} row={row}")
             np.testing.assert_array_equal(masked[row][want], logits[row][want])
-    tied = np.asarray(sampling.apply_top_p(jnp.asarray(logits[2:3]), jnp.float32(0.5)))[0]
-    kept = np.isfinite(tied)
-    assert kept[order[40:60]].all() or not kept[order[40:60]].any(), "a tie was split by the cut-off"
+    # a p whose sorted prefix ends inside the 20-way tie: the whole tie is kept, nothing after it
+    probs = np.exp(logits[2].astype(np.float64) - logits[2].max())
+    probs /= probs.sum()
+    p_inside_tie = probs[order[:40]].sum() + 0.5 * probs[order[40:60]].sum()
+    kept = np.isfinite(np.asarray(sampling.apply_top_p(jnp.asarray(logits[2:3]), jnp.float32(p_inside_tie)))[0])
+    assert kept[order[:60]].all() and not kept[order[60:]].any(), "the cut-off split the tie or kept more"
 
 
 def test_draw_tokens_frequencies_match_softmax_and_skip_zero_probability():
