@@ -22,16 +22,17 @@ from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 import ml_collections
 
 from jaxformer import presets
-from jaxformer.config import ModelConfig, check_choice
-from jaxformer.data.batching import TASK_OF_FAMILY
-from jaxformer.data.config import DataConfig
-from jaxformer.train.config import (
+from jaxformer.config import (
     CheckpointConfig,
     ConfigError,
     MeshConfig,
+    ModelConfig,
     Parallelism,
     TrainConfig,
+    check_choice,
 )
+from jaxformer.data.batching import TASK_OF_FAMILY
+from jaxformer.data.config import DataConfig
 
 
 @dataclasses.dataclass(frozen=True)

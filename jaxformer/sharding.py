@@ -29,9 +29,8 @@ import numpy as np
 from jax.sharding import AxisType, Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from jaxformer.config import ModelConfig
+from jaxformer.config import ConfigError, MeshConfig, ModelConfig
 from jaxformer.layers import axes
-from jaxformer.train.config import ConfigError, MeshConfig
 from jaxformer.train.state import TrainState
 
 MESH_AXES = ("data", "fsdp", "tensor")

@@ -17,10 +17,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import REPO_ROOT
 from gradio_client import Client
 from gradio_client.exceptions import AppError
-from inference_runs import trained_run
+from support.inference_runs import trained_run
+from support.paths import REPO_ROOT
 
 from jaxformer import cli, demo, inference
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import jax
 import numpy as np
 import pytest
-from inference_runs import trained_run
+from support.inference_runs import trained_run
 
 from jaxformer import cli, inference, models
 from jaxformer.data.tokenizers import BOS_ID, EOS_ID

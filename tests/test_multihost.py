@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fake_devices import free_port, launch, result_of, run_worker
+from support.fake_devices import free_port, launch, result_of, run_worker
 
 from jaxformer import cli, distributed
 

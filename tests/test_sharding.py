@@ -1,7 +1,7 @@
 """Mesh-sharded and pmap training give the single-device result; shardings follow the rules.
 
 The multi-device part runs once, in a subprocess with 8 fake CPU devices
-(tests/multidevice_worker.py, `layouts` mode): a small GPT-style model trained 5 adamw steps
+(tests/support/multidevice_worker.py, `layouts` mode): a small GPT-style model trained 5 adamw steps
 on the same fixed batches on 1 device, data=8, fsdp=8, data=2 x fsdp=2 x tensor=2 and pmap
 over 8 devices. The configuration checks run in this process on plain values.
 """
@@ -12,11 +12,11 @@ import math
 from typing import Any
 
 import pytest
-from fake_devices import result_of, run_worker
+from support.fake_devices import result_of, run_worker
 
 from jaxformer import presets, sharding
+from jaxformer.config import ConfigError, MeshConfig
 from jaxformer.experiment import DEFAULT_RULES, base_config, validate
-from jaxformer.train.config import ConfigError, MeshConfig
 
 
 @pytest.fixture(scope="module")

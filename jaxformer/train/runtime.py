@@ -20,8 +20,7 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from jaxformer import models, sharding
-from jaxformer.config import ModelConfig
-from jaxformer.train.config import ConfigError
+from jaxformer.config import ConfigError, ModelConfig
 from jaxformer.train.state import TrainState, abstract_state, init_state
 from jaxformer.train.step import make_eval_step, make_train_step
 

@@ -18,7 +18,8 @@ import shutil
 from pathlib import Path
 
 import pytest
-from train_runs import train
+
+from support.train_runs import train
 
 TEXT = "the quick brown fox jumps over the lazy dog.\n" * 30
 QUIET = ("--config.train.progress=False", "--config.train.num_samples=0", "--config.train.eval_every=0")

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from jaxformer import models, presets
-from jaxformer.train.config import TrainConfig
+from jaxformer.config import TrainConfig
 from jaxformer.train.losses import cross_entropy
 from jaxformer.train.optim import decay_mask, learning_rate_schedule, make_optimizer
 from jaxformer.train.state import init_state

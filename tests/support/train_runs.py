@@ -10,7 +10,7 @@ from pathlib import Path
 from jaxformer import cli
 from jaxformer.train.metrics import read_metrics
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 EXPERIMENTS = REPO_ROOT / "experiments"
 
 # A narrow one-layer model: compiles and trains in seconds whatever the experiment's shape.

@@ -2,7 +2,7 @@
 
 experiments/default.py runs with small overrides (a narrow one-layer model, 30 steps) so the module stays
 short; `test_default_experiment_reaches_99_percent` (slow) runs it as shipped, as a user does. The other
-shipped experiments are run in tests/test_runner_experiments.py.
+shipped experiments are run in tests/train/test_runner_experiments.py.
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from support.train_runs import EXPERIMENTS, REPO_ROOT, SMALL_MODEL, Run, train
 from tensorboardX.proto import event_pb2
-from train_runs import EXPERIMENTS, REPO_ROOT, SMALL_MODEL, Run, train
 
 from jaxformer.train.metrics import MetricsWriter, read_metrics
 

@@ -7,7 +7,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from decoding_reference import (
+from support.decoding_reference import (
     BOS,
     NEW_TOKENS,
     PROMPTS,

@@ -1,4 +1,4 @@
-"""Start tests/multidevice_worker.py in a subprocess with N fake CPU devices and read its result.
+"""Start tests/support/multidevice_worker.py in a subprocess with N fake CPU devices and read its result.
 
 XLA_FLAGS must be set before JAX starts, so multi-device checks run in their own process
 instead of changing the device count of the whole pytest session.
@@ -14,7 +14,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-TESTS = Path(__file__).resolve().parent
+SUPPORT = Path(__file__).resolve().parent
+TESTS = SUPPORT.parent
+REPO_ROOT = TESTS.parent
 # Fast XLA compiles on CPU; the numbers compared are computed under the same flags.
 FAST_CPU_FLAGS = "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"
 
@@ -25,7 +27,7 @@ def launch(python_args: list[str], devices: int) -> subprocess.Popen:
     env.update(
         XLA_FLAGS=f"--xla_force_host_platform_device_count={devices} {FAST_CPU_FLAGS}",
         JAX_PLATFORMS="cpu",
-        PYTHONPATH=os.pathsep.join([str(TESTS.parent), env.get("PYTHONPATH", "")]),
+        PYTHONPATH=os.pathsep.join([str(REPO_ROOT), str(TESTS), env.get("PYTHONPATH", "")]),
     )
     return subprocess.Popen(
         [sys.executable, *python_args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
@@ -34,7 +36,7 @@ def launch(python_args: list[str], devices: int) -> subprocess.Popen:
 
 def run_worker(args: list[str], devices: int) -> subprocess.Popen:
     """Start `multidevice_worker.py ARGS` with `devices` fake CPU devices."""
-    return launch([str(TESTS / "multidevice_worker.py"), *args], devices)
+    return launch([str(SUPPORT / "multidevice_worker.py"), *args], devices)
 
 
 def result_of(process: subprocess.Popen, timeout: float = 300, keep_stderr: bool = False) -> dict[str, Any]:

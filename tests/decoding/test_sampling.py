@@ -7,7 +7,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from decoding_reference import BOS, NEW_TOKENS, PROMPTS, SOURCES, greedy_reference, model_and_params, right_padded
+from support.decoding_reference import (
+    BOS,
+    NEW_TOKENS,
+    PROMPTS,
+    SOURCES,
+    greedy_reference,
+    model_and_params,
+    right_padded,
+)
 
 from jaxformer import decoding
 from jaxformer.decoding import sampling

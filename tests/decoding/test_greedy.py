@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from decoding_reference import (
+from support.decoding_reference import (
     BOS,
     NEW_TOKENS,
     PROMPTS,
@@ -29,7 +29,7 @@ from decoding_reference import (
 from jaxformer import decoding, models
 from jaxformer.decoding.steps import Stepper
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 if str(REPO_ROOT) not in sys.path:  # `benchmarks` is a folder beside the package, run as `python -m benchmarks.x`
     sys.path.insert(0, str(REPO_ROOT))
 

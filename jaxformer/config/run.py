@@ -10,7 +10,7 @@ import dataclasses
 import math
 from typing import Any, Literal
 
-from jaxformer.config import check_choice
+from jaxformer.config.model import check_choice
 
 
 class ConfigError(ValueError):

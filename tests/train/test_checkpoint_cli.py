@@ -16,7 +16,7 @@ from jaxformer import cli
 from jaxformer.train import checkpoint as ck
 from jaxformer.train import integrity
 
-SMOKE = Path(__file__).resolve().parents[1] / "experiments" / "smoke.py"
+SMOKE = Path(__file__).resolve().parents[2] / "experiments" / "smoke.py"
 SHORT = (
     "--config.train.steps=4",
     "--config.train.batch_size=4",

@@ -1,11 +1,11 @@
 """The other shipped experiments run, shrunk by overrides: the encoder-only classifier and the character-level
-GPT on the shared tinyshakespeare text (experiments/default.py is covered by tests/test_runner.py)."""
+GPT on the shared tinyshakespeare text (experiments/default.py is covered by tests/train/test_runner.py)."""
 
 from __future__ import annotations
 
 import json
 
-from train_runs import SMALL_MODEL, train
+from support.train_runs import SMALL_MODEL, train
 
 
 def test_classify_majority_trains_and_reports_eval_accuracy(tmp_path):

@@ -21,7 +21,7 @@ import pytest
 
 from jaxformer.train import integrity
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 WORKER = textwrap.dedent(
     """

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from decoding_reference import model_and_params
+from support.decoding_reference import model_and_params
 
 from jaxformer import decoding
 

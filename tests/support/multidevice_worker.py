@@ -1,9 +1,9 @@
 """Runs in a subprocess with fake CPU devices (XLA_FLAGS set by the caller before JAX starts).
 
-    python tests/multidevice_worker.py layouts                      # 8 devices, one process
-    python tests/multidevice_worker.py baseline                     # 8 devices, one process, 3 steps
-    python tests/multidevice_worker.py variants                     # 8 devices: more model shapes
-    python tests/multidevice_worker.py multihost PORT COUNT INDEX WORKDIR   # one of COUNT processes
+    python tests/support/multidevice_worker.py layouts                      # 8 devices, one process
+    python tests/support/multidevice_worker.py baseline                     # 8 devices, one process, 3 steps
+    python tests/support/multidevice_worker.py variants                     # 8 devices: more model shapes
+    python tests/support/multidevice_worker.py multihost PORT COUNT INDEX WORKDIR   # one of COUNT processes
 
 Prints one line `RESULT {json}` (process 0 only in multihost mode). Used by
 tests/test_sharding.py and tests/test_multihost.py; it trains a small GPT-style model on

@@ -20,7 +20,7 @@ import pytest
 from jaxformer.train import integrity
 from jaxformer.train.checkpoint import restore_params
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO_ROOT / "benchmarks"))
 
 from kill_storm import cli_train, subprocess_env  # noqa: E402

@@ -1,0 +1,11 @@
+"""Each architecture's fixed facts, stated once: `<name>.FIXED` (shared fields) and `<name>.PRESETS`.
+
+`jaxformer.presets` collects the presets; `jaxformer.hf.<name>` builds and exports configs from the same
+`FIXED`, so a preset and an imported checkpoint cannot drift apart. Imports only `jaxformer.config`.
+"""
+
+from jaxformer.architectures import bert, gpt2, llama, t5, transformer
+
+MODULES = (gpt2, bert, t5, transformer, llama)
+
+__all__ = ["MODULES", "bert", "gpt2", "llama", "t5", "transformer"]
