@@ -138,7 +138,7 @@ def test_readme_path_parser_on_a_sample():
         "jaxformer/layers",
         "jaxformer/layers/attention.py",
         "jaxformer/train",
-        "jaxformer/config/run.py",
+        "jaxformer/train/config.py",
         "jaxformer/train/loop.py",
         "experiments",
     }
