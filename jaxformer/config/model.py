@@ -22,6 +22,7 @@ AttentionImpl = Literal["reference", "xla", "cudnn"]
 EncoderHead = Literal["none", "mlm", "classification"]
 RematPolicy = Literal["none", "full", "dots", "dots_no_batch"]
 DType = Literal["float32", "bfloat16", "float16"]
+RopeScaling = Literal["none", "linear", "dynamic", "llama3", "yarn"]
 
 GATED_ACTIVATIONS = ("swiglu", "geglu", "geglu_tanh", "reglu")
 
@@ -98,6 +99,21 @@ class ModelConfig:
     param_dtype: DType = "float32"
     pad_token_id: int = 0
     initializer_range: float = 0.02
+    # --- issue 19: today's decoder LLMs (Llama 3, Mistral, Qwen2, Qwen3) -----------------------
+    rope_scaling: RopeScaling = "none"  # RoPE frequency rule (transformers' modeling_rope_utils)
+    rope_factor: float = 1.0  # linear/dynamic/llama3/yarn scaling factor
+    rope_original_max_len: int | None = None  # pretraining context (llama3/yarn/dynamic); None: max_len
+    rope_low_freq_factor: float = 1.0  # llama3
+    rope_high_freq_factor: float = 4.0  # llama3
+    rope_beta_fast: float = 32.0  # yarn
+    rope_beta_slow: float = 1.0  # yarn
+    rope_attention_factor: float | None = None  # yarn cos/sin scale; None: 0.1 ln(factor) + 1
+    rope_truncate: bool = True  # yarn: round the correction range to whole dims
+    rotary_fraction: float = 1.0  # partial rotary: only the first int(H * fraction) dims rotate
+    qkv_bias: bool = False  # biases on query/key/value projections even when use_bias=False (Qwen2)
+    qk_norm: bool = False  # per-head RMSNorm of queries and keys before RoPE (Qwen3, Gemma 3)
+    sliding_window: int | None = None  # keys within `sliding_window` slots of the query (Mistral)
+    sliding_window_layers: tuple[int, ...] | None = None  # layers that slide; None: all of them
 
     def __post_init__(self) -> None:
         check_choice("family", self.family, Family)
@@ -140,6 +156,7 @@ class ModelConfig:
             raise ValueError(f"pad_token_id={self.pad_token_id} must be in [0, vocab_size={self.vocab_size}).")
         if self.position == "relative" and self.relative_buckets < 2:
             raise ValueError(f"relative_buckets={self.relative_buckets} must be >= 2.")
+        check_llm_fields(self)
 
     # Derived sizes --------------------------------------------------------
     @property
@@ -155,6 +172,19 @@ class ModelConfig:
     @property
     def decoder_layers(self) -> int:
         return self.num_decoder_layers if self.num_decoder_layers is not None else self.num_layers
+
+    def layer_windows(self, num_layers: int | None = None) -> tuple[int, ...]:
+        """Sliding-window size of each layer ([L]; 0 = global attention), the data `nn.scan` carries."""
+        count = self.num_layers if num_layers is None else num_layers
+        if self.sliding_window is None:
+            return (0,) * count
+        local = set(range(count)) if self.sliding_window_layers is None else set(self.sliding_window_layers)
+        return tuple(self.sliding_window if i in local else 0 for i in range(count))
+
+    @property
+    def rotary_dim(self) -> int:
+        """Rotated dims per head: int(H * rotary_fraction) (the rest pass through)."""
+        return int(self.dim_per_head * self.rotary_fraction)
 
     @property
     def is_gated(self) -> bool:
@@ -180,3 +210,43 @@ class ModelConfig:
 
 def field_names() -> tuple[str, ...]:
     return tuple(f.name for f in dataclasses.fields(ModelConfig))
+
+
+def check_llm_fields(config: ModelConfig) -> None:
+    """Validate the issue-19 fields (RoPE scaling, partial rotary, qk-norm, sliding window)."""
+    check_choice("rope_scaling", config.rope_scaling, RopeScaling)
+    if config.sliding_window_layers is not None and not isinstance(config.sliding_window_layers, tuple):
+        object.__setattr__(config, "sliding_window_layers", tuple(config.sliding_window_layers))  # JSON lists
+    if config.rope_scaling != "none":
+        if config.position != "rotary":
+            raise ValueError(f"rope_scaling={config.rope_scaling!r} needs position='rotary', got {config.position!r}.")
+        if not config.rope_factor >= 1.0:
+            raise ValueError(f"rope_factor={config.rope_factor!r} must be >= 1 (1 = no scaling).")
+    if config.rope_original_max_len is not None:
+        check_positive("rope_original_max_len", config.rope_original_max_len)
+    if config.rope_scaling == "llama3" and not 0 < config.rope_low_freq_factor < config.rope_high_freq_factor:
+        raise ValueError(
+            f"rope_low_freq_factor={config.rope_low_freq_factor} must be > 0 and below "
+            f"rope_high_freq_factor={config.rope_high_freq_factor} for rope_scaling='llama3'."
+        )
+    if not 0.0 < config.rotary_fraction <= 1.0:
+        raise ValueError(f"rotary_fraction={config.rotary_fraction!r} must be in (0, 1].")
+    if config.position == "rotary" and (config.rotary_dim < 2 or config.rotary_dim % 2):
+        raise ValueError(
+            f"rotary_fraction={config.rotary_fraction} gives {config.rotary_dim} rotated dims of head_dim="
+            f"{config.dim_per_head}; it must be even and >= 2."
+        )
+    if config.qk_norm and config.norm != "rmsnorm":
+        raise ValueError(f"qk_norm=True is an RMSNorm of each head; it needs norm='rmsnorm', got {config.norm!r}.")
+    if config.sliding_window is not None:
+        check_positive("sliding_window", config.sliding_window)
+        if config.family == "encoder_only":
+            raise ValueError("sliding_window is only supported for causal self-attention (decoder stacks).")
+    if config.sliding_window_layers is not None:
+        if config.sliding_window is None:
+            raise ValueError("sliding_window_layers is set but sliding_window is None; set the window size too.")
+        bad = [i for i in config.sliding_window_layers if not isinstance(i, int) or not 0 <= i < config.decoder_layers]
+        if bad:
+            raise ValueError(
+                f"sliding_window_layers has {bad}; layer indices must lie in [0, {config.decoder_layers})."
+            )

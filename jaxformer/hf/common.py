@@ -188,6 +188,7 @@ class Architecture:
     rename: Callable[[str], str] = lambda name: name
     head_dim_free: bool = False  # True when the HF config stores head_dim itself (T5's d_kv)
     check_export_extra: Callable[[ModelConfig], None] = lambda config: None
+    grouped_query: bool = False  # True when the HF config stores num_key_value_heads (Llama family)
 
 
 # Config helpers ------------------------------------------------------------------------------
@@ -242,10 +243,10 @@ def cannot_export(model_type: str, problem: str, fix: str) -> ValueError:
     return ValueError(f"cannot export to Hugging Face {model_type}: {problem} has no {model_type} equivalent; {fix}.")
 
 
-def check_fields(config: ModelConfig, model_type: str, wanted: Mapping[str, Any]) -> None:
+def check_fields(config: ModelConfig, model_type: str, wanted: Mapping[str, Any], grouped_query: bool = False) -> None:
     """Raise naming every ModelConfig field whose value the HF architecture cannot represent."""
     bad = [f"{k}={getattr(config, k)!r} (needs {v!r})" for k, v in wanted.items() if getattr(config, k) != v]
-    if config.kv_heads != config.num_heads:
+    if config.kv_heads != config.num_heads and not grouped_query:
         bad.append(f"num_kv_heads={config.num_kv_heads!r} (needs {config.num_heads}: no grouped-query attention)")
     if bad:
         raise ValueError(f"cannot export to Hugging Face {model_type}: " + "; ".join(bad) + ".")
@@ -253,7 +254,7 @@ def check_fields(config: ModelConfig, model_type: str, wanted: Mapping[str, Any]
 
 def check_exportable(arch: Architecture, config: ModelConfig) -> None:
     """Raise (one line) when `config` has no equivalent in `arch`'s Hugging Face architecture."""
-    check_fields(config, arch.model_type, arch.export_fields)
+    check_fields(config, arch.model_type, arch.export_fields, arch.grouped_query)
     if not arch.head_dim_free:
         check_head_dim(config, arch.model_type)
         activation_to_hf(config, arch.model_type)

@@ -25,13 +25,14 @@ from flax.traverse_util import flatten_dict, unflatten_dict
 
 from jaxformer import models
 from jaxformer.config import ModelConfig
-from jaxformer.hf import bert, files, gpt2, marian, t5
+from jaxformer.hf import bert, files, gpt2, llama, marian, t5
 from jaxformer.hf.common import Architecture, Rule, check_exportable, match_name
 
 LOG = logging.getLogger(__name__)
 ARCHITECTURES: dict[str, Architecture] = {
     a.model_type: a for a in (gpt2.ARCHITECTURE, bert.ARCHITECTURE, t5.ARCHITECTURE, marian.ARCHITECTURE)
 }
+ARCHITECTURES.update(llama.ARCHITECTURES)
 SUPPORTED_MODEL_TYPES = tuple(ARCHITECTURES)
 HEAD_MODULES = ("lm_head", "mlm_head", "classifier", "pooler")  # what finetune_init may initialise afresh
 STACKS = ("encoder", "decoder")
@@ -201,6 +202,12 @@ def architecture_of(hf_config: Mapping[str, Any], where: str) -> Architecture:
 
 def architecture_for(config: ModelConfig) -> Architecture:
     """The HF architecture a jaxformer config exports to."""
+    if config.family == "decoder_only" and config.position == "rotary":  # Llama-like: pick by the fields
+        if config.qk_norm:
+            return ARCHITECTURES["qwen3"]
+        if config.qkv_bias:
+            return ARCHITECTURES["qwen2"]
+        return ARCHITECTURES["mistral" if config.sliding_window is not None else "llama"]
     if config.family == "decoder_only":
         return ARCHITECTURES["gpt2"]
     if config.family == "encoder_only":

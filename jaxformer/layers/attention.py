@@ -15,8 +15,9 @@ import jax
 import jax.numpy as jnp
 
 from jaxformer.layers.axes import constrain, param
-from jaxformer.layers.masks import check_mask
+from jaxformer.layers.masks import check_mask, combine, window_mask
 from jaxformer.layers.positions import apply_rotary
+from jaxformer.layers.rope import Rope, apply_rope
 
 MASKED_LOGIT = -1e30
 IMPLEMENTATIONS = ("reference", "xla", "cudnn")
@@ -127,6 +128,10 @@ class MultiHeadAttention(nn.Module):
     implementation: str = "xla"
     is_cross_attention: bool = False
     init_stddev: float = 0.02
+    rope: Rope | None = None  # RoPE scaling / partial rotary; None: plain rotary at rotary_base
+    qkv_bias: bool = False  # biases on query/key/value even when use_bias=False (Qwen2)
+    qk_norm: bool = False  # RMSNorm over H of each query and key head before RoPE (Qwen3)
+    norm_eps: float = 1e-6
     dtype: Any = jnp.float32
     param_dtype: Any = jnp.float32
 
@@ -144,7 +149,7 @@ class MultiHeadAttention(nn.Module):
         for name, count, axis in heads:
             shape, axes = (d_model, count, self.head_dim), ("embed", axis, "kv")
             kernels.append(param(self, f"{name}_kernel", init, shape, axes, self.param_dtype).astype(self.dtype))
-            if self.use_bias:
+            if self.use_bias or self.qkv_bias:
                 bias = param(self, f"{name}_bias", nn.initializers.zeros, shape[1:], axes[1:], self.param_dtype)
                 biases.append(bias.astype(self.dtype))
         y = jnp.einsum("btd,dnh->btnh", x, jnp.concatenate(kernels, axis=1))  # kernels: [D, sum n, H]
@@ -165,11 +170,13 @@ class MultiHeadAttention(nn.Module):
         kv_valid: jax.Array | None = None,
         deterministic: bool = True,
         decode: bool = False,
+        window: jax.Array | int | None = None,
     ) -> jax.Array:
         """inputs [B, T, D], kv_inputs [B, S, D] or None -> [B, T, D].
 
         mask bool [B|1, 1|N, T, S]; bias [B|1, N|1, T, S] (e.g. relative positions);
-        positions [B, T] / kv_positions [B, S] for rotary embeddings.
+        positions [B, T] / kv_positions [B, S] for rotary embeddings; window: sliding-window
+        size (a scalar, possibly traced; 0 or None = global), counted in sequence/cache slots.
         """
         kv_heads = self.num_kv_heads or self.num_heads
         check_heads(self.num_heads, kv_heads)
@@ -184,6 +191,7 @@ class MultiHeadAttention(nn.Module):
             query, key, value = self._project(inputs, query_head, *kv_heads_spec)  # [B, T, N|K, H]
         else:
             (query,) = self._project(inputs, query_head)
+        query = self._head_norm("query_norm", query)
         if reuse_cross:
             # Reuse the encoder keys/values cached at the first decoding call.
             key = from_cache_layout(self.variable("cache", "cross_key", jnp.zeros, (1,)).value)
@@ -191,6 +199,7 @@ class MultiHeadAttention(nn.Module):
         else:
             if kv_inputs is not None:
                 key, value = self._project(kv_inputs.astype(self.dtype), *kv_heads_spec)  # [B, S, K, H]
+            key = self._head_norm("key_norm", key)
             if self.rotary:
                 if positions is None:
                     positions = jnp.broadcast_to(jnp.arange(q_len), (batch, q_len))
@@ -198,7 +207,7 @@ class MultiHeadAttention(nn.Module):
                     kv_positions = (
                         positions if kv_inputs is None else jnp.broadcast_to(jnp.arange(key.shape[1]), key.shape[:2])
                     )
-                key = apply_rotary(key, kv_positions, self.rotary_base)
+                key = self._rotate(key, kv_positions)
             if self.is_cross_attention and decode:
                 for name, array in (("cross_key", key), ("cross_value", value)):
                     stored = to_cache_layout(array)
@@ -206,16 +215,18 @@ class MultiHeadAttention(nn.Module):
         if self.rotary:
             if positions is None:
                 positions = jnp.broadcast_to(jnp.arange(q_len), (batch, q_len))
-            query = apply_rotary(query, positions, self.rotary_base)
+            query = self._rotate(query, positions)
 
         query = constrain(query, ("activation_batch", "activation_length", "activation_heads", "activation_kv"))
         scale = None if self.scale_logits else 1.0
         one_step = q_len == 1 and not self.is_mutable_collection("intermediates")
         if decode and not self.is_cross_attention and one_step and self.has_variable("cache", "cached_key"):
-            out = self._attend_one_step(query, key, value, kv_valid, bias, scale)
+            out = self._attend_one_step(query, key, value, kv_valid, bias, scale, window)
             return self._output(out, d_model)
         if decode and not self.is_cross_attention:
-            key, value, mask = self._update_cache(key, value, kv_valid, mask)
+            key, value, mask = self._update_cache(key, value, kv_valid, mask, window)
+        elif window is not None and not self.is_cross_attention:
+            mask = combine(mask, window_mask(jnp.arange(q_len), jnp.arange(key.shape[1]), window))
 
         dropout_rng = None
         if not deterministic and self.dropout_rate > 0.0:
@@ -228,6 +239,21 @@ class MultiHeadAttention(nn.Module):
                 query, key, value, bias, mask, scale, self.implementation, self.dropout_rate, dropout_rng
             )
         return self._output(out, d_model)
+
+    def _rotate(self, x: jax.Array, positions: jax.Array) -> jax.Array:
+        """Rotary embedding of x [B, T, N|K, H] at positions [B, T] (scaled/partial when `rope` is set)."""
+        if self.rope is None:
+            return apply_rotary(x, positions, self.rotary_base)
+        return apply_rope(x, positions, self.rope)
+
+    def _head_norm(self, name: str, x: jax.Array) -> jax.Array:
+        """qk_norm: RMSNorm of x [B, T, N|K, H] over H with one learned scale [H] shared by the heads."""
+        if not self.qk_norm:
+            return x
+        scale = param(self, f"{name}_scale", nn.initializers.ones, (self.head_dim,), ("kv",), self.param_dtype)
+        x32 = x.astype(jnp.float32)
+        y = x32 * jax.lax.rsqrt(jnp.square(x32).mean(-1, keepdims=True) + self.norm_eps)
+        return (y * scale.astype(jnp.float32)).astype(self.dtype)
 
     def _output(self, out: jax.Array, d_model: int) -> jax.Array:
         """Heads [B, T, N, H] -> [B, T, D] through the output projection."""
@@ -281,16 +307,24 @@ class MultiHeadAttention(nn.Module):
         return index, cached_valid.value, key_slots[None, :] <= query_slots[:, None]
 
     def _update_cache(
-        self, key: jax.Array, value: jax.Array, kv_valid: jax.Array | None, mask: jax.Array | None
+        self,
+        key: jax.Array,
+        value: jax.Array,
+        kv_valid: jax.Array | None,
+        mask: jax.Array | None,
+        window: jax.Array | int | None = None,
     ) -> tuple[jax.Array, jax.Array, jax.Array | None]:
         """Write new keys/values [B, T, K, H] into the cache; return the full cache [B, S_max, K, H] and its mask."""
         initialised = self.has_variable("cache", "cached_key")
         variables = self._cache_variables(key, value)
         if not initialised:
             return key, value, mask  # shape-only initialisation pass
-        _, valid, causal = self._write_cache(variables, key, value, kv_valid)
+        index, valid, causal = self._write_cache(variables, key, value, kv_valid)
         cached_key, cached_value = variables[:2]
         cache_mask = causal[None, None] & valid[:, None, None, :]  # [B, 1, T, S_max]
+        if window is not None:
+            slots = jnp.arange(valid.shape[1])
+            cache_mask = cache_mask & window_mask(index + jnp.arange(key.shape[1]), slots, window)
         return from_cache_layout(cached_key.value), from_cache_layout(cached_value.value), cache_mask
 
     def _attend_one_step(
@@ -301,6 +335,7 @@ class MultiHeadAttention(nn.Module):
         kv_valid: jax.Array | None,
         bias: jax.Array | None,
         scale: float | None,
+        window: jax.Array | int | None = None,
     ) -> jax.Array:
         """One new token (query/key/value [B, 1, ., H]) over the cache; returns [B, 1, N, H].
 
@@ -319,6 +354,8 @@ class MultiHeadAttention(nn.Module):
         scale = head_dim**-0.5 if scale is None else scale
         is_new = jnp.arange(max_len) == index  # [S_max]
         mask = causal[0] & valid  # [B, S_max]
+        if window is not None:
+            mask = mask & window_mask(index[None], jnp.arange(max_len), window)[0, 0]  # [1, S_max]
         q = query.reshape(batch, kv_heads, groups, head_dim)  # [B, K, G, H] (T = 1)
         old_logits = jnp.einsum("bkgh,bkhs->bkgs", q, old_key, preferred_element_type=jnp.float32)
         new_logit = jnp.einsum("bkgh,bkh->bkg", q, key[:, 0], preferred_element_type=jnp.float32)

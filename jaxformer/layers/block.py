@@ -20,6 +20,7 @@ from jaxformer.layers.attention import MultiHeadAttention
 from jaxformer.layers.axes import BTD, constrain
 from jaxformer.layers.feedforward import FeedForward
 from jaxformer.layers.norms import make_norm
+from jaxformer.layers.rope import Rope
 
 
 def dtype_of(name: str) -> Any:
@@ -55,6 +56,10 @@ class TransformerBlock(nn.Module):
             scale_logits=cfg.scale_attention_logits,
             rotary=cfg.position == "rotary" and not cross,
             rotary_base=cfg.rotary_base,
+            rope=Rope.from_config(cfg) if cfg.position == "rotary" and not cross else None,
+            qkv_bias=cfg.qkv_bias and not cross,
+            qk_norm=cfg.qk_norm,
+            norm_eps=cfg.norm_eps,
             dropout_rate=cfg.attention_dropout_rate,
             implementation=cfg.attention_impl,
             is_cross_attention=cross,
@@ -75,9 +80,11 @@ class TransformerBlock(nn.Module):
         cross_mask: jax.Array | None = None,
         cross_bias: jax.Array | None = None,
         kv_valid: jax.Array | None = None,
+        window: jax.Array | None = None,
     ) -> Any:
         """mask/bias [B|1, 1|N, T, T]; positions [B, T] (rotary); encoded [B, S, D];
-        cross_mask/cross_bias [B|1, 1|N, T, S]; kv_valid [B, T] (decoding only)."""
+        cross_mask/cross_bias [B|1, 1|N, T, S]; kv_valid [B, T] (decoding only);
+        window: this layer's sliding window (scalar int32, 0 = global; scanned data)."""
         cfg = self.config
         deterministic, decode = self.deterministic, self.decode
         self_attention = self._attention("self_attention", cross=False)
@@ -92,6 +99,7 @@ class TransformerBlock(nn.Module):
                 kv_valid=kv_valid,
                 deterministic=deterministic,
                 decode=decode,
+                window=window,
             ),
         )
         if self.has_cross_attention:

@@ -45,6 +45,17 @@ def segment_mask(query_segments: jax.Array, key_segments: jax.Array) -> jax.Arra
     return same & real
 
 
+def window_mask(query_slots: jax.Array, key_slots: jax.Array, window: jax.Array | int) -> jax.Array:
+    """[1, 1, T, S]: key slot k is within `window` of query slot q (q - k < window); window <= 0: all keys.
+
+    query_slots [T] and key_slots [S] are sequence (or cache) indices; `window` may be a traced
+    per-layer value (`nn.scan` data), so one compiled layer serves local and global layers.
+    """
+    window = jnp.asarray(window, jnp.int32)
+    near = (query_slots[:, None] - key_slots[None, :]) < window
+    return (near | (window <= 0))[None, None]
+
+
 def combine(*masks: jax.Array | None) -> jax.Array | None:
     """Logical AND of masks that broadcast together (e.g. [1, 1, T, S] and [B, 1, T, S] -> [B, 1, T, S]).
 

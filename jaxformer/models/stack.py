@@ -75,22 +75,28 @@ class TransformerStack(nn.Module):
                 name="relative_position_bias",
             )(positions, key_positions)
         args = (mask, bias, positions, encoded, cross_mask, None, kv_valid)
+        # Per-layer sliding windows [L] (0 = global): data scanned with the layer params, not unrolled code.
+        windows = None
+        if self.causal and cfg.sliding_window is not None:
+            windows = jnp.asarray(cfg.layer_windows(self.num_layers), jnp.int32)
         block = block_class(cfg)
         if cfg.scan_layers:
             scanned = nn.scan(
                 block,
                 variable_axes={"params": 0, "cache": 0, "intermediates": 0},
                 split_rngs={"params": True, "dropout": True},
-                in_axes=(nn.broadcast,) * len(args),
+                in_axes=(nn.broadcast,) * len(args) + (0 if windows is not None else nn.broadcast,),
                 length=self.num_layers,
                 metadata_params={nn.PARTITION_NAME: "layers"},
             )
             x, _ = scanned(
                 cfg, self.has_cross_attention, self.deterministic, self.decode, scan_output=True, name="layers"
-            )(x, *args)
+            )(x, *args, windows)
         else:
             for i in range(self.num_layers):
-                x = block(cfg, self.has_cross_attention, self.deterministic, self.decode, name=f"layers_{i}")(x, *args)
+                window = None if windows is None else windows[i]
+                layer = block(cfg, self.has_cross_attention, self.deterministic, self.decode, name=f"layers_{i}")
+                x = layer(x, *args, window)
         if cfg.norm_position == "pre":
             x = make_norm(
                 cfg.norm, cfg.norm_eps, cfg.use_bias, dtype_of(cfg.dtype), dtype_of(cfg.param_dtype), name="final_norm"
