@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -12,7 +13,7 @@ import jax
 import numpy as np
 
 from jaxformer.config import ModelConfig
-from jaxformer.data import build_pipeline
+from jaxformer.data import build_pipeline, tokenizer_store
 from jaxformer.experiment import Experiment, check_model_fits_data
 from jaxformer.train import samples
 from jaxformer.train.checkpoint import Checkpointer
@@ -74,9 +75,6 @@ def train_and_evaluate(experiment: Experiment, workdir: str | Path) -> dict[str,
     tx, schedule = make_optimizer(train_cfg, model_config.d_model)
     runtime = make_runtime(experiment, model_config, tx, schedule)
 
-    (workdir / "config.json").write_text(json.dumps(experiment.raw, indent=2, sort_keys=True, default=str))
-    (workdir / "model_config.json").write_text(json.dumps(model_config.to_dict(), indent=2, sort_keys=True))
-
     state = runtime.init_state(rng)
     checkpointer = Checkpointer(
         workdir, experiment.checkpoint.keep, experiment.checkpoint.async_save, experiment.checkpoint.keep_best
@@ -86,11 +84,15 @@ def train_and_evaluate(experiment: Experiment, workdir: str | Path) -> dict[str,
         runtime.abstract_state(state), start_fresh_if_corrupt=experiment.checkpoint.start_fresh_if_corrupt
     )
     if restored is not None:
+        tokenizer_store.check_matches(pipeline.tokenizer, workdir)  # same ids as the checkpoints were trained on
         state = restored.state
         pipeline.set_state(restored.data_state)
         start_step = int(state.step)
         if is_writer:
             print(f"Resumed from checkpoint step {start_step} in {checkpointer.step_path(restored.step)}", flush=True)
+    # The run is accepted (checkpoint, data state and tokenizer fit): only now does the workdir change.
+    if is_writer:
+        _write_run_files(workdir, experiment, model_config, pipeline)
 
     writer = MetricsWriter(workdir, train_cfg.steps, start_step, enabled=is_writer, progress=train_cfg.progress)
     saved_config = {"experiment": experiment.raw, "model": model_config.to_dict()}
@@ -139,6 +141,15 @@ def train_and_evaluate(experiment: Experiment, workdir: str | Path) -> dict[str,
         checkpointer.close()
         writer.close()
     return last_eval
+
+
+def _write_run_files(workdir: Path, experiment: Experiment, model_config: ModelConfig, pipeline: Any) -> None:
+    """config.json, model_config.json and the run's tokenizer, each written to a temporary file then renamed."""
+    for name, values in (("config.json", experiment.raw), ("model_config.json", model_config.to_dict())):
+        partial = workdir / f"{name}.partial"
+        partial.write_text(json.dumps(values, indent=2, sort_keys=True, default=str))
+        os.replace(partial, workdir / name)
+    tokenizer_store.save(pipeline.tokenizer, workdir)
 
 
 def _summarise(window: list[dict[str, Any]], seconds: float) -> dict[str, float]:
