@@ -28,7 +28,7 @@ def test_nonfinite_state_is_never_saved(capsys, tmp_path):
 def test_divergence_warns_and_stop_stops(capsys, tmp_path):
     options = ("--config.train.learning_rate=1e4", "--config.train.grad_clip=0.0", "--config.train.warmup_steps=0",
                "--config.train.divergence_factor=2.0")  # fmt: skip
-    code, out, err = _train(capsys, tmp_path / "warn", *options)
+    code, _, err = _train(capsys, tmp_path / "warn", *options)
     if code == 0:
         assert "diverging" in err and "this run diverged" in err, err
     else:  # it went non-finite before the loss was logged twice: also a loud failure
