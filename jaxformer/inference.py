@@ -7,9 +7,9 @@
     evaluate_bleu(run, "test", method="beam", beam_size=4)      # BLEU / chrF over a whole split
 
 `load_run` rebuilds the data pipeline from the run's saved `config.json` with the run's
-workdir, so the tokenizer is the one training used (SentencePiece models are read from
-`<workdir>/tokenizer/`, never retrained; char alphabets are rebuilt from the same training
-text) and text is encoded exactly as in training (`Pipeline.encode_input`).
+workdir and the tokenizer training stored in `<workdir>/tokenizer/` (`data.tokenizer_store`;
+never rebuilt from the data, which may have changed since), so text is encoded exactly as in
+training (`Pipeline.encode_input`).
 Every user mistake raises an `InferenceError` (a ValueError) with a one-line message.
 """
 
@@ -97,7 +97,7 @@ def load_run(workdir: str | Path, step: int | None = None, checkpoint: str | Pat
     import ml_collections
 
     from jaxformer import experiment as experiments
-    from jaxformer.data import build_pipeline
+    from jaxformer.data import build_pipeline, tokenizer_store
     from jaxformer.data.errors import DataFileNotFoundError
     from jaxformer.data.tokenizer_factory import sentencepiece_file
     from jaxformer.train.checkpoint import load_params
@@ -120,14 +120,24 @@ def load_run(workdir: str | Path, step: int | None = None, checkpoint: str | Pat
         raise NoCheckpointError(f"{config_file} is not valid JSON ({err.msg} at line {err.lineno}).") from None
     params, model_config, saved_step = load_params(workdir if checkpoint is None else Path(checkpoint), step)
     data = exp.data
-    if data.tokenizer == "sentencepiece" and not sentencepiece_file(data, str(workdir)).is_file():
+    stored_tokenizer = tokenizer_store.load(workdir)  # the tokenizer training used (None: a pre-issue-20 run)
+    if (
+        stored_tokenizer is None
+        and data.tokenizer == "sentencepiece"
+        and not sentencepiece_file(data, str(workdir)).is_file()
+    ):
         raise InferenceError(
             f"the run's SentencePiece model {sentencepiece_file(data, str(workdir))} is missing; "
             "inference needs the tokenizer training used."
         )
     try:
         pipeline = build_pipeline(
-            data, family=model_config.family, batch_size=exp.train.batch_size, seed=exp.seed, workdir=str(workdir)
+            data,
+            family=model_config.family,
+            batch_size=exp.train.batch_size,
+            seed=exp.seed,
+            workdir=str(workdir),
+            tokenizer=stored_tokenizer,
         )
     except DataFileNotFoundError as err:
         raise InferenceError(

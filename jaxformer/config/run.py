@@ -51,8 +51,14 @@ class TrainConfig:
     log_every: int = 50  # steps between metric records
     num_samples: int = 3  # examples decoded and printed at each evaluation
     progress: bool = True  # console progress bar
+    # Issue 20: a logged loss above divergence_factor x the lowest logged loss so far is divergence.
+    divergence_factor: float = 100.0  # 0: never flag
+    on_divergence: Literal["warn", "stop"] = "warn"
 
     def __post_init__(self) -> None:
+        if not (self.divergence_factor == 0 or self.divergence_factor > 1):
+            raise ConfigError(f"train.divergence_factor={self.divergence_factor!r} must be > 1 (or 0 to turn it off).")
+        _choice("train.on_divergence", self.on_divergence, Literal["warn", "stop"])
         for name in ("steps", "batch_size", "grad_accum_steps", "log_every"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:

@@ -51,8 +51,12 @@ def build_pipeline(
     workdir: str | None = None,
     process_index: int = 0,
     process_count: int = 1,
+    tokenizer: Tokenizer | None = None,
 ) -> Pipeline:
-    """The input pipeline for a model of `family` trained with global `batch_size`."""
+    """The input pipeline for a model of `family` trained with global `batch_size`.
+
+    `tokenizer`: use this one (the run's stored tokenizer, see `tokenizer_store`) instead of building it.
+    """
     if not isinstance(config, DataConfig):
         raise TypeError(f"build_pipeline expects a DataConfig, got {type(config).__name__}.")
     if family not in TASK_OF_FAMILY:
@@ -66,7 +70,7 @@ def build_pipeline(
         raise DataError(f"process_index={process_index} must be in [0, process_count={process_count}).")
     if batch_size < process_count or batch_size % process_count:
         raise DataError(f"batch_size={batch_size} must be a positive multiple of process_count={process_count}.")
-    return Pipeline(config, family, batch_size, seed, workdir, process_index, process_count)
+    return Pipeline(config, family, batch_size, seed, workdir, process_index, process_count, tokenizer)
 
 
 class Pipeline:
@@ -81,6 +85,7 @@ class Pipeline:
         workdir: str | None,
         process_index: int,
         process_count: int,
+        tokenizer: Tokenizer | None = None,
     ) -> None:
         self.config, self.family, self.task, self.seed = config, family, config.task, seed
         self.global_batch_size, self.batch_size = batch_size, batch_size // process_count
@@ -93,7 +98,9 @@ class Pipeline:
         self._raw: dict[str, RawSplit | None] = {}
         self._examples: dict[str, Examples] = {}
         self.stats: dict[str, dict[str, int]] = {}
-        self.tokenizer: Tokenizer = build_tokenizer(config, self._training_texts, workdir, process_index, process_count)
+        self.tokenizer: Tokenizer = tokenizer or build_tokenizer(
+            config, self._training_texts, workdir, process_index, process_count
+        )
         self.vocab_size = self.tokenizer.vocab_size
         if self.infinite:
             provider: Any = FreshExamples(self._fresh_examples)

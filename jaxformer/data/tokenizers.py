@@ -175,6 +175,7 @@ class HFTokenizer(Tokenizer):
             raise DataFileNotFoundError(
                 f"tokenizer file {str(file)!r} does not exist; set data.tokenizer_path to a tokenizer.json."
             )
+        self.file = file
         try:
             self.impl = HFTokenizerImpl.from_file(str(file))
         except Exception as err:  # the Rust error types are not importable

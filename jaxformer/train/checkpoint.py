@@ -442,4 +442,18 @@ def export_params(workdir: str | Path, out: str | Path, step: int | None = None)
     checkpointer.close()
     integrity.seal(out / "params")
     (out / EXPORT_CONFIG).write_text(json.dumps(model_config.to_dict(), indent=2, sort_keys=True), encoding="utf-8")
+    _copy_run_tokenizer(Path(workdir), out)
     return out, step
+
+
+def _copy_run_tokenizer(workdir: Path, out: Path) -> None:
+    """The run's stored tokenizer (`<workdir>/tokenizer/run_tokenizer*`) travels with an export."""
+    import shutil
+
+    for base in (workdir, workdir.parent, workdir.parent.parent):  # a workdir, its checkpoints/ or a step dir
+        files = sorted((base / "tokenizer").glob("run_tokenizer*")) if (base / "tokenizer").is_dir() else []
+        if files:
+            (out / "tokenizer").mkdir(exist_ok=True)
+            for file in files:
+                shutil.copyfile(file, out / "tokenizer" / file.name)
+            return

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -12,7 +14,7 @@ import jax
 import numpy as np
 
 from jaxformer.config import ModelConfig
-from jaxformer.data import build_pipeline
+from jaxformer.data import build_pipeline, tokenizer_store
 from jaxformer.experiment import Experiment, check_model_fits_data
 from jaxformer.train import samples
 from jaxformer.train.checkpoint import Checkpointer
@@ -74,9 +76,6 @@ def train_and_evaluate(experiment: Experiment, workdir: str | Path) -> dict[str,
     tx, schedule = make_optimizer(train_cfg, model_config.d_model)
     runtime = make_runtime(experiment, model_config, tx, schedule)
 
-    (workdir / "config.json").write_text(json.dumps(experiment.raw, indent=2, sort_keys=True, default=str))
-    (workdir / "model_config.json").write_text(json.dumps(model_config.to_dict(), indent=2, sort_keys=True))
-
     state = runtime.init_state(rng)
     checkpointer = Checkpointer(
         workdir, experiment.checkpoint.keep, experiment.checkpoint.async_save, experiment.checkpoint.keep_best
@@ -86,11 +85,15 @@ def train_and_evaluate(experiment: Experiment, workdir: str | Path) -> dict[str,
         runtime.abstract_state(state), start_fresh_if_corrupt=experiment.checkpoint.start_fresh_if_corrupt
     )
     if restored is not None:
+        tokenizer_store.check_matches(pipeline.tokenizer, workdir)  # same ids as the checkpoints were trained on
         state = restored.state
         pipeline.set_state(restored.data_state)
         start_step = int(state.step)
         if is_writer:
             print(f"Resumed from checkpoint step {start_step} in {checkpointer.step_path(restored.step)}", flush=True)
+    # The run is accepted (checkpoint, data state and tokenizer fit): only now does the workdir change.
+    if is_writer:
+        _write_run_files(workdir, experiment, model_config, pipeline)
 
     writer = MetricsWriter(workdir, train_cfg.steps, start_step, enabled=is_writer, progress=train_cfg.progress)
     saved_config = {"experiment": experiment.raw, "model": model_config.to_dict()}
@@ -99,6 +102,8 @@ def train_and_evaluate(experiment: Experiment, workdir: str | Path) -> dict[str,
     window: list[dict[str, Any]] = []
     window_start = time.perf_counter()
     step = start_step
+    loss_floor, warnings = math.inf, []  # lowest logged loss; divergence messages
+    flags: list[tuple[int, Any]] = []  # (step, on-device finite flag) not yet checked
     guard = PreemptionGuard().install()  # SIGTERM/SIGINT: finish the step, save, stop (exit 0)
     try:
         while step < train_cfg.steps:
@@ -106,9 +111,11 @@ def train_and_evaluate(experiment: Experiment, workdir: str | Path) -> dict[str,
             state, metrics = runtime.train_step(state, runtime.put_batch(batch))
             step += 1
             window.append(metrics)
+            flags.append((step, metrics["finite"]))
             writer.advance()
             if step % train_cfg.log_every == 0 or step == train_cfg.steps:
                 jax.block_until_ready(window[-1])  # steps run asynchronously: time them, not their dispatch
+                _check_finite(flags, checkpointer)
                 record = _summarise(window, time.perf_counter() - window_start)
                 window, window_start = [], time.perf_counter()
                 if not math.isfinite(record["loss"]):
@@ -116,9 +123,17 @@ def train_and_evaluate(experiment: Experiment, workdir: str | Path) -> dict[str,
                         f"loss became {record['loss']} at step {step}; lower train.learning_rate or enable "
                         f"train.grad_clip. The last good checkpoint is in {checkpointer.directory}."
                     )
+                diverged = _divergence(record["loss"], loss_floor, train_cfg.divergence_factor, step)
+                loss_floor = min(loss_floor, record["loss"])
+                if diverged:
+                    warnings.append(diverged)
+                    print(f"WARNING: {diverged}", file=sys.stderr, flush=True)
+                    if train_cfg.on_divergence == "stop":
+                        raise TrainingError(f"{diverged}; stopped (train.on_divergence='stop').")
                 writer.write(step, record)
             is_eval = (train_cfg.eval_every and step % train_cfg.eval_every == 0) or step == train_cfg.steps
             if is_eval:
+                _check_finite(flags, checkpointer)  # evaluating or sampling NaN parameters helps nobody
                 eval_batches = (runtime.put_batch(b) for b in pipeline.eval_batches("validation"))
                 last_eval = evaluate(runtime.eval_step, state.params, eval_batches, train_cfg.eval_batches)
                 params = runtime.host_params(state)
@@ -127,10 +142,12 @@ def train_and_evaluate(experiment: Experiment, workdir: str | Path) -> dict[str,
                 window_start = time.perf_counter()
             every = experiment.checkpoint.every
             if (every and step % every == 0) or step == train_cfg.steps:
+                _check_finite(flags, checkpointer)  # a non-finite state is never written
                 checkpointer.save(
                     step, state, pipeline.get_state(), saved_config, metrics=last_eval if is_eval else None
                 )
             if guard.should_stop(step):
+                _check_finite(flags, checkpointer)
                 checkpointer.save(step, state, pipeline.get_state(), saved_config)  # no-op if saved just above
                 checkpointer.wait()
                 raise guard.stopped(step, checkpointer.step_path(step))
@@ -138,7 +155,53 @@ def train_and_evaluate(experiment: Experiment, workdir: str | Path) -> dict[str,
         guard.uninstall()
         checkpointer.close()
         writer.close()
+    if warnings and is_writer:
+        print(f"WARNING: this run diverged ({warnings[0]}); its results are not trustworthy.", file=sys.stderr)
     return last_eval
+
+
+def _divergence(loss: float, floor: float, factor: float, step: int) -> str | None:
+    """The divergence message when `loss` exceeds `factor` x the lowest loss logged so far, else None."""
+    if factor and math.isfinite(floor) and loss > factor * max(floor, 1e-6):
+        return (
+            f"loss {loss:.4g} at step {step} is over {factor:g}x the lowest logged loss {floor:.4g}: the run is "
+            "diverging; lower train.learning_rate or enable train.grad_clip"
+        )
+    return None
+
+
+def _check_finite(flags: list[tuple[int, Any]], checkpointer: Checkpointer) -> None:
+    """Raise TrainingError if any step since the last check had a non-finite loss, gradient or parameter.
+
+    Names the newest checkpoint that exists (all of them are finite: this runs before every save).
+    """
+    if not flags:
+        return
+    fetched = jax.device_get([flag for _, flag in flags])
+    bad = next((step for (step, _), ok in zip(flags, fetched, strict=True) if not bool(ok)), None)
+    flags.clear()
+    if bad is None:
+        return
+    checkpointer.wait()
+    last = checkpointer.latest_step()
+    where = (
+        f"the last finite checkpoint is step {last} in {checkpointer.step_path(last)} (resume from it)"
+        if last is not None
+        else "there is no checkpoint to resume from (nothing was saved)"
+    )
+    raise TrainingError(
+        f"the loss, gradients or parameters became NaN/inf at step {bad}; nothing non-finite was saved and "
+        f"{where}. Lower train.learning_rate or enable train.grad_clip."
+    )
+
+
+def _write_run_files(workdir: Path, experiment: Experiment, model_config: ModelConfig, pipeline: Any) -> None:
+    """config.json, model_config.json and the run's tokenizer, each written to a temporary file then renamed."""
+    for name, values in (("config.json", experiment.raw), ("model_config.json", model_config.to_dict())):
+        partial = workdir / f"{name}.partial"
+        partial.write_text(json.dumps(values, indent=2, sort_keys=True, default=str))
+        os.replace(partial, workdir / name)
+    tokenizer_store.save(pipeline.tokenizer, workdir)
 
 
 def _summarise(window: list[dict[str, Any]], seconds: float) -> dict[str, float]:

@@ -49,10 +49,14 @@ def make_train_step(
         denom = jnp.maximum(weight_sum, 1.0)
         grads = jax.tree.map(lambda g: g / denom, grads)
         new_state = state.apply_gradients(grads, tx)
+        grad_norm = optax.global_norm(grads)
+        # One reduction over the new parameters: the loop checks this flag before every save (issue 20).
+        finite = jnp.isfinite(loss_sum) & jnp.isfinite(grad_norm) & jnp.isfinite(optax.global_norm(new_state.params))
         metrics = {
             "loss": loss_sum / denom,
             "accuracy": correct / denom,
-            "grad_norm": optax.global_norm(grads),
+            "grad_norm": grad_norm,
+            "finite": finite,
             "learning_rate": schedule(state.step),
             "tokens": weight_sum,
         }
