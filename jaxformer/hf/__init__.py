@@ -1,7 +1,8 @@
 """Hugging Face interop: import GPT-2, BERT (MiniLM), T5 and Marian checkpoints; export them back.
 
     model, params, config = jaxformer.hf.load("path/to/hf_model_dir")
-    jaxformer.hf.save(config, params, "out_dir", tokenizer_dir="path/to/hf_model_dir")
+    model, params, config = jaxformer.hf.load("Qwen/Qwen3-0.6B", revision="main")   # through the Hub cache
+    jaxformer.hf.save(config, params, "out_dir", tokenizer_dir="path/to/hf_model_dir", max_shard_size="2GB")
     tokenizer = jaxformer.hf.load_tokenizer("path/to/hf_model_dir")
     config, params = jaxformer.hf.finetune_init("path", encoder_head="classification", num_classes=2)
 
@@ -11,6 +12,15 @@ NumPy/safetensors only: torch is needed just for pytorch_model.bin (allow_pickle
 """
 
 from jaxformer.hf.convert import SUPPORTED_MODEL_TYPES, finetune_init, load, read_special_tokens, save
+from jaxformer.hf.hub import HubError
 from jaxformer.hf.tokenizer import load_tokenizer
 
-__all__ = ["SUPPORTED_MODEL_TYPES", "finetune_init", "load", "load_tokenizer", "read_special_tokens", "save"]
+__all__ = [
+    "SUPPORTED_MODEL_TYPES",
+    "HubError",
+    "finetune_init",
+    "load",
+    "load_tokenizer",
+    "read_special_tokens",
+    "save",
+]

@@ -25,7 +25,7 @@ from flax.traverse_util import flatten_dict, unflatten_dict
 
 from jaxformer import models
 from jaxformer.config import ModelConfig
-from jaxformer.hf import bert, files, gpt2, llama, marian, t5
+from jaxformer.hf import bert, files, gpt2, hub, llama, marian, t5
 from jaxformer.hf.common import Architecture, Rule, check_exportable, match_name
 
 LOG = logging.getLogger(__name__)
@@ -222,14 +222,19 @@ def architecture_for(config: ModelConfig) -> Architecture:
     )
 
 
-def load(path: str | Path, *, allow_pickle: bool = False) -> tuple[nn.Module, dict[str, Any], ModelConfig]:
-    """Read a local HF model directory (or Hub cache snapshot) of GPT-2, BERT, T5 or Marian.
+def load(
+    path: str | Path, *, revision: str | None = None, allow_pickle: bool = False
+) -> tuple[nn.Module, dict[str, Any], ModelConfig]:
+    """Read a local HF model directory, a Hub cache snapshot, or a Hub repo id ("org/name", at `revision`).
+
+    A repo id resolves through huggingface_hub (hf/hub.py: its cache, HF_HOME, HF_HUB_OFFLINE);
+    offline and not cached it raises hub.HubError naming the `hf download` command.
 
     Needs config.json and model.safetensors (or a sharded index); pytorch_model.bin
     only with allow_pickle=True. Returns (module built with deterministic=True,
     params for `module.apply({"params": params}, ...)`, ModelConfig).
     """
-    directory = files.model_dir(path)
+    directory = hub.locate(path, revision)
     hf_config = files.read_config(directory)
     arch = architecture_of(hf_config, str(directory / "config.json"))
     tensors = normalize_names(arch, files.read_tensors(directory, allow_pickle=allow_pickle))
@@ -246,6 +251,7 @@ def save(
     *,
     tokenizer_dir: str | Path | None = None,
     extra_config: Mapping[str, Any] | None = None,
+    max_shard_size: int | str | None = None,
 ) -> Path:
     """Write config.json + model.safetensors (float32) that `transformers` loads; returns the directory.
 
@@ -253,13 +259,15 @@ def save(
     (by encoder_head); T5 -> T5ForConditionalGeneration; Marian -> MarianMTModel. Scanned
     params are unrolled. tokenizer_dir: its tokenizer files are copied along. extra_config:
     keys merged into config.json (e.g. {"eos_token_id": 50256}, see `read_special_tokens`).
+    max_shard_size: bytes (or "5GB", "200MB") per file; larger checkpoints are written as
+    model-0000X-of-0000N.safetensors + model.safetensors.index.json, as transformers does.
     """
     arch = architecture_for(config)
     check_exportable(arch, config)
     tensors = params_to_tensors(arch, config.replace(scan_layers=False), unscan(params))
     hf_config = {"model_type": arch.model_type, **arch.config_to_hf(config), **dict(extra_config or {})}
     out = Path(out_dir).expanduser()
-    files.write_model(out, hf_config, tensors)
+    files.write_model(out, hf_config, tensors, max_shard_size=files.parse_size(max_shard_size))
     if tokenizer_dir is not None:
         files.copy_tokenizer_files(tokenizer_dir, out)
     return out

@@ -163,10 +163,53 @@ def read_pickle(path: Path) -> dict[str, np.ndarray]:
     }
 
 
-def write_model(directory: Path, config: dict[str, Any], tensors: dict[str, np.ndarray]) -> None:
+SIZE_UNITS = {"KB": 10**3, "MB": 10**6, "GB": 10**9, "KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "B": 1}
+
+
+def parse_size(size: int | str | None) -> int | None:
+    """Bytes from 1000000, "200MB", "5GB" or "2GiB" (transformers' max_shard_size spelling); None stays None."""
+    if size is None or isinstance(size, int):
+        if isinstance(size, int) and size <= 0:
+            raise ValueError(f"max_shard_size={size} must be positive.")
+        return size
+    text = str(size).strip().upper()
+    for unit in sorted(SIZE_UNITS, key=len, reverse=True):
+        if text.endswith(unit) and text[: -len(unit)].strip().replace(".", "", 1).isdigit():
+            return int(float(text[: -len(unit)]) * SIZE_UNITS[unit])
+    raise ValueError(f"max_shard_size={size!r} is not a size; write bytes or e.g. '200MB', '5GB'.")
+
+
+def shard_names(tensors: dict[str, np.ndarray], max_shard_size: int) -> list[list[str]]:
+    """Tensor names grouped in file order into shards of at most `max_shard_size` bytes (a bigger tensor alone)."""
+    shards: list[list[str]] = [[]]
+    used = 0
+    for name, tensor in tensors.items():
+        if shards[-1] and used + tensor.nbytes > max_shard_size:
+            shards.append([])
+            used = 0
+        shards[-1].append(name)
+        used += tensor.nbytes
+    return shards
+
+
+def write_model(
+    directory: Path, config: dict[str, Any], tensors: dict[str, np.ndarray], max_shard_size: int | None = None
+) -> None:
+    """config.json + model.safetensors, or shards + model.safetensors.index.json when over max_shard_size bytes."""
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
-    save_file(tensors, str(directory / SAFETENSORS), metadata={"format": "pt"})
+    total = sum(t.nbytes for t in tensors.values())
+    if max_shard_size is None or total <= max_shard_size:
+        save_file(tensors, str(directory / SAFETENSORS), metadata={"format": "pt"})
+        return
+    groups = shard_names(tensors, max_shard_size)
+    weight_map = {}
+    for index, names in enumerate(groups, start=1):
+        shard = f"model-{index:05d}-of-{len(groups):05d}.safetensors"
+        save_file({n: tensors[n] for n in names}, str(directory / shard), metadata={"format": "pt"})
+        weight_map.update(dict.fromkeys(names, shard))
+    index_json = {"metadata": {"total_size": total}, "weight_map": weight_map}
+    (directory / SAFETENSORS_INDEX).write_text(json.dumps(index_json, indent=2, sort_keys=True) + "\n")
 
 
 def copy_tokenizer_files(source: str | Path, directory: Path) -> list[str]:
