@@ -45,9 +45,9 @@ def edit_config(directory: Path, **changes) -> None:
 
 
 def test_unsupported_architecture_names_model_type(gpt2_dir):
-    edit_config(gpt2_dir, model_type="llama", architectures=["LlamaForCausalLM"])
+    edit_config(gpt2_dir, model_type="mixtral", architectures=["MixtralForCausalLM"])
     with pytest.raises(
-        ValueError, match=r"unsupported architecture model_type='llama'.*\['gpt2', 'bert', 't5', 'marian'\]"
+        ValueError, match=r"unsupported architecture model_type='mixtral'.*\['gpt2', 'bert', 't5', 'marian', 'llama'"
     ):
         hf.load(gpt2_dir)
 
@@ -116,11 +116,10 @@ def test_untied_copy_that_differs_is_rejected(tmp_path):
 
 
 def test_export_rejects_configs_without_hf_equivalent(tmp_path):
-    llama = presets.get("tiny-llama")
-    with pytest.raises(
-        ValueError, match=r"cannot export to Hugging Face gpt2: .*position='rotary'.*norm='rmsnorm'.*num_kv_heads=2"
-    ):
-        hf.save(llama, {}, tmp_path / "llama")
+    # Learned positions make it GPT-2's to export; RMSNorm and grouped-query heads have no GPT-2 equivalent.
+    gpt2_like = presets.get("tiny-llama", position="learned")
+    with pytest.raises(ValueError, match=r"cannot export to Hugging Face gpt2: .*norm='rmsnorm'.*num_kv_heads=2"):
+        hf.save(gpt2_like, {}, tmp_path / "llama")
     transformer = presets.get("tiny-transformer")
     with pytest.raises(
         ValueError, match=r"cannot export to Hugging Face marian: sinusoidal_layout='interleaved'.*norm_eps=1e-06"

@@ -14,6 +14,10 @@ from jaxformer import decoding, models
 from jaxformer.config import ModelConfig
 from jaxformer.layers.rope import Rope, apply_rope
 
+# ~4 minutes on 2 cores: run with the full suite (`-m slow`); tests/hf/test_hf_llama_family.py covers the same
+# features against transformers in the default suite.
+pytestmark = pytest.mark.slow
+
 TINY = ModelConfig(
     family="decoder_only",
     vocab_size=53,
