@@ -16,6 +16,7 @@ import jax.numpy as jnp
 
 from jaxformer.layers.axes import constrain, param
 from jaxformer.layers.masks import check_mask, combine, window_mask
+from jaxformer.layers.norms import rms_normalize
 from jaxformer.layers.positions import apply_rotary
 from jaxformer.layers.rope import Rope, apply_rope
 
@@ -251,9 +252,7 @@ class MultiHeadAttention(nn.Module):
         if not self.qk_norm:
             return x
         scale = param(self, f"{name}_scale", nn.initializers.ones, (self.head_dim,), ("kv",), self.param_dtype)
-        x32 = x.astype(jnp.float32)
-        y = x32 * jax.lax.rsqrt(jnp.square(x32).mean(-1, keepdims=True) + self.norm_eps)
-        return (y * scale.astype(jnp.float32)).astype(self.dtype)
+        return (rms_normalize(x, self.norm_eps) * scale.astype(jnp.float32)).astype(self.dtype)
 
     def _output(self, out: jax.Array, d_model: int) -> jax.Array:
         """Heads [B, T, N, H] -> [B, T, D] through the output projection."""

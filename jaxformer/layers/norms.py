@@ -32,6 +32,12 @@ class LayerNorm(nn.Module):
         return y.astype(self.dtype)
 
 
+def rms_normalize(x: jax.Array, eps: float) -> jax.Array:
+    """x / sqrt(mean(x^2) + eps) over the last axis, in float32. x: [..., D] -> float32 [..., D]."""
+    x32 = x.astype(jnp.float32)
+    return x32 * jax.lax.rsqrt(jnp.square(x32).mean(-1, keepdims=True) + eps)
+
+
 class RMSNorm(nn.Module):
     """y = x / sqrt(mean(x^2) + eps) * scale, over the last axis D (T5's layer norm). x: [..., D]."""
 
@@ -42,8 +48,7 @@ class RMSNorm(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         d = x.shape[-1]
-        x32 = x.astype(jnp.float32)
-        y = x32 * jax.lax.rsqrt(jnp.square(x32).mean(-1, keepdims=True) + self.eps)
+        y = rms_normalize(x, self.eps)
         y = y * param(self, "scale", nn.initializers.ones, (d,), ("embed",), self.param_dtype)
         return y.astype(self.dtype)
 

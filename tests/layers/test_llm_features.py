@@ -14,10 +14,6 @@ from jaxformer import decoding, models
 from jaxformer.config import ModelConfig
 from jaxformer.layers.rope import Rope, apply_rope
 
-# ~4 minutes on 2 cores: run with the full suite (`-m slow`); tests/hf/test_hf_llama_family.py covers the same
-# features against transformers in the default suite.
-pytestmark = pytest.mark.slow
-
 TINY = ModelConfig(
     family="decoder_only",
     vocab_size=53,
@@ -176,6 +172,7 @@ def test_sliding_window_with_packed_segments_equals_separate_rows():
     np.testing.assert_allclose(got[0, 5:], logits(config, params, np.array([second]))[0], atol=2e-5)
 
 
+@pytest.mark.slow  # ~1 minute per case on 2 cores; tests/hf/test_hf_llama_family.py checks cached greedy decoding with windows by default
 @pytest.mark.parametrize("scan", [False, True])
 def test_kv_cache_decode_with_per_layer_windows_equals_full_forward(scan):
     """Layers 0 and 2 slide (window 3), layer 1 is global; prompts longer than the window, left-padded."""
