@@ -7,8 +7,11 @@
     jaxformer evaluate --workdir W [--split test --method beam --json OUT]      (alias: eval)
     jaxformer demo --workdir W [--host 127.0.0.1 --port 0]                      (needs the [demo] extra)
 
-Errors a user can fix (bad config, missing file, NaN loss, ...) are printed as one line
-`error: ...` with exit status 2; set JAXFORMER_DEBUG=1 to see the traceback instead.
+Errors a user can fix (a `jaxformer.errors.UserError`: bad config, bad input, unusable data or
+checkpoint, unresolvable Hub id, a kernel the backend lacks, NaN loss; or an OS error on a path
+such as a missing file) are printed as one line `error: ...` with exit status 2. Anything else is
+a bug in jaxformer: its traceback is printed, then one line saying so and where to report it, with
+exit status 1. Set JAXFORMER_DEBUG=1 to let every error propagate with its traceback.
 """
 
 from __future__ import annotations
@@ -16,15 +19,19 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import traceback
 from collections.abc import Callable, Sequence
 from typing import Any
 
-USER_ERRORS: tuple[type[BaseException], ...] = (
-    ValueError,
+from jaxformer.errors import REPORT_BUG, InputError, UserError
+
+# OS errors about a path the user named (a file to read, a directory to write): fixable by the user.
+PATH_ERRORS: tuple[type[OSError], ...] = (
     FileNotFoundError,
     NotADirectoryError,
+    IsADirectoryError,
     PermissionError,
-    KeyError,
+    FileExistsError,
 )
 
 
@@ -102,7 +109,7 @@ def cmd_translate(args: argparse.Namespace, overrides: list[str]) -> int:
     if args.input is not None:
         texts = Path(args.input).read_text(encoding="utf-8").splitlines()
         if not texts:
-            raise ValueError(f"input file {args.input} is empty; put one sentence per line.")
+            raise InputError(f"input file {args.input} is empty; put one sentence per line.")
     else:
         texts = args.text
     run = inference.load_run(args.workdir, args.step)
@@ -232,21 +239,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("error: interrupted", file=sys.stderr)
         return 130
     except Exception as err:
-        if os.environ.get("JAXFORMER_DEBUG") or not _is_user_error(err):
+        if os.environ.get("JAXFORMER_DEBUG"):
             raise
-        print(f"error: {_one_line(err)}", file=sys.stderr)
-        return 2
+        if is_user_error(err):
+            print(f"error: {_one_line(err)}", file=sys.stderr)
+            return 2
+        traceback.print_exc()
+        print(REPORT_BUG, file=sys.stderr)
+        return 1
 
 
-def _is_user_error(err: BaseException) -> bool:
-    from jaxformer.train.loop import TrainingError
+def is_user_error(err: BaseException) -> bool:
+    """A `UserError`, or an OS error on a path (missing file, no permission, ...); not any ValueError."""
+    return isinstance(err, (UserError, *PATH_ERRORS))
 
-    return isinstance(err, (*USER_ERRORS, TrainingError))
 
-
-def _one_line(err: Any) -> str:
-    text = str(err.args[0]) if isinstance(err, KeyError) and err.args else str(err)
-    return " ".join(text.split())
+def _one_line(err: BaseException) -> str:
+    return " ".join(str(err).split()) or type(err).__name__
 
 
 if __name__ == "__main__":

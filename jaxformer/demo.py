@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from jaxformer import inference
+from jaxformer.errors import UserError
 from jaxformer.inference import InferenceError, Run
 
 log = logging.getLogger("jaxformer.demo")
@@ -58,7 +59,7 @@ def _guarded(gr: Any, fn: Callable[..., Any]) -> Callable[..., Any]:
     def handler(*args: Any) -> Any:
         try:
             return fn(*args)
-        except ValueError as err:  # InferenceError, decoding and data errors: the user can fix these
+        except UserError as err:  # InferenceError, decoding, data and checkpoint errors: the user can fix these
             raise gr.Error(_one_line(err), print_exception=False) from None
         except Exception as err:  # a bug: say so in the page, keep the traceback in the server log
             log.exception("demo request failed")

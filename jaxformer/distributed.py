@@ -22,6 +22,8 @@ from pathlib import Path
 
 import jax
 
+from jaxformer.errors import ConfigError
+
 ENV_COORDINATOR = "JAXFORMER_COORDINATOR"
 ENV_NUM_PROCESSES = "JAXFORMER_NUM_PROCESSES"
 ENV_PROCESS_ID = "JAXFORMER_PROCESS_ID"
@@ -33,7 +35,7 @@ def _int_setting(name: str, value: int | str | None) -> int | None:
     try:
         return int(value)
     except (TypeError, ValueError):
-        raise ValueError(f"{name}={value!r} must be an integer.") from None
+        raise ConfigError(f"{name}={value!r} must be an integer.") from None
 
 
 def on_cloud_tpu(environ: Mapping[str, str] = os.environ) -> bool:
@@ -69,18 +71,18 @@ def maybe_initialize(
     index = _int_setting("process_id", process_id if process_id is not None else environ.get(ENV_PROCESS_ID))
     if coordinator_address is not None:
         if count is None or index is None:
-            raise ValueError(
+            raise ConfigError(
                 f"coordinator_address={coordinator_address!r} needs --num_processes and --process_id "
                 f"(or {ENV_NUM_PROCESSES} and {ENV_PROCESS_ID})."
             )
         if count < 1 or not 0 <= index < count:
-            raise ValueError(f"process_id={index} must be in [0, num_processes={count}).")
+            raise ConfigError(f"process_id={index} must be in [0, num_processes={count}).")
         if ":" not in coordinator_address:
-            raise ValueError(f"coordinator_address={coordinator_address!r} must look like HOST:PORT.")
+            raise ConfigError(f"coordinator_address={coordinator_address!r} must look like HOST:PORT.")
         jax.distributed.initialize(coordinator_address, num_processes=count, process_id=index)
         return "explicit"
     if count is not None or index is not None:
-        raise ValueError(
+        raise ConfigError(
             f"num_processes/process_id given without a coordinator address; add --coordinator_address HOST:PORT "
             f"(or {ENV_COORDINATOR})."
         )

@@ -31,6 +31,7 @@ from jaxformer.config import (
     TrainConfig,
     check_choice,
 )
+from jaxformer.config.backend import check_backend
 from jaxformer.data.batching import TASK_OF_FAMILY
 from jaxformer.data.config import DataConfig
 
@@ -344,6 +345,7 @@ def validate(config: ml_collections.ConfigDict) -> Experiment:
         model = base_model.replace(**model_values)
     except ValueError as err:
         raise ConfigError(_qualify("model", str(err), _model_fields())) from None
+    check_backend(model)
     data = to_dataclass(DataConfig, dict(raw.get("data", {})), "data")
     train = to_dataclass(TrainConfig, dict(raw.get("train", {})), "train")
     checkpoint = to_dataclass(CheckpointConfig, dict(raw.get("checkpoint", {})), "checkpoint")

@@ -10,7 +10,8 @@
 workdir and the tokenizer training stored in `<workdir>/tokenizer/` (`data.tokenizer_store`;
 never rebuilt from the data, which may have changed since), so text is encoded exactly as in
 training (`Pipeline.encode_input`).
-Every user mistake raises an `InferenceError` (a ValueError) with a one-line message.
+Every user mistake raises an `InferenceError` (a `jaxformer.errors.InputError`, also a ValueError)
+with a one-line message.
 """
 
 from __future__ import annotations
@@ -29,13 +30,14 @@ import numpy as np
 
 from jaxformer.config import ModelConfig
 from jaxformer.data.pipeline import Pipeline
+from jaxformer.errors import InputError
 from jaxformer.experiment import Experiment
 
 MAX_TEXT_CHARS = 20_000  # longer inputs are rejected before tokenizing
 METHODS = ("greedy", "sample", "beam")
 
 
-class InferenceError(ValueError):
+class InferenceError(InputError):
     """A request the run cannot serve (bad input, wrong model family, missing files); one-line message."""
 
 

@@ -10,6 +10,7 @@ import difflib
 
 from jaxformer import architectures
 from jaxformer.config import ModelConfig
+from jaxformer.errors import ConfigError
 
 _PRESETS: dict[str, dict] = {
     name: fields for module in architectures.MODULES for name, fields in module.PRESETS.items()
@@ -26,5 +27,5 @@ def get(name: str, **overrides: object) -> ModelConfig:
     if name not in _PRESETS:
         hint = difflib.get_close_matches(name, names(), n=1)
         suggestion = f" Did you mean {hint[0]!r}?" if hint else ""
-        raise ValueError(f"unknown preset {name!r}.{suggestion} Available: {names()}")
+        raise ConfigError(f"unknown preset {name!r}.{suggestion} Available: {names()}")
     return ModelConfig(**_PRESETS[name]).replace(**overrides)

@@ -24,13 +24,13 @@ from jaxformer.config.model import (
 )
 from jaxformer.config.run import (
     CheckpointConfig,
-    ConfigError,
     MeshConfig,
     Optimizer,
     Parallelism,
     Schedule,
     TrainConfig,
 )
+from jaxformer.errors import ConfigError
 
 __all__ = [
     "Activation",

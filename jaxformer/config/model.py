@@ -12,6 +12,8 @@ import dataclasses
 import difflib
 from typing import Any, Literal, get_args
 
+from jaxformer.errors import ConfigError
+
 Family = Literal["encoder_only", "decoder_only", "encoder_decoder"]
 Activation = Literal["relu", "gelu", "gelu_tanh", "silu", "swiglu", "geglu", "geglu_tanh", "reglu"]
 NormKind = Literal["layernorm", "rmsnorm"]
@@ -38,17 +40,17 @@ def check_choice(field: str, value: Any, literal_type: Any) -> None:
     if value not in allowed:
         hint = difflib.get_close_matches(str(value), allowed, n=1)
         suggestion = f" Did you mean {hint[0]!r}?" if hint else ""
-        raise ValueError(f"{field}={value!r} is not allowed; choose one of {list(allowed)}.{suggestion}")
+        raise ConfigError(f"{field}={value!r} is not allowed; choose one of {list(allowed)}.{suggestion}")
 
 
 def check_positive(field: str, value: Any) -> None:
     if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-        raise ValueError(f"{field}={value!r} must be a positive integer.")
+        raise ConfigError(f"{field}={value!r} must be a positive integer.")
 
 
 def check_rate(field: str, value: Any) -> None:
     if not isinstance(value, (int, float)) or not 0.0 <= float(value) < 1.0:
-        raise ValueError(f"{field}={value!r} must be a number in [0, 1).")
+        raise ConfigError(f"{field}={value!r} must be a number in [0, 1).")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -135,27 +137,27 @@ class ModelConfig:
         check_rate("dropout_rate", self.dropout_rate)
         check_rate("attention_dropout_rate", self.attention_dropout_rate)
         if self.head_dim is None and self.d_model % self.num_heads != 0:
-            raise ValueError(
+            raise ConfigError(
                 f"d_model={self.d_model} is not divisible by num_heads={self.num_heads}; "
                 "choose num_heads dividing d_model or set head_dim explicitly."
             )
         if self.kv_heads > self.num_heads or self.num_heads % self.kv_heads != 0:
-            raise ValueError(
+            raise ConfigError(
                 f"num_heads={self.num_heads} is not divisible by num_kv_heads={self.num_kv_heads}; "
                 "num_kv_heads must divide num_heads (1 = multi-query, num_heads = multi-head)."
             )
         if self.position == "rotary" and self.dim_per_head % 2:
-            raise ValueError(f"position='rotary' needs an even head_dim, got head_dim={self.dim_per_head}.")
+            raise ConfigError(f"position='rotary' needs an even head_dim, got head_dim={self.dim_per_head}.")
         if self.position == "sinusoidal" and self.d_model % 2:
-            raise ValueError(f"position='sinusoidal' needs an even d_model, got d_model={self.d_model}.")
+            raise ConfigError(f"position='sinusoidal' needs an even d_model, got d_model={self.d_model}.")
         if self.num_token_types and self.family != "encoder_only":
-            raise ValueError(f"num_token_types={self.num_token_types} is only supported for family='encoder_only'.")
+            raise ConfigError(f"num_token_types={self.num_token_types} is only supported for family='encoder_only'.")
         if self.encoder_head == "classification" and self.num_classes < 1:
-            raise ValueError(f"num_classes={self.num_classes} must be >= 1 for encoder_head='classification'.")
+            raise ConfigError(f"num_classes={self.num_classes} must be >= 1 for encoder_head='classification'.")
         if not 0 <= self.pad_token_id < self.vocab_size:
-            raise ValueError(f"pad_token_id={self.pad_token_id} must be in [0, vocab_size={self.vocab_size}).")
+            raise ConfigError(f"pad_token_id={self.pad_token_id} must be in [0, vocab_size={self.vocab_size}).")
         if self.position == "relative" and self.relative_buckets < 2:
-            raise ValueError(f"relative_buckets={self.relative_buckets} must be >= 2.")
+            raise ConfigError(f"relative_buckets={self.relative_buckets} must be >= 2.")
         check_llm_fields(self)
 
     # Derived sizes --------------------------------------------------------
@@ -197,7 +199,7 @@ class ModelConfig:
             key = unknown[0]
             hint = difflib.get_close_matches(key, field_names(), n=1)
             suggestion = f" Did you mean {hint[0]!r}?" if hint else ""
-            raise ValueError(f"ModelConfig has no field {key!r}.{suggestion}")
+            raise ConfigError(f"ModelConfig has no field {key!r}.{suggestion}")
         return dataclasses.replace(self, **changes)
 
     def to_dict(self) -> dict[str, Any]:
@@ -219,34 +221,34 @@ def check_llm_fields(config: ModelConfig) -> None:
         object.__setattr__(config, "sliding_window_layers", tuple(config.sliding_window_layers))  # JSON lists
     if config.rope_scaling != "none":
         if config.position != "rotary":
-            raise ValueError(f"rope_scaling={config.rope_scaling!r} needs position='rotary', got {config.position!r}.")
+            raise ConfigError(f"rope_scaling={config.rope_scaling!r} needs position='rotary', got {config.position!r}.")
         if not config.rope_factor >= 1.0:
-            raise ValueError(f"rope_factor={config.rope_factor!r} must be >= 1 (1 = no scaling).")
+            raise ConfigError(f"rope_factor={config.rope_factor!r} must be >= 1 (1 = no scaling).")
     if config.rope_original_max_len is not None:
         check_positive("rope_original_max_len", config.rope_original_max_len)
     if config.rope_scaling == "llama3" and not 0 < config.rope_low_freq_factor < config.rope_high_freq_factor:
-        raise ValueError(
+        raise ConfigError(
             f"rope_low_freq_factor={config.rope_low_freq_factor} must be > 0 and below "
             f"rope_high_freq_factor={config.rope_high_freq_factor} for rope_scaling='llama3'."
         )
     if not 0.0 < config.rotary_fraction <= 1.0:
-        raise ValueError(f"rotary_fraction={config.rotary_fraction!r} must be in (0, 1].")
+        raise ConfigError(f"rotary_fraction={config.rotary_fraction!r} must be in (0, 1].")
     if config.position == "rotary" and (config.rotary_dim < 2 or config.rotary_dim % 2):
-        raise ValueError(
+        raise ConfigError(
             f"rotary_fraction={config.rotary_fraction} gives {config.rotary_dim} rotated dims of head_dim="
             f"{config.dim_per_head}; it must be even and >= 2."
         )
     if config.qk_norm and config.norm != "rmsnorm":
-        raise ValueError(f"qk_norm=True is an RMSNorm of each head; it needs norm='rmsnorm', got {config.norm!r}.")
+        raise ConfigError(f"qk_norm=True is an RMSNorm of each head; it needs norm='rmsnorm', got {config.norm!r}.")
     if config.sliding_window is not None:
         check_positive("sliding_window", config.sliding_window)
         if config.family == "encoder_only":
-            raise ValueError("sliding_window is only supported for causal self-attention (decoder stacks).")
+            raise ConfigError("sliding_window is only supported for causal self-attention (decoder stacks).")
     if config.sliding_window_layers is not None:
         if config.sliding_window is None:
-            raise ValueError("sliding_window_layers is set but sliding_window is None; set the window size too.")
+            raise ConfigError("sliding_window_layers is set but sliding_window is None; set the window size too.")
         bad = [i for i in config.sliding_window_layers if not isinstance(i, int) or not 0 <= i < config.decoder_layers]
         if bad:
-            raise ValueError(
+            raise ConfigError(
                 f"sliding_window_layers has {bad}; layer indices must lie in [0, {config.decoder_layers})."
             )

@@ -1,6 +1,7 @@
 """Typed, frozen training configs: `TrainConfig`, `CheckpointConfig`, `MeshConfig`.
 
-Each validates itself on construction and raises `ConfigError` (a ValueError) naming
+Each validates itself on construction and raises `ConfigError` (a `jaxformer.errors.UserError`
+and a ValueError) naming
 the key (as `section.key`), the value and what is allowed.
 """
 
@@ -11,10 +12,7 @@ import math
 from typing import Any, Literal
 
 from jaxformer.config.model import check_choice
-
-
-class ConfigError(ValueError):
-    """A configuration problem; the CLI prints its message as one line."""
+from jaxformer.errors import ConfigError
 
 
 def _choice(field: str, value: Any, literal: Any) -> None:

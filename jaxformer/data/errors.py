@@ -1,14 +1,15 @@
 """Errors of the data package. Each message is one paragraph: what is wrong, the value, what to do.
 
-They subclass ValueError (and FileNotFoundError where a file is missing), so callers that
-catch the built-in types keep working and the CLI can print the message as one line.
+`DataError` is `jaxformer.errors.DataError` (a `UserError`, so the CLI prints the message as one
+line); it and its subclasses are also ValueErrors (and FileNotFoundErrors where a file is missing),
+so callers that catch the built-in types keep working.
 """
 
 from __future__ import annotations
 
+from jaxformer.errors import DataError
 
-class DataError(ValueError):
-    """Bad data or an unusable data configuration."""
+__all__ = ["DataError", "DataFileNotFoundError", "DatasetNotPreparedError", "SequenceTooLongError"]
 
 
 class DataFileNotFoundError(DataError, FileNotFoundError):

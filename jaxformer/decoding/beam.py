@@ -36,6 +36,7 @@ from jaxformer.decoding import inputs as checks
 from jaxformer.decoding.cache import gather_beams, resize_slots, slot_count
 from jaxformer.decoding.sampling import largest_k
 from jaxformer.decoding.steps import LOOP_COMPILER_OPTIONS, DecodeState, prefill_decoder_only, prefill_encoder_decoder
+from jaxformer.errors import InputError
 
 
 def length_penalty(length: Any, alpha: Any) -> Any:
@@ -251,5 +252,5 @@ def beam_search(
             params, source.astype(np.int32), source_valid, jnp.int32(bos_id), *dynamic, **options
         )
     else:
-        raise ValueError(f"beam_search() needs a decoder; family={config.family!r} has none.")
+        raise InputError(f"beam_search() needs a decoder; family={config.family!r} has none.")
     return BeamResult(np.asarray(seqs), np.asarray(scores), np.asarray(lens))

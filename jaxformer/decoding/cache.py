@@ -21,6 +21,7 @@ import jax.numpy as jnp
 
 from jaxformer import models
 from jaxformer.config import ModelConfig
+from jaxformer.errors import InputError
 
 Cache = Any  # nested dict of arrays
 
@@ -34,7 +35,7 @@ def cache_shapes(config: ModelConfig, batch: int, cache_length: int, source_leng
     target = jax.ShapeDtypeStruct((batch, cache_length), jnp.int32)
     if config.family == "encoder_decoder":
         if source_length is None:
-            raise ValueError("an encoder_decoder cache needs source_length (the padded source length S).")
+            raise InputError("an encoder_decoder cache needs source_length (the padded source length S).")
         source = jax.ShapeDtypeStruct((batch, source_length), jnp.int32)
         variables = jax.eval_shape(lambda s, t: model.init(jax.random.PRNGKey(0), s, t), source, target)
     else:
@@ -50,7 +51,7 @@ def init_cache(config: ModelConfig, batch: int, cache_length: int, source_length
     fills the cross-attention keys/values); later calls pass `encoded=None`.
     """
     if cache_length > config.max_len:
-        raise ValueError(f"cache_length={cache_length} exceeds the model's max_len={config.max_len}.")
+        raise InputError(f"cache_length={cache_length} exceeds the model's max_len={config.max_len}.")
     shapes = cache_shapes(config, batch, cache_length, source_length)
     return jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
 

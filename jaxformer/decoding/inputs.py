@@ -15,6 +15,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from jaxformer.config import ModelConfig
+from jaxformer.errors import InputError
 
 METHODS = ("greedy", "sample", "beam")
 
@@ -30,10 +31,10 @@ def pack_prompts(
     """
     rows = _prompt_rows(prompts, lengths)
     if not rows:
-        raise ValueError("prompts is empty; pass at least one prompt (a list of token ids).")
+        raise InputError("prompts is empty; pass at least one prompt (a list of token ids).")
     for index, row in enumerate(rows):
         if len(row) == 0:
-            raise ValueError(f"prompt {index} is empty; every prompt needs at least one token (e.g. a BOS id).")
+            raise InputError(f"prompt {index} is empty; every prompt needs at least one token (e.g. a BOS id).")
     width = max(len(row) for row in rows)
     tokens = np.full((len(rows), width), pad_id, np.int32)
     valid = np.zeros((len(rows), width), bool)
@@ -49,17 +50,17 @@ def _prompt_rows(
     if isinstance(prompts, np.ndarray) or hasattr(prompts, "shape"):
         array = np.asarray(prompts)
         if array.ndim != 2:
-            raise ValueError(f"prompts array must be [B, P] token ids, got shape {array.shape}.")
+            raise InputError(f"prompts array must be [B, P] token ids, got shape {array.shape}.")
         if lengths is None:
             return [row for row in array.astype(np.int64)]
         lengths = np.asarray(lengths)
         if lengths.shape != (array.shape[0],):
-            raise ValueError(f"lengths must be [B] = [{array.shape[0]}], got shape {lengths.shape}.")
+            raise InputError(f"lengths must be [B] = [{array.shape[0]}], got shape {lengths.shape}.")
         if np.any(lengths < 0) or np.any(lengths > array.shape[1]):
-            raise ValueError(f"lengths {lengths.tolist()} must lie in [0, P={array.shape[1]}] (real tokens per row).")
+            raise InputError(f"lengths {lengths.tolist()} must lie in [0, P={array.shape[1]}] (real tokens per row).")
         return [array[b, : int(n)].astype(np.int64) for b, n in enumerate(lengths)]
     if lengths is not None:
-        raise ValueError("lengths is only used with a [B, P] prompts array; a list of lists carries its own lengths.")
+        raise InputError("lengths is only used with a [B, P] prompts array; a list of lists carries its own lengths.")
     return [np.asarray(list(row), np.int64).reshape(-1) for row in prompts]
 
 
@@ -73,36 +74,36 @@ def check_token_ids(config: ModelConfig, tokens: np.ndarray, valid: np.ndarray, 
     real = tokens[valid]
     if real.size and (real.min() < 0 or real.max() >= config.vocab_size):
         bad = int(real.min() if real.min() < 0 else real.max())
-        raise ValueError(f"{name} contains token id {bad} outside [0, vocab_size={config.vocab_size}).")
+        raise InputError(f"{name} contains token id {bad} outside [0, vocab_size={config.vocab_size}).")
 
 
 def check_id(config: ModelConfig, name: str, value: int | None, required: bool = False) -> None:
     if value is None:
         if required:
-            raise ValueError(f"{name} is required here; pass the tokenizer's {name}.")
+            raise InputError(f"{name} is required here; pass the tokenizer's {name}.")
         return
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not 0 <= value < config.vocab_size:
-        raise ValueError(f"{name}={value!r} must be a token id in [0, vocab_size={config.vocab_size}).")
+        raise InputError(f"{name}={value!r} must be a token id in [0, vocab_size={config.vocab_size}).")
 
 
 def check_family(config: ModelConfig, family: str, function: str) -> None:
     if config.family != family:
         other = "translate/beam_search" if family == "decoder_only" else "generate/beam_search"
-        raise ValueError(
+        raise InputError(
             f"{function}() needs {'an' if family[0] in 'aeiou' else 'a'} {family} model, got family={config.family!r}; use {other} instead."
         )
 
 
 def check_max_new_tokens(max_new_tokens: int) -> None:
     if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, (int, np.integer)) or max_new_tokens < 1:
-        raise ValueError(f"max_new_tokens={max_new_tokens!r} must be a positive integer.")
+        raise InputError(f"max_new_tokens={max_new_tokens!r} must be a positive integer.")
 
 
 def check_total_length(config: ModelConfig, prompt_length: int, max_new_tokens: int, what: str = "prompt") -> None:
     """Every position used while decoding must be below config.max_len."""
     total = prompt_length + max_new_tokens
     if total > config.max_len:
-        raise ValueError(
+        raise InputError(
             f"{what} length {prompt_length} + max_new_tokens {max_new_tokens} = {total} exceeds the model's "
             f"max_len={config.max_len}; shorten the {what} or ask for fewer new tokens."
         )
@@ -111,48 +112,48 @@ def check_total_length(config: ModelConfig, prompt_length: int, max_new_tokens: 
 def check_target_length(config: ModelConfig, max_new_tokens: int) -> None:
     """Encoder-decoder: BOS and the first max_new_tokens - 1 outputs take decoder positions 0..max_new_tokens - 1."""
     if max_new_tokens > config.max_len:
-        raise ValueError(
+        raise InputError(
             f"max_new_tokens={max_new_tokens} exceeds the model's max_len={config.max_len}; ask for fewer new tokens."
         )
 
 
 def check_method(method: str, allowed: Sequence[str] = METHODS) -> None:
     if method not in allowed:
-        raise ValueError(f"method={method!r} is not allowed; choose one of {list(allowed)}.")
+        raise InputError(f"method={method!r} is not allowed; choose one of {list(allowed)}.")
 
 
 def check_sampling(temperature: float, top_k: int, top_p: float, sampling: bool = True) -> None:
     """Sampling settings: top_k >= 0 (0 = off), 0 < top_p <= 1 (1 = off), and when sampling temperature > 0."""
     if isinstance(top_k, bool) or not isinstance(top_k, (int, np.integer)) or top_k < 0:
-        raise ValueError(f"top_k={top_k!r} must be an integer >= 0 (0 keeps every token).")
+        raise InputError(f"top_k={top_k!r} must be an integer >= 0 (0 keeps every token).")
     if not isinstance(top_p, (int, float)) or not 0.0 < float(top_p) <= 1.0:
-        raise ValueError(f"top_p={top_p!r} must be in (0, 1] (1 keeps every token).")
+        raise InputError(f"top_p={top_p!r} must be in (0, 1] (1 keeps every token).")
     if sampling and (not isinstance(temperature, (int, float)) or not float(temperature) > 0.0):
-        raise ValueError(f"temperature={temperature!r} must be > 0 for sampling; use method='greedy' for argmax.")
+        raise InputError(f"temperature={temperature!r} must be > 0 for sampling; use method='greedy' for argmax.")
 
 
 def check_beam(config: ModelConfig, beam_size: int, alpha: float) -> None:
     if isinstance(beam_size, bool) or not isinstance(beam_size, (int, np.integer)) or beam_size < 1:
-        raise ValueError(f"beam_size={beam_size!r} must be an integer >= 1.")
+        raise InputError(f"beam_size={beam_size!r} must be an integer >= 1.")
     if 2 * beam_size > config.vocab_size:
-        raise ValueError(f"beam_size={beam_size} needs 2 * beam_size <= vocab_size={config.vocab_size}.")
+        raise InputError(f"beam_size={beam_size} needs 2 * beam_size <= vocab_size={config.vocab_size}.")
     if not isinstance(alpha, (int, float)) or not float(alpha) >= 0.0:
-        raise ValueError(f"alpha={alpha!r} must be >= 0 (0 = no length penalty).")
+        raise InputError(f"alpha={alpha!r} must be >= 0 (0 = no length penalty).")
 
 
 def check_source(config: ModelConfig, source: np.ndarray, source_valid: np.ndarray | None) -> np.ndarray:
     """Validate source [B, S] ids and return its validity mask [B, S] (all True when None)."""
     if source.ndim != 2 or source.shape[0] == 0 or source.shape[1] == 0:
-        raise ValueError(f"source must be a non-empty [B, S] array of token ids, got shape {source.shape}.")
+        raise InputError(f"source must be a non-empty [B, S] array of token ids, got shape {source.shape}.")
     if source.shape[1] > config.max_len:
-        raise ValueError(
+        raise InputError(
             f"source length {source.shape[1]} exceeds the model's max_len={config.max_len}; truncate the source."
         )
     valid = np.ones(source.shape, bool) if source_valid is None else np.asarray(source_valid, bool)
     if valid.shape != source.shape:
-        raise ValueError(f"source_valid has shape {valid.shape} but source is {source.shape}; they must match.")
+        raise InputError(f"source_valid has shape {valid.shape} but source is {source.shape}; they must match.")
     empty = np.flatnonzero(~valid.any(axis=1))
     if empty.size:
-        raise ValueError(f"source row {int(empty[0])} has no valid token; every source needs at least one.")
+        raise InputError(f"source row {int(empty[0])} has no valid token; every source needs at least one.")
     check_token_ids(config, source, valid, "source")
     return valid

@@ -12,22 +12,24 @@ from collections.abc import Sequence
 
 import sacrebleu
 
+from jaxformer.errors import InputError
+
 
 def _reference_streams(
     hypotheses: Sequence[str], references: Sequence[str] | Sequence[Sequence[str]]
 ) -> list[list[str]]:
     """references: one string per hypothesis, or one list of alternatives per hypothesis (same count for all)."""
     if isinstance(hypotheses, str) or isinstance(references, str):
-        raise ValueError("hypotheses and references must be lists of strings (one per segment), not a single string.")
+        raise InputError("hypotheses and references must be lists of strings (one per segment), not a single string.")
     if len(hypotheses) != len(references):
-        raise ValueError(f"got {len(hypotheses)} hypotheses but {len(references)} references; pass one per hypothesis.")
+        raise InputError(f"got {len(hypotheses)} hypotheses but {len(references)} references; pass one per hypothesis.")
     if not hypotheses:
-        raise ValueError("hypotheses is empty; BLEU/chrF need at least one segment.")
+        raise InputError("hypotheses is empty; BLEU/chrF need at least one segment.")
     if all(isinstance(r, str) for r in references):
         return [list(references)]  # type: ignore[arg-type]
     counts = {len(r) for r in references}
     if len(counts) != 1 or 0 in counts:
-        raise ValueError("every hypothesis needs the same number (>= 1) of alternative references.")
+        raise InputError("every hypothesis needs the same number (>= 1) of alternative references.")
     return [[refs[i] for refs in references] for i in range(counts.pop())]
 
 
@@ -51,9 +53,9 @@ def chrf(hypotheses: Sequence[str], references: Sequence[str] | Sequence[Sequenc
 def exact_match(predictions: Sequence[str], targets: Sequence[str]) -> float:
     """Fraction (0..1) of predictions equal to their target after stripping surrounding whitespace."""
     if len(predictions) != len(targets):
-        raise ValueError(f"got {len(predictions)} predictions but {len(targets)} targets; pass one per prediction.")
+        raise InputError(f"got {len(predictions)} predictions but {len(targets)} targets; pass one per prediction.")
     if not predictions:
-        raise ValueError("predictions is empty; exact_match needs at least one pair.")
+        raise InputError("predictions is empty; exact_match needs at least one pair.")
     return sum(p.strip() == t.strip() for p, t in zip(predictions, targets, strict=True)) / len(predictions)
 
 
@@ -61,5 +63,5 @@ def perplexity(mean_loss: float) -> float:
     """exp(mean token cross-entropy in nats); inf when it overflows."""
     loss = float(mean_loss)
     if math.isnan(loss) or loss < 0:
-        raise ValueError(f"mean_loss={mean_loss!r} must be a non-negative cross-entropy in nats.")
+        raise InputError(f"mean_loss={mean_loss!r} must be a non-negative cross-entropy in nats.")
     return math.exp(loss) if loss < 700 else math.inf

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from jaxformer.config import EncoderHead, ModelConfig
+from jaxformer.errors import CheckpointError
 from jaxformer.hf.common import (
     COPY,
     FLAT,
@@ -151,7 +152,9 @@ EXPORT_FIELDS = dict(
 
 def check_export_extra(config: ModelConfig) -> None:
     if config.num_token_types < 1:
-        raise ValueError("cannot export to Hugging Face bert: num_token_types=0; BERT needs a token type table (>= 1).")
+        raise CheckpointError(
+            "cannot export to Hugging Face bert: num_token_types=0; BERT needs a token type table (>= 1)."
+        )
 
 
 def config_to_hf(config: ModelConfig) -> dict[str, Any]:

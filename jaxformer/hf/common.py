@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from jaxformer.config import Activation, ModelConfig
+from jaxformer.errors import CheckpointError
 
 Shape = tuple[int, ...]
 Tensors = dict[str, np.ndarray]
@@ -194,15 +195,15 @@ class Architecture:
 # Config helpers ------------------------------------------------------------------------------
 
 
-def unsupported(model_type: str, problem: str, fix: str = "") -> ValueError:
+def unsupported(model_type: str, problem: str, fix: str = "") -> CheckpointError:
     """The error for a checkpoint feature jaxformer cannot represent."""
     hint = f" {fix}" if fix else ""
-    return ValueError(f"unsupported {model_type} checkpoint: {problem}.{hint}")
+    return CheckpointError(f"unsupported {model_type} checkpoint: {problem}.{hint}")
 
 
 def require(hf: Mapping[str, Any], key: str, model_type: str) -> Any:
     if key not in hf or hf[key] is None:
-        raise ValueError(
+        raise CheckpointError(
             f"config.json of this {model_type} checkpoint has no {key!r}; it is needed to build the model."
         )
     return hf[key]
@@ -239,8 +240,10 @@ def is_tied(hf: Mapping[str, Any], tensors: Mapping[str, np.ndarray], head: str,
     return True
 
 
-def cannot_export(model_type: str, problem: str, fix: str) -> ValueError:
-    return ValueError(f"cannot export to Hugging Face {model_type}: {problem} has no {model_type} equivalent; {fix}.")
+def cannot_export(model_type: str, problem: str, fix: str) -> CheckpointError:
+    return CheckpointError(
+        f"cannot export to Hugging Face {model_type}: {problem} has no {model_type} equivalent; {fix}."
+    )
 
 
 def check_fields(config: ModelConfig, model_type: str, wanted: Mapping[str, Any], grouped_query: bool = False) -> None:
@@ -249,7 +252,7 @@ def check_fields(config: ModelConfig, model_type: str, wanted: Mapping[str, Any]
     if config.kv_heads != config.num_heads and not grouped_query:
         bad.append(f"num_kv_heads={config.num_kv_heads!r} (needs {config.num_heads}: no grouped-query attention)")
     if bad:
-        raise ValueError(f"cannot export to Hugging Face {model_type}: " + "; ".join(bad) + ".")
+        raise CheckpointError(f"cannot export to Hugging Face {model_type}: " + "; ".join(bad) + ".")
 
 
 def check_exportable(arch: Architecture, config: ModelConfig) -> None:

@@ -25,6 +25,7 @@ from flax.traverse_util import flatten_dict, unflatten_dict
 
 from jaxformer import models
 from jaxformer.config import ModelConfig
+from jaxformer.errors import CheckpointError, ConfigError
 from jaxformer.hf import bert, files, gpt2, hub, llama, marian, t5
 from jaxformer.hf.common import Architecture, Rule, check_exportable, match_name
 
@@ -103,7 +104,9 @@ def normalize_names(arch: Architecture, tensors: Mapping[str, np.ndarray]) -> di
         if arch.prefix and key.startswith(arch.prefix):
             key = key[len(arch.prefix) :]
         if key in out:
-            raise ValueError(f"checkpoint holds tensor {key!r} twice (with and without the {arch.prefix!r} prefix).")
+            raise CheckpointError(
+                f"checkpoint holds tensor {key!r} twice (with and without the {arch.prefix!r} prefix)."
+            )
         out[key] = tensor
     return out
 
@@ -118,7 +121,7 @@ def resolve_aliases(arch: Architecture, config: ModelConfig, tensors: dict[str, 
         elif tensors[alias].shape == tensors[canonical].shape and np.array_equal(tensors[alias], tensors[canonical]):
             del tensors[alias]
         else:
-            raise ValueError(
+            raise CheckpointError(
                 f"{alias!r} should be a tied copy of {canonical!r} but holds different values; "
                 f"this {arch.model_type} checkpoint unties weights in a way jaxformer does not support."
             )
@@ -140,7 +143,7 @@ def tensors_to_params(
         parts = ([f"missing tensors {listing(missing)}"] if missing else []) + (
             [f"unexpected tensors {listing(unexpected)}"] if unexpected else []
         )
-        raise ValueError(
+        raise CheckpointError(
             f"checkpoint {where} does not match its config.json: {'; '.join(parts)}. "
             "Check that config.json belongs to these weights (layer counts, tie_word_embeddings, heads)."
         )
@@ -151,7 +154,7 @@ def tensors_to_params(
         if got != want:
             wrong.append(f"{rule.hf}: {got} vs {want}")
     if wrong:
-        raise ValueError(
+        raise CheckpointError(
             f"checkpoint {where}: tensor shapes (file vs implied by config.json) differ: {listing(wrong, 8)}."
         )
     flat: dict[str, np.ndarray] = {}
@@ -172,7 +175,7 @@ def params_to_tensors(arch: Architecture, config: ModelConfig, params: Mapping[s
         if p in flat and tuple(np.shape(flat[p])) != s
     ]
     if missing or unexpected or wrong:
-        raise ValueError(
+        raise CheckpointError(
             f"params do not match the config: missing {listing(missing)}, unexpected {listing(unexpected)}, "
             f"wrong shapes {listing(wrong, 8)}. Pass the params that belong to this ModelConfig."
         )
@@ -193,7 +196,7 @@ def architecture_of(hf_config: Mapping[str, Any], where: str) -> Architecture:
     model_type = hf_config.get("model_type")
     if model_type not in ARCHITECTURES:
         archs = hf_config.get("architectures")
-        raise ValueError(
+        raise CheckpointError(
             f"unsupported architecture model_type={model_type!r} (architectures={archs}) in {where}; "
             f"jaxformer converts {list(SUPPORTED_MODEL_TYPES)}."
         )
@@ -216,7 +219,7 @@ def architecture_for(config: ModelConfig) -> Architecture:
         return ARCHITECTURES["t5"]
     if config.position == "sinusoidal":
         return ARCHITECTURES["marian"]
-    raise ValueError(
+    raise CheckpointError(
         f"no Hugging Face architecture for an encoder_decoder with position={config.position!r}; "
         "export supports T5 (position='relative') and Marian (position='sinusoidal', layout 'concat')."
     )
@@ -311,7 +314,7 @@ def finetune_init(
     new = sorted(p for p, shape in shapes.items() if p not in old or tuple(old[p].shape) != shape)
     body = [p for p in new if p.split("/")[0] not in HEAD_MODULES]
     if body:
-        raise ValueError(
+        raise ConfigError(
             f"overrides {sorted(overrides)} change pretrained parameters {listing(body)}; "
             "only heads may be new (encoder_head, num_classes, dropout and layout options are fine)."
         )

@@ -19,6 +19,8 @@ import numpy as np
 from safetensors import SafetensorError
 from safetensors.numpy import load_file, save_file
 
+from jaxformer.errors import CheckpointError, CheckpointNotFoundError, InputError
+
 SAFETENSORS = "model.safetensors"
 SAFETENSORS_INDEX = "model.safetensors.index.json"
 PICKLE = "pytorch_model.bin"
@@ -47,9 +49,9 @@ def model_dir(path: str | Path) -> Path:
     """
     root = Path(path).expanduser()
     if not root.exists():
-        raise FileNotFoundError(f"Hugging Face model directory {str(root)!r} does not exist.")
+        raise CheckpointNotFoundError(f"Hugging Face model directory {str(root)!r} does not exist.")
     if not root.is_dir():
-        raise ValueError(f"{str(root)!r} is a file; pass the model directory that holds config.json.")
+        raise CheckpointError(f"{str(root)!r} is a file; pass the model directory that holds config.json.")
     if (root / "config.json").is_file():
         return root
     snapshots = root / "snapshots"
@@ -60,19 +62,21 @@ def model_dir(path: str | Path) -> Path:
         candidates = sorted(p for p in snapshots.iterdir() if (p / "config.json").is_file())
         if len(candidates) == 1:
             return candidates[0]
-        raise ValueError(
+        raise CheckpointError(
             f"Hub cache repo {str(root)!r} has {len(candidates)} snapshots with a config.json and no usable refs/main; "
             "pass one snapshot directory (snapshots/<revision>) instead."
         )
     found = sorted(p.name for p in root.iterdir())[:20]
-    raise FileNotFoundError(f"no config.json in {str(root)!r} (found: {found}); pass a Hugging Face model directory.")
+    raise CheckpointNotFoundError(
+        f"no config.json in {str(root)!r} (found: {found}); pass a Hugging Face model directory."
+    )
 
 
 def read_json(path: Path) -> dict[str, Any]:
     try:
         return json.loads(path.read_text())
     except json.JSONDecodeError as err:
-        raise ValueError(f"{str(path)!r} is not valid JSON: {err}") from None
+        raise CheckpointError(f"{str(path)!r} is not valid JSON: {err}") from None
 
 
 def read_config(directory: Path) -> dict[str, Any]:
@@ -88,7 +92,7 @@ def read_tensors(directory: Path, allow_pickle: bool = False) -> dict[str, np.nd
     pickles = [name for name in (PICKLE, PICKLE_INDEX) if (directory / name).is_file()]
     if pickles:
         if not allow_pickle:
-            raise ValueError(
+            raise CheckpointError(
                 f"{str(directory / pickles[0])!r} is a pickle file (PyTorch format) and there is no model.safetensors; "
                 "pickles can execute code when loaded. Pass allow_pickle=True if you trust it, "
                 "or convert it to safetensors first."
@@ -97,7 +101,7 @@ def read_tensors(directory: Path, allow_pickle: bool = False) -> dict[str, np.nd
             return read_pickle(directory / PICKLE)
         return read_sharded(directory, PICKLE_INDEX, read_pickle)
     found = sorted(p.name for p in directory.iterdir())
-    raise FileNotFoundError(f"no {SAFETENSORS} (or {PICKLE}) in {str(directory)!r}; found {found}.")
+    raise CheckpointNotFoundError(f"no {SAFETENSORS} (or {PICKLE}) in {str(directory)!r}; found {found}.")
 
 
 def read_sharded(directory: Path, index_name: str, reader: Any) -> dict[str, np.ndarray]:
@@ -113,7 +117,7 @@ def read_safetensors(path: Path) -> dict[str, np.ndarray]:
         return load_file(str(path))
     except (TypeError, SafetensorError) as err:
         if "bfloat16" not in str(err):
-            raise ValueError(f"cannot read {str(path)!r}: {err}") from None
+            raise CheckpointError(f"cannot read {str(path)!r}: {err}") from None
         return read_safetensors_raw(path)
 
 
@@ -143,7 +147,7 @@ def read_safetensors_raw(path: Path) -> dict[str, np.ndarray]:
         if name == "__metadata__":
             continue
         if info["dtype"] not in RAW_DTYPES:
-            raise ValueError(f"{str(path)!r}: tensor {name!r} has unsupported dtype {info['dtype']}.")
+            raise CheckpointError(f"{str(path)!r}: tensor {name!r} has unsupported dtype {info['dtype']}.")
         start, end = info["data_offsets"]
         array = np.frombuffer(data[base + start : base + end], dtype=RAW_DTYPES[info["dtype"]]).reshape(info["shape"])
         tensors[name] = array.astype(np.float32) if info["dtype"] == "BF16" else array.copy()
@@ -170,13 +174,13 @@ def parse_size(size: int | str | None) -> int | None:
     """Bytes from 1000000, "200MB", "5GB" or "2GiB" (transformers' max_shard_size spelling); None stays None."""
     if size is None or isinstance(size, int):
         if isinstance(size, int) and size <= 0:
-            raise ValueError(f"max_shard_size={size} must be positive.")
+            raise InputError(f"max_shard_size={size} must be positive.")
         return size
     text = str(size).strip().upper()
     for unit in sorted(SIZE_UNITS, key=len, reverse=True):
         if text.endswith(unit) and text[: -len(unit)].strip().replace(".", "", 1).isdigit():
             return int(float(text[: -len(unit)]) * SIZE_UNITS[unit])
-    raise ValueError(f"max_shard_size={size!r} is not a size; write bytes or e.g. '200MB', '5GB'.")
+    raise InputError(f"max_shard_size={size!r} is not a size; write bytes or e.g. '200MB', '5GB'.")
 
 
 def shard_names(tensors: dict[str, np.ndarray], max_shard_size: int) -> list[list[str]]:
@@ -216,10 +220,10 @@ def copy_tokenizer_files(source: str | Path, directory: Path) -> list[str]:
     """Copy the tokenizer files found in `source` into `directory`; returns their names."""
     source = Path(source).expanduser()
     if not source.is_dir():
-        raise FileNotFoundError(f"tokenizer_dir {str(source)!r} is not a directory.")
+        raise CheckpointNotFoundError(f"tokenizer_dir {str(source)!r} is not a directory.")
     copied = [name for name in TOKENIZER_FILES if (source / name).is_file()]
     if not copied:
-        raise FileNotFoundError(
+        raise CheckpointNotFoundError(
             f"tokenizer_dir {str(source)!r} holds none of the tokenizer files {list(TOKENIZER_FILES)}."
         )
     for name in copied:

@@ -14,6 +14,7 @@ import os
 import re
 from pathlib import Path
 
+from jaxformer.errors import HubError
 from jaxformer.hf import files
 
 ALLOW_PATTERNS = (
@@ -25,10 +26,6 @@ ALLOW_PATTERNS = (
 )
 REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 TRUE = ("1", "on", "yes", "true")
-
-
-class HubError(ValueError):
-    """A Hub repo id that cannot be resolved (not cached offline, unknown repo or revision, no network)."""
 
 
 def is_repo_id(name: str | Path) -> bool:
@@ -92,5 +89,5 @@ def locate(path: str | Path, revision: str | None = None) -> Path:
     if is_repo_id(path):
         return resolve(str(path), revision)
     if revision is not None:
-        raise ValueError(f"revision={revision!r} applies to Hub repo ids only, and {str(path)!r} is a local path.")
+        raise HubError(f"revision={revision!r} applies to Hub repo ids only, and {str(path)!r} is a local path.")
     return files.model_dir(path)

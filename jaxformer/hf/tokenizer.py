@@ -9,6 +9,7 @@ from pathlib import Path
 
 from tokenizers import Tokenizer
 
+from jaxformer.errors import CheckpointNotFoundError
 from jaxformer.hf import files
 
 
@@ -21,7 +22,7 @@ def load_tokenizer(path: str | Path) -> Tokenizer:
     file = directory / "tokenizer.json"
     if not file.is_file():
         others = [name for name in files.TOKENIZER_FILES if (directory / name).is_file()]
-        raise FileNotFoundError(
+        raise CheckpointNotFoundError(
             f"no tokenizer.json in {str(directory)!r} (tokenizer files found: {others}); jaxformer.hf.load_tokenizer "
             "reads the `tokenizers` format only. SentencePiece models (e.g. Marian's source.spm/target.spm) load with "
             "the sentencepiece library; or save a tokenizer.json with transformers' tokenizer.save_pretrained()."

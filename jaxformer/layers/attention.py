@@ -14,6 +14,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from jaxformer.errors import ConfigError
 from jaxformer.layers.axes import constrain, param
 from jaxformer.layers.masks import check_mask, combine, window_mask
 from jaxformer.layers.norms import rms_normalize
@@ -27,7 +28,7 @@ IMPLEMENTATIONS = ("reference", "xla", "cudnn")
 def check_heads(num_heads: int, num_kv_heads: int) -> None:
     """Raise ValueError unless the key/value heads K divide the query heads N (grouped-query attention)."""
     if num_kv_heads < 1 or num_heads % num_kv_heads:
-        raise ValueError(
+        raise ConfigError(
             f"num_heads={num_heads} is not divisible by num_kv_heads={num_kv_heads}; "
             "num_kv_heads must divide num_heads (1 = multi-query, num_heads = multi-head)."
         )
@@ -88,7 +89,7 @@ def dot_product_attention(
     used whenever dropout is active.
     """
     if implementation not in IMPLEMENTATIONS:
-        raise ValueError(f"attention_impl={implementation!r} is not allowed; choose one of {list(IMPLEMENTATIONS)}.")
+        raise ConfigError(f"attention_impl={implementation!r} is not allowed; choose one of {list(IMPLEMENTATIONS)}.")
     check_heads(query.shape[2], key.shape[2])
     if mask is not None:
         check_mask(mask, query.shape[0], query.shape[2], query.shape[1], key.shape[1])

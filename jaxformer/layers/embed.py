@@ -12,6 +12,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxformer.errors import InputError
 from jaxformer.layers.axes import constrain, param
 
 
@@ -28,7 +29,7 @@ def check_ids_in_range(name: str, ids: jax.Array, size: int) -> None:
     low, high = int(values.min()), int(values.max())
     if low < 0 or high >= size:
         bad = high if high >= size else low
-        raise ValueError(f"{name} contain {bad}, outside [0, {size}); ids must be smaller than the table size {size}.")
+        raise InputError(f"{name} contain {bad}, outside [0, {size}); ids must be smaller than the table size {size}.")
 
 
 def lookup_rows(table: jax.Array, ids: jax.Array, row_axis: str | None) -> jax.Array:
@@ -69,7 +70,7 @@ class Embed(nn.Module):
 
     def __call__(self, tokens: jax.Array) -> jax.Array:
         if not jnp.issubdtype(tokens.dtype, jnp.integer):
-            raise ValueError(f"token ids must be integers, got dtype {tokens.dtype}")
+            raise InputError(f"token ids must be integers, got dtype {tokens.dtype}")
         check_ids_in_range(RANGE_NAMES.get(self.table_axes[0], "ids"), tokens, self.vocab_size)
         return lookup_rows(self.embedding, tokens, self.table_axes[0]).astype(self.dtype)
 

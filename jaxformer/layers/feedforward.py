@@ -12,6 +12,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from jaxformer.errors import ConfigError
 from jaxformer.layers.axes import constrain, param
 
 ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
@@ -30,7 +31,7 @@ GATED = ("swiglu", "geglu", "geglu_tanh", "reglu")
 
 def activation_fn(name: str) -> Callable[[jax.Array], jax.Array]:
     if name not in ACTIVATIONS:
-        raise ValueError(f"activation={name!r} is not allowed; choose one of {sorted(ACTIVATIONS)}.")
+        raise ConfigError(f"activation={name!r} is not allowed; choose one of {sorted(ACTIVATIONS)}.")
     return ACTIVATIONS[name]
 
 

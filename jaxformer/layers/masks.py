@@ -8,6 +8,8 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from jaxformer.errors import InputError
+
 
 def causal_mask(query_length: int, key_length: int | None = None) -> jax.Array:
     """[1, 1, T, S] lower-triangular mask: query i sees keys j <= i (keys aligned at the end)."""
@@ -31,7 +33,7 @@ def padding_mask(query_valid: jax.Array, key_valid: jax.Array) -> jax.Array:
 def key_padding_mask(key_valid: jax.Array, query_length: int) -> jax.Array:
     """[B, 1, T, S] mask hiding padded keys only (every query row stays live)."""
     if key_valid.ndim != 2:
-        raise ValueError(f"key_valid must be [B, S], got shape {key_valid.shape}")
+        raise InputError(f"key_valid must be [B, S], got shape {key_valid.shape}")
     return jnp.broadcast_to(
         key_valid[:, None, None, :].astype(bool), (key_valid.shape[0], 1, query_length, key_valid.shape[1])
     )
@@ -78,9 +80,9 @@ def check_mask(mask: jax.Array, batch: int, heads: int, query_length: int, key_l
         hint = "use [B|1, N|1, T, S]"
         if name == "mask":
             hint = "build masks with jaxformer.layers.masks (they are [B, 1, T, S])"
-        raise ValueError(f"{name} shape {tuple(mask.shape)} does not broadcast to [B, N, T, S] = {want}; {hint}.")
+        raise InputError(f"{name} shape {tuple(mask.shape)} does not broadcast to [B, N, T, S] = {want}; {hint}.")
 
 
 def _check_same_batch(name: str, a: jax.Array, b: jax.Array) -> None:
     if a.ndim != 2 or b.ndim != 2 or a.shape[0] != b.shape[0]:
-        raise ValueError(f"{name}: expected [B, T] and [B, S] inputs with the same B, got {a.shape} and {b.shape}")
+        raise InputError(f"{name}: expected [B, T] and [B, S] inputs with the same B, got {a.shape} and {b.shape}")

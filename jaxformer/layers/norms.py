@@ -8,6 +8,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from jaxformer.errors import ConfigError
 from jaxformer.layers.axes import param
 
 
@@ -61,4 +62,4 @@ def make_norm(
         return LayerNorm(eps=eps, use_bias=use_bias, dtype=dtype, param_dtype=param_dtype, name=name)
     if kind == "rmsnorm":
         return RMSNorm(eps=eps, dtype=dtype, param_dtype=param_dtype, name=name)
-    raise ValueError(f"norm={kind!r} is not allowed; choose one of ['layernorm', 'rmsnorm'].")
+    raise ConfigError(f"norm={kind!r} is not allowed; choose one of ['layernorm', 'rmsnorm'].")

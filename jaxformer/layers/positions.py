@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxformer.errors import ConfigError
 from jaxformer.layers.axes import param
 from jaxformer.layers.embed import check_ids_in_range, lookup_rows
 
@@ -26,7 +27,7 @@ def sinusoidal_table(max_len: int, d_model: int, layout: str = "interleaved") ->
     first and all cosines after (the layout of Marian/fairseq checkpoints).
     """
     if d_model % 2:
-        raise ValueError(f"sinusoidal positions need an even d_model, got {d_model}")
+        raise ConfigError(f"sinusoidal positions need an even d_model, got {d_model}")
     pos = np.arange(max_len, dtype=np.float64)[:, None]
     inv_freq = 1.0 / (10000.0 ** (np.arange(0, d_model, 2, dtype=np.float64) / d_model))
     angles = pos * inv_freq[None, :]  # [max_len, D/2]
@@ -38,7 +39,7 @@ def sinusoidal_table(max_len: int, d_model: int, layout: str = "interleaved") ->
         table[:, : d_model // 2] = np.sin(angles)
         table[:, d_model // 2 :] = np.cos(angles)
     else:
-        raise ValueError(f"sinusoidal_layout={layout!r} is not allowed; choose one of ['interleaved', 'concat'].")
+        raise ConfigError(f"sinusoidal_layout={layout!r} is not allowed; choose one of ['interleaved', 'concat'].")
     return table.astype(np.float32)
 
 
@@ -87,7 +88,7 @@ def apply_rotary(x: jax.Array, positions: jax.Array, base: float = 10000.0) -> j
     """
     head_dim = x.shape[-1]
     if head_dim % 2:
-        raise ValueError(f"rotary embedding needs an even head size, got H={head_dim}")
+        raise ConfigError(f"rotary embedding needs an even head size, got H={head_dim}")
     half = head_dim // 2
     inv_freq = 1.0 / (base ** (jnp.arange(half, dtype=jnp.float32) * 2.0 / head_dim))  # [H/2]
     angles = positions.astype(jnp.float32)[..., None] * inv_freq  # [B, T, H/2]

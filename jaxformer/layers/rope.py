@@ -22,6 +22,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxformer.errors import ConfigError
+
 
 @dataclasses.dataclass(frozen=True)
 class Rope:
@@ -69,7 +71,7 @@ class Rope:
             return llama3_inv_freq(inv, self.factor, self.low_freq_factor, self.high_freq_factor, self.original_max_len)
         if self.scaling == "yarn":
             return self._yarn()
-        raise ValueError(f"rope_scaling={self.scaling!r} is not allowed; choose none, linear, dynamic, llama3, yarn.")
+        raise ConfigError(f"rope_scaling={self.scaling!r} is not allowed; choose none, linear, dynamic, llama3, yarn.")
 
     def _yarn(self) -> tuple[np.ndarray, float]:
         dim, base, factor = self.rotary_dim, self.base, self.factor

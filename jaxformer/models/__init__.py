@@ -10,6 +10,8 @@ import jax
 import jax.numpy as jnp
 
 from jaxformer.config import ModelConfig
+from jaxformer.config.backend import check_backend
+from jaxformer.errors import InputError
 from jaxformer.models.decoder import DecoderOnly
 from jaxformer.models.encoder import EncoderOnly
 from jaxformer.models.encoder_decoder import EncoderDecoder
@@ -31,10 +33,11 @@ def build(config: ModelConfig, deterministic: bool = True, decode: bool = False)
     """
     if not isinstance(config, ModelConfig):
         raise TypeError(f"build() expects a ModelConfig, got {type(config).__name__}")
+    check_backend(config)  # a kernel this backend lacks fails here, not inside jit
     cls = FAMILIES[config.family]
     if decode:
         if config.family == "encoder_only":
-            raise ValueError("decode=True needs a decoder: family='encoder_only' has none.")
+            raise InputError("decode=True needs a decoder: family='encoder_only' has none.")
         return cls(config, deterministic=deterministic, decode=True)  # type: ignore[call-arg]
     return cls(config, deterministic=deterministic)  # type: ignore[call-arg]
 

@@ -12,6 +12,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxformer.config import ModelConfig
+from jaxformer.errors import InputError
 from jaxformer.layers.axes import BTD, constrain
 from jaxformer.layers.block import dtype_of
 from jaxformer.layers.embed import Embed
@@ -33,7 +34,7 @@ def token_embed(cfg: ModelConfig, name: str | None = None) -> Embed:
 
 def check_length(config: ModelConfig, length: int, what: str = "input") -> None:
     if length > config.max_len:
-        raise ValueError(
+        raise InputError(
             f"{what} length {length} exceeds the model's maximum positions max_len={config.max_len}; "
             "truncate the input or use a config with a larger max_len."
         )

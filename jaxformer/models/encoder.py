@@ -9,6 +9,7 @@ import flax.linen as nn
 import jax
 
 from jaxformer.config import ModelConfig
+from jaxformer.errors import InputError
 from jaxformer.layers import masks
 from jaxformer.models.embeddings import InputEmbedding, check_length, default_positions, token_embed
 from jaxformer.models.heads import ClassifierHead, MaskedLMHead, Pooler
@@ -24,13 +25,13 @@ def attention_mask(valid: jax.Array | None, segment_ids: jax.Array | None, lengt
 
 def check_tokens(config: ModelConfig, tokens: jax.Array, name: str = "tokens") -> None:
     if tokens.ndim != 2:
-        raise ValueError(f"{name} must be [B, T] integer ids, got shape {tuple(tokens.shape)}")
+        raise InputError(f"{name} must be [B, T] integer ids, got shape {tuple(tokens.shape)}")
     check_length(config, tokens.shape[1], name)
 
 
 def check_same_shape(name: str, array: jax.Array | None, tokens: jax.Array) -> None:
     if array is not None and tuple(array.shape) != tuple(tokens.shape):
-        raise ValueError(
+        raise InputError(
             f"{name} has shape {tuple(array.shape)} but tokens are {tuple(tokens.shape)}; they must match."
         )
 

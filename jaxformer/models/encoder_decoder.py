@@ -9,6 +9,7 @@ import flax.linen as nn
 import jax
 
 from jaxformer.config import ModelConfig
+from jaxformer.errors import InputError
 from jaxformer.layers import masks
 from jaxformer.models.decoder import causal_attention_mask
 from jaxformer.models.embeddings import DecodePositions, InputEmbedding, default_positions, token_embed
@@ -104,14 +105,14 @@ class EncoderDecoder(nn.Module):
             check_same_shape(name, arr, target)
         if (target_segment_ids is None) != (source_segment_ids is None):
             given = "source_segment_ids" if target_segment_ids is None else "target_segment_ids"
-            raise ValueError(
+            raise InputError(
                 f"{given} was given without its partner; packed sequence pairs need both source_segment_ids and "
                 "target_segment_ids (or neither), else cross-attention would mix the packed pairs."
             )
         if encoded is not None:
             for name, arr in (("source_valid", source_valid), ("source_segment_ids", source_segment_ids)):
                 if arr is not None and tuple(arr.shape) != tuple(encoded.shape[:2]):
-                    raise ValueError(
+                    raise InputError(
                         f"{name} has shape {tuple(arr.shape)} but encoded is {tuple(encoded.shape)}; "
                         "it must be [B, S] for the encoded source."
                     )

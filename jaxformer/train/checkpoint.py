@@ -33,6 +33,7 @@ import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers as policies
 
 from jaxformer.config import ModelConfig
+from jaxformer.errors import CheckpointError, CheckpointNotFoundError
 from jaxformer.train import integrity
 
 ITEMS = ("state", "data", "config")
@@ -40,10 +41,6 @@ CORRUPT_DIRNAME = "checkpoints_corrupt"
 DELETING_DIRNAME = ".deleting"  # old steps are renamed here (atomic), then removed: never a half-deleted step
 EXPORT_CONFIG = "model_config.json"
 _MAX_LISTED = 12
-
-
-class CheckpointError(ValueError):
-    """A checkpoint problem a user can act on; the CLI prints the message as one line."""
 
 
 class CheckpointCorruptError(CheckpointError):
@@ -397,7 +394,7 @@ def load_params(path: str | Path, step: int | None = None) -> tuple[Any, ModelCo
     """(params on the first local device, model config, step or None for an export)."""
     path = Path(path)
     if not path.exists():
-        raise FileNotFoundError(f"checkpoint path {path} does not exist.")
+        raise CheckpointNotFoundError(f"checkpoint path {path} does not exist.")
     source = _locate(path, step)
     problem = integrity.verify(source)
     if problem is not None:

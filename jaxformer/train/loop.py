@@ -15,6 +15,7 @@ import numpy as np
 
 from jaxformer.config import ModelConfig
 from jaxformer.data import build_pipeline, tokenizer_store
+from jaxformer.errors import UserError
 from jaxformer.experiment import Experiment, check_model_fits_data
 from jaxformer.train import samples
 from jaxformer.train.checkpoint import Checkpointer
@@ -24,7 +25,7 @@ from jaxformer.train.preemption import PreemptionGuard
 from jaxformer.train.runtime import check_parallelism, make_runtime
 
 
-class TrainingError(RuntimeError):
+class TrainingError(UserError, RuntimeError):
     """A run that cannot go on (NaN loss, ...); the CLI prints the message as one line."""
 
 

@@ -9,6 +9,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from jaxformer.errors import ConfigError
+
 NO_DECAY_KEYS = ("positions", "relative_position_bias", "token_types")
 
 
@@ -49,7 +51,7 @@ def learning_rate_schedule(
         elif schedule == "rsqrt":
             after = peak * jnp.sqrt(warmup_steps / jnp.maximum(step, 1.0))
         else:
-            raise ValueError(f"schedule={schedule!r} is not allowed; choose cosine, linear, constant, rsqrt or noam.")
+            raise ConfigError(f"schedule={schedule!r} is not allowed; choose cosine, linear, constant, rsqrt or noam.")
         return jnp.where(step < warmup_steps, warm, after)
 
     return fn
@@ -93,5 +95,5 @@ def make_optimizer(train: Any, d_model: int) -> tuple[optax.GradientTransformati
             parts.append(optax.add_decayed_weights(train.weight_decay, mask=decay_mask))
         parts.append(optax.sgd(schedule, momentum=train.momentum or None))
     else:
-        raise ValueError(f"optimizer={train.optimizer!r} is not allowed; choose adamw, adafactor or sgd.")
+        raise ConfigError(f"optimizer={train.optimizer!r} is not allowed; choose adamw, adafactor or sgd.")
     return optax.chain(*parts), schedule

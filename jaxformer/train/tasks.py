@@ -15,6 +15,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxformer.config import ModelConfig
+from jaxformer.errors import InputError
 
 REQUIRED_KEYS = {
     "decoder_only": ("tokens", "targets", "weights"),
@@ -26,7 +27,7 @@ REQUIRED_KEYS = {
 def check_batch(config: ModelConfig, batch: dict[str, Any]) -> None:
     missing = [k for k in REQUIRED_KEYS[config.family] if k not in batch]
     if missing:
-        raise ValueError(f"batch for family={config.family!r} lacks keys {missing}; it has {sorted(batch)}.")
+        raise InputError(f"batch for family={config.family!r} lacks keys {missing}; it has {sorted(batch)}.")
 
 
 def forward(
