@@ -21,7 +21,7 @@ import os
 import sys
 import traceback
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 from jaxformer.errors import REPORT_BUG, InputError, UserError
 
@@ -153,8 +153,15 @@ def _is_first_process() -> bool:
     return jax.process_index() == 0
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, but a bad command line is one line `error: ...` (exit 2) like every other user error."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"error: {self.prog}: {' '.join(message.split())} (see '{self.prog} --help').\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="jaxformer", description="Train, evaluate and use Transformers in JAX.")
+    parser = OneLineParser(prog="jaxformer", description="Train, evaluate and use Transformers in JAX.")
     sub = parser.add_subparsers(dest="command", required=True)
     train = sub.add_parser("train", help="train an experiment (resumes from the workdir's latest checkpoint)")
     train.add_argument("--config", required=True, help="experiment file, e.g. experiments/default.py")
