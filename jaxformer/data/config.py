@@ -29,7 +29,7 @@ import difflib
 from typing import Any, Literal
 
 from jaxformer.config import check_choice
-from jaxformer.errors import ConfigError
+from jaxformer.errors import DataError
 
 Source = Literal["synthetic", "text", "parallel", "tsv", "jsonl", "tfds", "hf"]
 Task = Literal["lm", "seq2seq", "classification"]
@@ -134,40 +134,40 @@ class DataConfig:
             if getattr(self, name) is not None:
                 _check_int(name, getattr(self, name), minimum=2)
         if self.max_length < 2:
-            raise ConfigError(f"max_length={self.max_length} must be >= 2 (a token and its eos).")
+            raise DataError(f"max_length={self.max_length} must be >= 2 (a token and its eos).")
         _check_int("vocab_size", self.vocab_size, minimum=16)
         if not isinstance(self.pack_pool, (int, float)) or not 1.0 <= self.pack_pool <= 4.0:
-            raise ConfigError(f"pack_pool={self.pack_pool!r} must be a number in [1, 4].")
+            raise DataError(f"pack_pool={self.pack_pool!r} must be a number in [1, 4].")
         if not isinstance(self.holdout_fraction, (int, float)) or not 0.0 <= self.holdout_fraction < 1.0:
-            raise ConfigError(f"holdout_fraction={self.holdout_fraction!r} must be a number in [0, 1).")
+            raise DataError(f"holdout_fraction={self.holdout_fraction!r} must be a number in [0, 1).")
         self._check_combinations()
 
     def _check_combinations(self) -> None:
         allowed_tasks = TASKS_OF_SOURCE[self.source]
         if self.task not in allowed_tasks:
-            raise ConfigError(
+            raise DataError(
                 f"task={self.task!r} is not available for source={self.source!r}; choose one of {list(allowed_tasks)}."
             )
         if self.source == "synthetic":
             kind = SYNTHETIC_TASK_KIND[self.synthetic_task]
             if kind != self.task:
                 options = [k for k, v in SYNTHETIC_TASK_KIND.items() if v == self.task]
-                raise ConfigError(
+                raise DataError(
                     f"synthetic_task={self.synthetic_task!r} is a {kind} task but task={self.task!r}; choose one of {options}."
                 )
             if self.synthetic_min_length > self.synthetic_max_length:
-                raise ConfigError(
+                raise DataError(
                     f"synthetic_min_length={self.synthetic_min_length} exceeds synthetic_max_length={self.synthetic_max_length}."
                 )
             needed = self.synthetic_max_length + (2 if self.task == "classification" else 1)
             for name in ("max_source_length", "max_target_length") if self.task == "seq2seq" else ("max_length",):
                 if self.length(name) < needed:
-                    raise ConfigError(
+                    raise DataError(
                         f"{name}={self.length(name)} is too short for synthetic_max_length={self.synthetic_max_length}; "
                         f"set it to at least {needed} (digits plus special tokens)."
                     )
         elif self.tokenizer == "digits":
-            raise ConfigError(
+            raise DataError(
                 f"tokenizer='digits' only encodes synthetic digit strings, not source={self.source!r}; "
                 "choose 'char', 'byte', 'sentencepiece' or 'hf'."
             )
@@ -179,37 +179,37 @@ class DataConfig:
             "tfds": "tfds_name",
         }.get(self.source)
         if required and not getattr(self, required):
-            raise ConfigError(f"source={self.source!r} needs data.{required}; it is {getattr(self, required)!r}.")
+            raise DataError(f"source={self.source!r} needs data.{required}; it is {getattr(self, required)!r}.")
         if self.source == "hf" and not (self.hf_path or self.train_path):
-            raise ConfigError(
+            raise DataError(
                 "source='hf' needs data.hf_path (a save_to_disk directory or a data file) or data.train_path."
             )
         if self.source == "parallel" and (not self.source_suffix or self.source_suffix == self.target_suffix):
-            raise ConfigError(
+            raise DataError(
                 f"source='parallel' needs two different suffixes, got source_suffix={self.source_suffix!r}, "
                 f"target_suffix={self.target_suffix!r} (e.g. '.en' and '.de')."
             )
         if self.tokenizer == "sentencepiece" and self.vocab_size < 300:
-            raise ConfigError(
+            raise DataError(
                 f"vocab_size={self.vocab_size} is too small for tokenizer='sentencepiece': byte fallback alone takes "
                 "256 pieces plus 4 special ids; use at least 300 (e.g. 8000)."
             )
         if self.tokenizer == "hf" and not self.tokenizer_path:
-            raise ConfigError("tokenizer='hf' needs data.tokenizer_path pointing at a tokenizer.json file.")
+            raise DataError("tokenizer='hf' needs data.tokenizer_path pointing at a tokenizer.json file.")
         if self.pack and self.task == "classification":
-            raise ConfigError(
+            raise DataError(
                 "pack=True is not available for task='classification' (one label per row); set pack=False."
             )
         if self.pack and self.bucket_by_length:
-            raise ConfigError("pack=True and bucket_by_length=True exclude each other; choose one.")
+            raise DataError("pack=True and bucket_by_length=True exclude each other; choose one.")
         boundaries = self.bucket_boundaries
         if isinstance(boundaries, list):  # from a config file or a command-line override
             boundaries = tuple(boundaries)
             object.__setattr__(self, "bucket_boundaries", boundaries)
         if not isinstance(boundaries, tuple):
-            raise ConfigError(f"bucket_boundaries={boundaries!r} must be a tuple of increasing positive integers.")
+            raise DataError(f"bucket_boundaries={boundaries!r} must be a tuple of increasing positive integers.")
         if any(not isinstance(b, int) or b < 1 for b in boundaries) or list(boundaries) != sorted(set(boundaries)):
-            raise ConfigError(
+            raise DataError(
                 f"bucket_boundaries={boundaries!r} must be increasing positive integers (or () for automatic)."
             )
 
@@ -224,10 +224,10 @@ class DataConfig:
         for key in changes:
             if key not in names:
                 hint = difflib.get_close_matches(key, names, n=1)
-                raise ConfigError(f"DataConfig has no field {key!r}." + (f" Did you mean {hint[0]!r}?" if hint else ""))
+                raise DataError(f"DataConfig has no field {key!r}." + (f" Did you mean {hint[0]!r}?" if hint else ""))
         return dataclasses.replace(self, **changes)
 
 
 def _check_int(name: str, value: Any, minimum: int) -> None:
     if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-        raise ConfigError(f"{name}={value!r} must be an integer >= {minimum}.")
+        raise DataError(f"{name}={value!r} must be an integer >= {minimum}.")
