@@ -19,7 +19,7 @@ from typing import Any
 from jaxformer.data import files
 from jaxformer.data.config import DataConfig
 from jaxformer.data.errors import DataError, DatasetNotPreparedError
-from jaxformer.data.sources import RawSplit, fields_for
+from jaxformer.data.records import RawSplit, fields_for
 
 # TFDS registers these builder packages lazily; importing them makes names like
 # "wmt14_translate/de-en" and "glue/sst2" resolvable.
