@@ -106,7 +106,7 @@ def _mesh_axes_of(logical: str, rules: Rules) -> tuple[str, ...]:
 def check_model(model: ModelConfig, sizes: dict[str, int], rules: Rules) -> None:
     """The head counts must split evenly over the mesh axes their rules name (tensor parallelism)."""
     counts = {"heads": ("model.num_heads", model.num_heads)}
-    counts["kv_heads"] = ("model.num_kv_heads", model.num_kv_heads or model.num_heads)
+    counts["kv_heads"] = ("model.num_kv_heads", model.kv_heads)
     for logical, (field, count) in counts.items():
         mesh_axes = _mesh_axes_of(logical, rules)
         split = math.prod(sizes[a] for a in mesh_axes)

@@ -18,6 +18,7 @@ from jaxformer.config.model import (
     SinusoidalLayout,
     allowed_values,
     check_choice,
+    check_heads,
     check_positive,
     check_rate,
     field_names,
@@ -31,6 +32,7 @@ from jaxformer.config.run import (
     Schedule,
     TrainConfig,
 )
+from jaxformer.config.suggest import suggest
 
 __all__ = [
     "Activation",
@@ -53,7 +55,9 @@ __all__ = [
     "TrainConfig",
     "allowed_values",
     "check_choice",
+    "check_heads",
     "check_positive",
     "check_rate",
     "field_names",
+    "suggest",
 ]

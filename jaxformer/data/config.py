@@ -25,10 +25,9 @@ is dropped, so `truncate` concerns seq2seq and classification only).
 from __future__ import annotations
 
 import dataclasses
-import difflib
 from typing import Any, Literal
 
-from jaxformer.config import check_choice
+from jaxformer.config import check_choice, suggest
 
 Source = Literal["synthetic", "text", "parallel", "tsv", "jsonl", "tfds", "hf"]
 Task = Literal["lm", "seq2seq", "classification"]
@@ -222,8 +221,7 @@ class DataConfig:
         names = [f.name for f in dataclasses.fields(self)]
         for key in changes:
             if key not in names:
-                hint = difflib.get_close_matches(key, names, n=1)
-                raise ValueError(f"DataConfig has no field {key!r}." + (f" Did you mean {hint[0]!r}?" if hint else ""))
+                raise ValueError(f"DataConfig has no field {key!r}.{suggest(key, names)}")
         return dataclasses.replace(self, **changes)
 
 

@@ -12,10 +12,10 @@ says how to prepare it elsewhere or to use local files instead.
 
 from __future__ import annotations
 
-import difflib
 import importlib
 from typing import Any
 
+from jaxformer.config import suggest
 from jaxformer.data import files
 from jaxformer.data.config import DataConfig
 from jaxformer.data.errors import DataError, DatasetNotPreparedError
@@ -82,8 +82,7 @@ def _builder(tfds: Any, name: str, data_dir: str | None) -> Any:
     try:
         return tfds.builder(name, data_dir=data_dir)
     except not_found:
-        close = difflib.get_close_matches(name.split("/")[0], tfds.list_builders(with_community_datasets=False), n=1)
-        hint = f" Did you mean {close[0]!r}?" if close else ""
+        hint = suggest(name.split("/")[0], tfds.list_builders(with_community_datasets=False))
         raise DataError(
             f"data.tfds_name={name!r} is not a TFDS dataset (or not in this tensorflow-datasets version).{hint} "
             "Check the name in the TFDS catalog, e.g. 'tiny_shakespeare', 'lm1b', 'wmt14_translate/de-en', 'glue/sst2'."
