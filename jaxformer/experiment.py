@@ -22,6 +22,7 @@ import ml_collections
 
 from jaxformer import presets
 from jaxformer.config import (
+    DEFAULT_RULES,
     CheckpointConfig,
     ConfigError,
     MeshConfig,
@@ -49,29 +50,6 @@ class Experiment:
     logical_axis_rules: tuple[tuple[str, Any], ...]
     preset: str
     raw: dict[str, Any]  # the config as loaded, for the workdir's config.json
-
-
-# Logical axis -> mesh axis (None: replicated). See jaxformer/layers/axes.py for the names.
-DEFAULT_RULES: tuple[tuple[str, Any], ...] = (
-    ("activation_batch", ("data", "fsdp")),
-    ("activation_length", None),
-    ("activation_embed", None),
-    ("activation_heads", "tensor"),
-    ("activation_kv", None),
-    ("activation_mlp", "tensor"),
-    ("activation_vocab", "tensor"),
-    ("vocab", "tensor"),
-    ("embed", "fsdp"),
-    ("heads", "tensor"),
-    ("kv_heads", "tensor"),
-    ("kv", None),
-    ("mlp", "tensor"),
-    ("length", None),
-    ("token_types", None),
-    ("relpos", None),
-    ("classes", None),
-    ("layers", None),
-)
 
 
 def base_config() -> ml_collections.ConfigDict:

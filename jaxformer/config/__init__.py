@@ -24,6 +24,7 @@ from jaxformer.config.model import (
     field_names,
 )
 from jaxformer.config.run import (
+    DEFAULT_RULES,
     CheckpointConfig,
     ConfigError,
     MeshConfig,
@@ -35,6 +36,7 @@ from jaxformer.config.run import (
 from jaxformer.config.suggest import suggest
 
 __all__ = [
+    "DEFAULT_RULES",
     "Activation",
     "AttentionImpl",
     "CheckpointConfig",
