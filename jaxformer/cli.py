@@ -17,13 +17,21 @@ exit status 1. Set JAXFORMER_DEBUG=1 to let every error propagate with its trace
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import traceback
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any, NoReturn
 
+import jax
+
+from jaxformer import demo, distributed, experiment, inference
 from jaxformer.errors import REPORT_BUG, InputError, UserError
+from jaxformer.train.checkpoint import export_params
+from jaxformer.train.loop import train_and_evaluate
+from jaxformer.train.preemption import Preempted
 
 # OS errors about a path the user named (a file to read, a directory to write): fixable by the user.
 PATH_ERRORS: tuple[type[OSError], ...] = (
@@ -54,10 +62,6 @@ def _split_overrides(argv: Sequence[str]) -> tuple[list[str], list[str]]:
 
 
 def cmd_train(args: argparse.Namespace, overrides: list[str]) -> int:
-    from jaxformer import distributed, experiment
-    from jaxformer.train.loop import train_and_evaluate
-    from jaxformer.train.preemption import Preempted
-
     distributed.maybe_initialize(args.coordinator_address, args.num_processes, args.process_id)  # before any device use
     exp = experiment.validate(experiment.load(args.config, overrides))
     try:
@@ -73,16 +77,12 @@ def cmd_train(args: argparse.Namespace, overrides: list[str]) -> int:
 
 
 def cmd_export(args: argparse.Namespace, overrides: list[str]) -> int:
-    from jaxformer.train.checkpoint import export_params
-
     out, step = export_params(args.workdir, args.out, args.step)
     print(f"Exported the parameters of checkpoint step {step} to {out} (params/ + model_config.json).")
     return 0
 
 
 def cmd_generate(args: argparse.Namespace, overrides: list[str]) -> int:
-    from jaxformer import inference
-
     run = inference.load_run(args.workdir, args.step)
     outputs = inference.generate(
         run,
@@ -102,10 +102,6 @@ def cmd_generate(args: argparse.Namespace, overrides: list[str]) -> int:
 
 
 def cmd_translate(args: argparse.Namespace, overrides: list[str]) -> int:
-    from pathlib import Path
-
-    from jaxformer import inference
-
     if args.input is not None:
         texts = Path(args.input).read_text(encoding="utf-8").splitlines()
         if not texts:
@@ -125,11 +121,6 @@ def cmd_translate(args: argparse.Namespace, overrides: list[str]) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace, overrides: list[str]) -> int:
-    import json
-    from pathlib import Path
-
-    from jaxformer import inference
-
     run = inference.load_run(args.workdir, args.step)
     metrics = inference.evaluate(run, args.split, args.method, args.beam_size, args.batch_size)
     shown = ", ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in metrics.items())
@@ -141,15 +132,11 @@ def cmd_evaluate(args: argparse.Namespace, overrides: list[str]) -> int:
 
 
 def cmd_demo(args: argparse.Namespace, overrides: list[str]) -> int:
-    from jaxformer import demo
-
     demo.serve(args.workdir, host=args.host, port=args.port, step=args.step)
     return 0
 
 
 def _is_first_process() -> bool:
-    import jax
-
     return jax.process_index() == 0
 
 

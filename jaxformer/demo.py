@@ -20,6 +20,7 @@ import logging
 import os
 import socket
 import time
+import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -255,8 +256,6 @@ def launch(
 
 def wait_until_ready(url: str, timeout: float = 60.0) -> None:
     """Block until the app at `url` answers HTTP (raise TimeoutError after `timeout` seconds)."""
-    import urllib.request
-
     deadline = time.monotonic() + timeout
     while True:
         try:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import ast
 import dataclasses
-import difflib
 import importlib.util
 import re
 import traceback
@@ -23,6 +22,7 @@ import ml_collections
 
 from jaxformer import presets
 from jaxformer.config import (
+    DEFAULT_RULES,
     CheckpointConfig,
     ConfigError,
     MeshConfig,
@@ -30,6 +30,7 @@ from jaxformer.config import (
     Parallelism,
     TrainConfig,
     check_choice,
+    suggest,
 )
 from jaxformer.config.backend import check_backend
 from jaxformer.data.batching import TASK_OF_FAMILY
@@ -50,29 +51,6 @@ class Experiment:
     logical_axis_rules: tuple[tuple[str, Any], ...]
     preset: str
     raw: dict[str, Any]  # the config as loaded, for the workdir's config.json
-
-
-# Logical axis -> mesh axis (None: replicated). See jaxformer/layers/axes.py for the names.
-DEFAULT_RULES: tuple[tuple[str, Any], ...] = (
-    ("activation_batch", ("data", "fsdp")),
-    ("activation_length", None),
-    ("activation_embed", None),
-    ("activation_heads", "tensor"),
-    ("activation_kv", None),
-    ("activation_mlp", "tensor"),
-    ("activation_vocab", "tensor"),
-    ("vocab", "tensor"),
-    ("embed", "fsdp"),
-    ("heads", "tensor"),
-    ("kv_heads", "tensor"),
-    ("kv", None),
-    ("mlp", "tensor"),
-    ("length", None),
-    ("token_types", None),
-    ("relpos", None),
-    ("classes", None),
-    ("layers", None),
-)
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -151,15 +129,9 @@ def _flat_keys(config: ml_collections.ConfigDict, prefix: str = "") -> list[str]
     return keys
 
 
-def _nearest(key: str, candidates: list[str] | tuple[str, ...], prefix: str = "") -> str:
-    """` Did you mean 'prefix+closest'?`, or "" when nothing is close."""
-    hint = difflib.get_close_matches(key, list(candidates), n=1, cutoff=0.5)
-    return f" Did you mean {prefix + hint[0]!r}?" if hint else ""
-
-
 def _unknown_key(key: str, candidates: list[str] | tuple[str, ...], prefix: str = "") -> ConfigError:
     """The error for unknown key `prefix+key`: the nearest valid key, else the valid keys of its section."""
-    hint = _nearest(key, candidates, prefix)
+    hint = suggest(key, candidates, prefix, cutoff=0.5)
     if not hint:
         section = sorted({c for c in candidates if "." not in c})
         where = f"in {prefix[:-1]!r}" if prefix else "at the top level"
@@ -180,7 +152,11 @@ def _parse_value(text: str) -> Any:
 
 
 def apply_override(config: ml_collections.ConfigDict, item: str) -> None:
-    """Apply one `a.b.c=value` override. `model.*` keys may name any ModelConfig field."""
+    """Apply one `a.b.c=value` override: parse the value and set it. `model.*` keys may name any ModelConfig field.
+
+    Only the key is checked here (it must exist, and name a value, not a section); the value is
+    checked once, where `validate` builds the typed configs (`to_dataclass`).
+    """
     item = item[len("--config.") :] if item.startswith("--config.") else item
     if "=" not in item:
         raise ConfigError(f"--config.{item} has no value; write --config.{item}=VALUE.")
@@ -196,33 +172,15 @@ def apply_override(config: ml_collections.ConfigDict, item: str) -> None:
             raise _unknown_key(".".join(parts[depth:]), _flat_keys(node), prefix)
         node = node[part]
     leaf = parts[-1]
-    value = _parse_value(text)
-    if leaf not in node:
-        allowed_new = parts[0] == "model" and len(parts) == 2 and leaf in _model_fields()
-        if not allowed_new:
-            prefix = ".".join(parts[:-1]) + "." if len(parts) > 1 else ""
-            candidates = list(node.keys()) + (list(_model_fields()) if parts[0] == "model" and len(parts) == 2 else [])
-            raise _unknown_key(leaf, candidates, prefix)
-        with node.unlocked():
-            node[leaf] = value
-        return
-    current = node[leaf]
-    if current is not None and value is not None:
-        value = _coerce(key, value, type(current))
-    with node.unlocked():
-        node[leaf] = value
-
-
-def _coerce(key: str, value: Any, want: type) -> Any:
-    if issubclass(want, ml_collections.ConfigDict):
+    model_field = parts[0] == "model" and len(parts) == 2 and leaf in _model_fields()
+    if leaf not in node and not model_field:
+        prefix = ".".join(parts[:-1]) + "." if len(parts) > 1 else ""
+        candidates = list(node.keys()) + (list(_model_fields()) if parts[0] == "model" and len(parts) == 2 else [])
+        raise _unknown_key(leaf, candidates, prefix)
+    if isinstance(node.get(leaf), ml_collections.ConfigDict):
         raise ConfigError(f"config key {key!r} is a section, not a value; set its keys: --config.{key}.KEY=VALUE.")
-    if want is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    if want in (list, tuple) and isinstance(value, (list, tuple)):
-        return want(value)
-    if not isinstance(value, want) or (want is int and isinstance(value, bool)):
-        raise ConfigError(f"config key {key!r} expects {want.__name__}, got {value!r} ({type(value).__name__}).")
-    return value
+    with node.unlocked(), node.ignore_type():  # the type is checked once, by `validate`
+        node[leaf] = _parse_value(text)
 
 
 def _model_fields() -> tuple[str, ...]:
@@ -239,20 +197,35 @@ def _choice(field: str, value: Any, literal: Any) -> None:
         raise ConfigError(str(err)) from None
 
 
-def to_dataclass(cls: type, values: dict[str, Any], section: str) -> Any:
-    """Build frozen dataclass `cls` from `values`, checking keys and types (naming `section.key`)."""
-    fields = {f.name: f for f in dataclasses.fields(cls)}
+def to_dataclass(cls: type, values: dict[str, Any], section: str, base: Any = None) -> Any:
+    """Build frozen dataclass `cls` from `values` (or `base.replace(**values)`): the one place a config
+    value is checked. Keys and types against `cls`'s hints here, then the dataclass's own validation;
+    any problem is a ConfigError naming `section.key`."""
+    fields = tuple(f.name for f in dataclasses.fields(cls))
     hints = get_type_hints(cls)
+    typed = {}
     for key, value in values.items():
-        if key not in fields:
-            raise _unknown_key(key, tuple(fields), f"{section}.")
+        if key not in hints:
+            raise _unknown_key(key, fields, f"{section}.")
         _check_type(f"{section}.{key}", value, hints[key])
+        typed[key] = _as_hinted(value, hints[key])
     try:
-        return cls(**values)
+        return cls(**typed) if base is None else base.replace(**typed)
     except ConfigError:
         raise
     except (ValueError, TypeError) as err:
-        raise ConfigError(_qualify(section, str(err), tuple(fields))) from None
+        raise ConfigError(_qualify(section, str(err), fields)) from None
+
+
+def _as_hinted(value: Any, hint: Any) -> Any:
+    """A checked value in the hint's own type: an int where a float is declared becomes a float, a
+    list where a tuple is declared a tuple (JSON and command lines have no tuples)."""
+    options = get_args(hint) if get_origin(hint) in (Union, types.UnionType) else (hint,)
+    if float in options and isinstance(value, int) and not isinstance(value, bool) and int not in options:
+        return float(value)
+    if isinstance(value, list) and any(o is tuple or get_origin(o) is tuple for o in options):
+        return tuple(value)
+    return value
 
 
 def _qualify(section: str, message: str, fields: tuple[str, ...]) -> str:
@@ -333,18 +306,9 @@ def validate(config: ml_collections.ConfigDict) -> Experiment:
         raise ConfigError(f"model.preset must name a preset, got {preset!r}; available: {presets.names()}")
     if preset not in presets.names():
         raise ConfigError(
-            f"unknown model.preset {preset!r}.{_nearest(preset, presets.names())} Available: {presets.names()}"
+            f"unknown model.preset {preset!r}.{suggest(preset, presets.names(), cutoff=0.5)} Available: {presets.names()}"
         )
-    base_model = presets.get(preset)
-    hints = get_type_hints(ModelConfig)
-    for key, value in model_values.items():
-        if key not in hints:
-            raise _unknown_key(key, _model_fields(), "model.")
-        _check_type(f"model.{key}", value, hints[key])
-    try:
-        model = base_model.replace(**model_values)
-    except ValueError as err:
-        raise ConfigError(_qualify("model", str(err), _model_fields())) from None
+    model = to_dataclass(ModelConfig, model_values, "model", base=presets.get(preset))
     check_backend(model)
     data = to_dataclass(DataConfig, dict(raw.get("data", {})), "data")
     train = to_dataclass(TrainConfig, dict(raw.get("train", {})), "train")

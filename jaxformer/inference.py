@@ -26,12 +26,20 @@ from pathlib import Path
 from typing import Any
 
 import jax
+import ml_collections
 import numpy as np
 
+from jaxformer import decoding
+from jaxformer import experiment as experiments
 from jaxformer.config import ModelConfig
+from jaxformer.data import build_pipeline, tokenizer_store
+from jaxformer.data.errors import DataFileNotFoundError
 from jaxformer.data.pipeline import Pipeline
+from jaxformer.data.tokenizer_factory import sentencepiece_file
 from jaxformer.errors import InputError
 from jaxformer.experiment import Experiment
+from jaxformer.models import build, param_count
+from jaxformer.train.checkpoint import load_params
 
 MAX_TEXT_CHARS = 20_000  # longer inputs are rejected before tokenizing
 METHODS = ("greedy", "sample", "beam")
@@ -78,8 +86,6 @@ class Run:
 
     def summary(self) -> str:
         """One line: family, preset, size, tokenizer, step, workdir."""
-        from jaxformer.models import param_count
-
         step = "export" if self.step is None else f"step {self.step}"
         return (
             f"{self.family} model (preset {self.experiment.preset}, {param_count(self.config) / 1e6:.2f}M params, "
@@ -96,14 +102,6 @@ def load_run(workdir: str | Path, step: int | None = None, checkpoint: str | Pat
 
     `checkpoint`: take the params from another place instead (an export directory, a step directory).
     """
-    import ml_collections
-
-    from jaxformer import experiment as experiments
-    from jaxformer.data import build_pipeline, tokenizer_store
-    from jaxformer.data.errors import DataFileNotFoundError
-    from jaxformer.data.tokenizer_factory import sentencepiece_file
-    from jaxformer.train.checkpoint import load_params
-
     workdir = Path(workdir).expanduser()
     if not workdir.is_dir():
         raise NoCheckpointError(f"workdir {workdir} does not exist; pass the --workdir of a training run.")
@@ -268,8 +266,6 @@ def generate(
     method: "greedy" | "sample" (temperature, top_k 0 = off, top_p 1 = off, seed) | "beam"
     (beam_size, GNMT length penalty alpha). Prompts + new tokens must fit in max_len.
     """
-    from jaxformer import decoding
-
     _require_family(run, "decoder_only", "generate")
     rows = _encode(run, _check_texts(prompts, "prompt"), "prompt")
     longest = max(len(r) for r in rows)
@@ -351,8 +347,6 @@ def _bucket(length: int) -> int:
 
 @functools.lru_cache(maxsize=8)
 def _classifier(config: ModelConfig) -> Any:
-    from jaxformer.models import build
-
     model = build(config)
 
     @jax.jit
@@ -394,8 +388,6 @@ def evaluate_bleu(
     max_examples: int = 0,
 ) -> dict[str, Any]:
     """Translate every example of `split` (or the first `max_examples`); sacrebleu BLEU and chrF, exact match."""
-    from jaxformer import decoding
-
     _require_family(run, "encoder_decoder", "evaluate_bleu")
     if method not in ("greedy", "beam"):
         raise InferenceError(f"method={method!r} is not allowed for evaluation; choose 'greedy' or 'beam'.")
@@ -435,7 +427,6 @@ def evaluate(
     run: Run, split: str = "test", method: str = "greedy", beam_size: int = 4, batch_size: int = 64
 ) -> dict[str, Any]:
     """Loss, perplexity and accuracy over `split` for any family; plus BLEU/chrF/exact match for translation."""
-    from jaxformer.models import build
     from jaxformer.train.loop import evaluate as mean_metrics
     from jaxformer.train.step import make_eval_step
 

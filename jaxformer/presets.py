@@ -6,10 +6,8 @@ small, odd, all-different sizes (so a transposed axis cannot pass a test).
 
 from __future__ import annotations
 
-import difflib
-
 from jaxformer import architectures
-from jaxformer.config import ModelConfig
+from jaxformer.config import ModelConfig, suggest
 from jaxformer.errors import ConfigError
 
 _PRESETS: dict[str, dict] = {
@@ -25,7 +23,5 @@ def names() -> list[str]:
 def get(name: str, **overrides: object) -> ModelConfig:
     """The `ModelConfig` of preset `name`, with optional field overrides."""
     if name not in _PRESETS:
-        hint = difflib.get_close_matches(name, names(), n=1)
-        suggestion = f" Did you mean {hint[0]!r}?" if hint else ""
-        raise ConfigError(f"unknown preset {name!r}.{suggestion} Available: {names()}")
+        raise ConfigError(f"unknown preset {name!r}.{suggest(name, names())} Available: {names()}")
     return ModelConfig(**_PRESETS[name]).replace(**overrides)

@@ -21,7 +21,7 @@ from __future__ import annotations
 import contextlib
 import math
 from collections.abc import Iterator, Sequence
-from typing import Any
+from typing import Any, Protocol, Self, TypeVar
 
 import flax.linen as nn
 import jax
@@ -31,12 +31,23 @@ from jax.sharding import PartitionSpec as P
 
 from jaxformer.config import ConfigError, MeshConfig, ModelConfig
 from jaxformer.layers import axes
-from jaxformer.train.state import TrainState
 
 MESH_AXES = ("data", "fsdp", "tensor")
 BATCH_AXES = ("data", "fsdp")  # batch rows are split over both
 
 Rules = tuple[tuple[str, Any], ...]
+
+
+class ShardableState(Protocol):
+    """Any pytree state with parameters and optimizer state (e.g. `train.state.TrainState`)."""
+
+    params: Any
+    opt_state: Any
+
+    def replace(self, **changes: Any) -> Self: ...
+
+
+State = TypeVar("State", bound=ShardableState)
 
 
 # Validation --------------------------------------------------------------
@@ -95,7 +106,7 @@ def _mesh_axes_of(logical: str, rules: Rules) -> tuple[str, ...]:
 def check_model(model: ModelConfig, sizes: dict[str, int], rules: Rules) -> None:
     """The head counts must split evenly over the mesh axes their rules name (tensor parallelism)."""
     counts = {"heads": ("model.num_heads", model.num_heads)}
-    counts["kv_heads"] = ("model.num_kv_heads", model.num_kv_heads or model.num_heads)
+    counts["kv_heads"] = ("model.num_kv_heads", model.kv_heads)
     for logical, (field, count) in counts.items():
         mesh_axes = _mesh_axes_of(logical, rules)
         split = math.prod(sizes[a] for a in mesh_axes)
@@ -208,16 +219,15 @@ def opt_state_shardings(opt_state: Any, params: Any, shardings: Any, mesh: Mesh)
     return jax.tree_util.tree_map_with_path(pick, opt_state)
 
 
-def state_shardings(abstract: TrainState, mesh: Mesh, rules: Rules, unsplit: list[str] | None = None) -> TrainState:
-    """Shardings of a whole TrainState from `train.state.abstract_state(...)` (params still boxed):
-    a TrainState whose leaves are NamedShardings."""
+def state_shardings(abstract: State, mesh: Mesh, rules: Rules, unsplit: list[str] | None = None) -> State:
+    """Shardings of a whole state from its abstract value with params still boxed (e.g.
+    `train.state.abstract_state(...)`): the same structure with NamedShardings as leaves. Params
+    follow their logical axes, optimizer state mirrors them, every other leaf is replicated."""
     params = param_shardings(abstract.params, mesh, rules, unsplit)
     plain_params = nn.meta.unbox(abstract.params)
-    return abstract.replace(
-        step=replicated(mesh),
-        params=params,
-        opt_state=opt_state_shardings(abstract.opt_state, plain_params, params, mesh),
-        dropout_rng=replicated(mesh),
+    everything_replicated = jax.tree.map(lambda _: replicated(mesh), abstract)
+    return everything_replicated.replace(
+        params=params, opt_state=opt_state_shardings(abstract.opt_state, plain_params, params, mesh)
     )
 
 

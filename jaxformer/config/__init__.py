@@ -18,11 +18,13 @@ from jaxformer.config.model import (
     SinusoidalLayout,
     allowed_values,
     check_choice,
+    check_heads,
     check_positive,
     check_rate,
     field_names,
 )
 from jaxformer.config.run import (
+    DEFAULT_RULES,
     CheckpointConfig,
     MeshConfig,
     Optimizer,
@@ -30,9 +32,11 @@ from jaxformer.config.run import (
     Schedule,
     TrainConfig,
 )
+from jaxformer.config.suggest import suggest
 from jaxformer.errors import ConfigError
 
 __all__ = [
+    "DEFAULT_RULES",
     "Activation",
     "AttentionImpl",
     "CheckpointConfig",
@@ -53,7 +57,9 @@ __all__ = [
     "TrainConfig",
     "allowed_values",
     "check_choice",
+    "check_heads",
     "check_positive",
     "check_rate",
     "field_names",
+    "suggest",
 ]

@@ -9,9 +9,11 @@ allowed.
 from __future__ import annotations
 
 import dataclasses
-import difflib
 from typing import Any, Literal, get_args
 
+import jax.numpy as jnp
+
+from jaxformer.config.suggest import suggest
 from jaxformer.errors import ConfigError
 
 Family = Literal["encoder_only", "decoder_only", "encoder_decoder"]
@@ -27,6 +29,7 @@ DType = Literal["float32", "bfloat16", "float16"]
 RopeScaling = Literal["none", "linear", "dynamic", "llama3", "yarn"]
 
 GATED_ACTIVATIONS = ("swiglu", "geglu", "geglu_tanh", "reglu")
+_JNP_DTYPES: dict[str, Any] = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}  # keys: DType
 
 
 def allowed_values(literal_type: Any) -> tuple[str, ...]:
@@ -38,9 +41,16 @@ def check_choice(field: str, value: Any, literal_type: Any) -> None:
     """Raise ValueError unless `value` is one of the literal's values."""
     allowed = allowed_values(literal_type)
     if value not in allowed:
-        hint = difflib.get_close_matches(str(value), allowed, n=1)
-        suggestion = f" Did you mean {hint[0]!r}?" if hint else ""
-        raise ConfigError(f"{field}={value!r} is not allowed; choose one of {list(allowed)}.{suggestion}")
+        raise ConfigError(f"{field}={value!r} is not allowed; choose one of {list(allowed)}.{suggest(value, allowed)}")
+
+
+def check_heads(num_heads: int, num_kv_heads: int) -> None:
+    """Raise ConfigError unless the key/value heads K divide the query heads N (grouped-query attention)."""
+    if num_kv_heads < 1 or num_heads % num_kv_heads:
+        raise ConfigError(
+            f"num_heads={num_heads} is not divisible by num_kv_heads={num_kv_heads}; "
+            "num_kv_heads must divide num_heads (1 = multi-query, num_heads = multi-head)."
+        )
 
 
 def check_positive(field: str, value: Any) -> None:
@@ -141,11 +151,7 @@ class ModelConfig:
                 f"d_model={self.d_model} is not divisible by num_heads={self.num_heads}; "
                 "choose num_heads dividing d_model or set head_dim explicitly."
             )
-        if self.kv_heads > self.num_heads or self.num_heads % self.kv_heads != 0:
-            raise ConfigError(
-                f"num_heads={self.num_heads} is not divisible by num_kv_heads={self.num_kv_heads}; "
-                "num_kv_heads must divide num_heads (1 = multi-query, num_heads = multi-head)."
-            )
+        check_heads(self.num_heads, self.kv_heads)
         if self.position == "rotary" and self.dim_per_head % 2:
             raise ConfigError(f"position='rotary' needs an even head_dim, got head_dim={self.dim_per_head}.")
         if self.position == "sinusoidal" and self.d_model % 2:
@@ -170,6 +176,16 @@ class ModelConfig:
     def dim_per_head(self) -> int:
         """H: size of one attention head."""
         return self.head_dim if self.head_dim is not None else self.d_model // self.num_heads
+
+    @property
+    def jnp_dtype(self) -> Any:
+        """The compute dtype (`dtype`) as a JAX dtype."""
+        return _JNP_DTYPES[self.dtype]
+
+    @property
+    def jnp_param_dtype(self) -> Any:
+        """The parameters' dtype (`param_dtype`) as a JAX dtype."""
+        return _JNP_DTYPES[self.param_dtype]
 
     @property
     def decoder_layers(self) -> int:
@@ -197,9 +213,7 @@ class ModelConfig:
         unknown = sorted(set(changes) - set(field_names()))
         if unknown:
             key = unknown[0]
-            hint = difflib.get_close_matches(key, field_names(), n=1)
-            suggestion = f" Did you mean {hint[0]!r}?" if hint else ""
-            raise ConfigError(f"ModelConfig has no field {key!r}.{suggestion}")
+            raise ConfigError(f"ModelConfig has no field {key!r}.{suggest(key, field_names())}")
         return dataclasses.replace(self, **changes)
 
     def to_dict(self) -> dict[str, Any]:

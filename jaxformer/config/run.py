@@ -1,4 +1,5 @@
-"""Typed, frozen training configs: `TrainConfig`, `CheckpointConfig`, `MeshConfig`.
+"""Typed, frozen training configs: `TrainConfig`, `CheckpointConfig`, `MeshConfig`, and the
+default logical-axis rules (`DEFAULT_RULES`) that map parameter/activation axes onto the mesh.
 
 Each validates itself on construction and raises `ConfigError` (a `jaxformer.errors.UserError`
 and a ValueError) naming
@@ -97,6 +98,29 @@ class CheckpointConfig:
             raise ConfigError(f"checkpoint.every={self.every!r} must be a non-negative integer.")
         if not isinstance(self.keep, int) or self.keep < 1:
             raise ConfigError(f"checkpoint.keep={self.keep!r} must be a positive integer.")
+
+
+# Logical axis -> mesh axis (None: replicated). See jaxformer/layers/axes.py for the names.
+DEFAULT_RULES: tuple[tuple[str, Any], ...] = (
+    ("activation_batch", ("data", "fsdp")),
+    ("activation_length", None),
+    ("activation_embed", None),
+    ("activation_heads", "tensor"),
+    ("activation_kv", None),
+    ("activation_mlp", "tensor"),
+    ("activation_vocab", "tensor"),
+    ("vocab", "tensor"),
+    ("embed", "fsdp"),
+    ("heads", "tensor"),
+    ("kv_heads", "tensor"),
+    ("kv", None),
+    ("mlp", "tensor"),
+    ("length", None),
+    ("token_types", None),
+    ("relpos", None),
+    ("classes", None),
+    ("layers", None),
+)
 
 
 @dataclasses.dataclass(frozen=True)

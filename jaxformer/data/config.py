@@ -25,10 +25,9 @@ is dropped, so `truncate` concerns seq2seq and classification only).
 from __future__ import annotations
 
 import dataclasses
-import difflib
 from typing import Any, Literal
 
-from jaxformer.config import check_choice
+from jaxformer.config import check_choice, suggest
 from jaxformer.errors import DataError
 
 Source = Literal["synthetic", "text", "parallel", "tsv", "jsonl", "tfds", "hf"]
@@ -197,9 +196,7 @@ class DataConfig:
         if self.tokenizer == "hf" and not self.tokenizer_path:
             raise DataError("tokenizer='hf' needs data.tokenizer_path pointing at a tokenizer.json file.")
         if self.pack and self.task == "classification":
-            raise DataError(
-                "pack=True is not available for task='classification' (one label per row); set pack=False."
-            )
+            raise DataError("pack=True is not available for task='classification' (one label per row); set pack=False.")
         if self.pack and self.bucket_by_length:
             raise DataError("pack=True and bucket_by_length=True exclude each other; choose one.")
         boundaries = self.bucket_boundaries
@@ -223,8 +220,7 @@ class DataConfig:
         names = [f.name for f in dataclasses.fields(self)]
         for key in changes:
             if key not in names:
-                hint = difflib.get_close_matches(key, names, n=1)
-                raise DataError(f"DataConfig has no field {key!r}." + (f" Did you mean {hint[0]!r}?" if hint else ""))
+                raise DataError(f"DataConfig has no field {key!r}.{suggest(key, names)}")
         return dataclasses.replace(self, **changes)
 
 

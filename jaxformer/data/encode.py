@@ -22,7 +22,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from jaxformer.data.errors import DataError, SequenceTooLongError
-from jaxformer.data.sources import RawSplit
+from jaxformer.data.records import RawSplit
 from jaxformer.data.tokenizers import BOS_ID, EOS_ID, Tokenizer
 
 log = logging.getLogger("jaxformer.data")

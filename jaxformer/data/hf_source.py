@@ -14,7 +14,7 @@ from typing import Any
 from jaxformer.data import files
 from jaxformer.data.config import DataConfig
 from jaxformer.data.errors import DataError, DataFileNotFoundError
-from jaxformer.data.sources import RawSplit, fields_for
+from jaxformer.data.records import RawSplit, fields_for
 
 _FORMATS = {".parquet": "parquet", ".json": "json", ".jsonl": "json", ".csv": "csv", ".tsv": "csv"}
 

@@ -26,7 +26,8 @@ from jaxformer.data.encode import Examples, encode_split
 from jaxformer.data.errors import DataError
 from jaxformer.data.iterator import BatchStream, FixedExamples, FreshExamples
 from jaxformer.data.prefetch import Prefetcher
-from jaxformer.data.sources import SPLITS, ListRecords, RawSplit, load_split
+from jaxformer.data.records import ListRecords, RawSplit
+from jaxformer.data.sources import SPLITS, load_split
 from jaxformer.data.tokenizer_factory import build_tokenizer
 from jaxformer.data.tokenizers import BOS_ID, EOS_ID, Tokenizer
 

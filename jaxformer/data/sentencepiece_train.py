@@ -19,6 +19,8 @@ import time
 from collections.abc import Iterable
 from pathlib import Path
 
+import sentencepiece as spm
+
 from jaxformer.data.errors import DataError
 
 log = logging.getLogger("jaxformer.data")
@@ -29,8 +31,6 @@ def train_sentencepiece(
     texts: Iterable[str], model_file: Path, vocab_size: int, model_type: str, max_texts: int
 ) -> Path:
     """Train a model on `texts` (one sentence per line; newlines inside a text split it) and write `model_file`."""
-    import sentencepiece as spm
-
     model_file.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=model_file.parent) as scratch:
         corpus = Path(scratch) / "corpus.txt"

@@ -2,79 +2,20 @@
 
 A `RawSplit` is a random-access sequence of records (lm: str; seq2seq: (source, target);
 classification: (text, label)) plus `where(i)`, a description of record i for error messages
-("train.en.gz line 12"). TFDS and Hugging Face splits are read lazily in chunks.
+("train.en.gz line 12"); the types live in `records.py`. TFDS and Hugging Face splits are read
+lazily in chunks.
 """
 
 from __future__ import annotations
 
-import dataclasses
-from collections.abc import Callable, Iterator, Sequence
-from typing import Any, Protocol
-
 from jaxformer.data import files, synthetic
 from jaxformer.data.config import DataConfig
 from jaxformer.data.errors import DataError
+from jaxformer.data.hf_source import load_hf_split
+from jaxformer.data.records import LimitedRecords, ListRecords, RawSplit, fields_for
+from jaxformer.data.tfds_source import load_tfds_split
 
 SPLITS = ("train", "validation", "test")
-
-
-class Records(Protocol):
-    def __len__(self) -> int: ...
-
-    def fetch(self, start: int, stop: int) -> list[Any]: ...
-
-
-class ListRecords:
-    """Records held in memory."""
-
-    def __init__(self, records: Sequence[Any]) -> None:
-        self.records = records
-
-    def __len__(self) -> int:
-        return len(self.records)
-
-    def fetch(self, start: int, stop: int) -> list[Any]:
-        return list(self.records[start:stop])
-
-
-class LimitedRecords:
-    """The first `limit` records of another `Records`."""
-
-    def __init__(self, inner: Records, limit: int) -> None:
-        self.inner, self.limit = inner, min(limit, len(inner))
-
-    def __len__(self) -> int:
-        return self.limit
-
-    def fetch(self, start: int, stop: int) -> list[Any]:
-        return self.inner.fetch(start, min(stop, self.limit))
-
-
-@dataclasses.dataclass
-class RawSplit:
-    name: str
-    records: Records
-    where: Callable[[int], str]
-
-    def __len__(self) -> int:
-        return len(self.records)
-
-    def chunks(self, size: int = 8192) -> Iterator[tuple[int, list[Any]]]:
-        """(start index, records) pieces covering the split in order."""
-        for start in range(0, len(self.records), size):
-            yield start, self.records.fetch(start, start + size)
-
-    def head(self, n: int) -> list[Any]:
-        return self.records.fetch(0, n)
-
-
-def fields_for(config: DataConfig) -> tuple[str, ...]:
-    """The record fields a structured source must provide for the task."""
-    if config.task == "lm":
-        return (config.text_field,)
-    if config.task == "seq2seq":
-        return (config.source_field, config.target_field)
-    return (config.text_field, config.label_field)
 
 
 def load_split(config: DataConfig, split: str, seed: int) -> RawSplit | None:
@@ -104,12 +45,8 @@ def _holds_out(config: DataConfig) -> bool:
 
 def _load_source(config: DataConfig, split: str) -> RawSplit | None:
     if config.source == "tfds":
-        from jaxformer.data.tfds_source import load_tfds_split
-
         return load_tfds_split(config, split)
     if config.source == "hf":
-        from jaxformer.data.hf_source import load_hf_split
-
         return load_hf_split(config, split)
     return _load_local(config, split)
 

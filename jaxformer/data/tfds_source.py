@@ -12,14 +12,14 @@ says how to prepare it elsewhere or to use local files instead.
 
 from __future__ import annotations
 
-import difflib
 import importlib
 from typing import Any
 
+from jaxformer.config import suggest
 from jaxformer.data import files
 from jaxformer.data.config import DataConfig
 from jaxformer.data.errors import DataError, DatasetNotPreparedError
-from jaxformer.data.sources import RawSplit, fields_for
+from jaxformer.data.records import RawSplit, fields_for
 
 # TFDS registers these builder packages lazily; importing them makes names like
 # "wmt14_translate/de-en" and "glue/sst2" resolvable.
@@ -82,8 +82,7 @@ def _builder(tfds: Any, name: str, data_dir: str | None) -> Any:
     try:
         return tfds.builder(name, data_dir=data_dir)
     except not_found:
-        close = difflib.get_close_matches(name.split("/")[0], tfds.list_builders(with_community_datasets=False), n=1)
-        hint = f" Did you mean {close[0]!r}?" if close else ""
+        hint = suggest(name.split("/")[0], tfds.list_builders(with_community_datasets=False))
         raise DataError(
             f"data.tfds_name={name!r} is not a TFDS dataset (or not in this tensorflow-datasets version).{hint} "
             "Check the name in the TFDS catalog, e.g. 'tiny_shakespeare', 'lm1b', 'wmt14_translate/de-en', 'glue/sst2'."

@@ -14,8 +14,11 @@ tokenizer.json whose ids are shifted by 3 so that its own pad/bos/eos land on 0/
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from pathlib import Path
 
 import numpy as np
+import sentencepiece as spm
+from tokenizers import Tokenizer as HFTokenizerImpl
 
 from jaxformer.data.errors import DataError, DataFileNotFoundError
 
@@ -128,8 +131,6 @@ class SentencePieceTokenizer(Tokenizer):
     kind = "sentencepiece"
 
     def __init__(self, model_file: str) -> None:
-        import sentencepiece as spm
-
         self.model_file = str(model_file)
         self.processor = spm.SentencePieceProcessor(model_file=self.model_file)
         ids = (self.processor.pad_id(), self.processor.bos_id(), self.processor.eos_id())
@@ -164,10 +165,6 @@ class HFTokenizer(Tokenizer):
     kind = "hf"
 
     def __init__(self, path: str) -> None:
-        from pathlib import Path
-
-        from tokenizers import Tokenizer as HFTokenizerImpl
-
         file = Path(path).expanduser()
         if file.is_dir():
             file = file / "tokenizer.json"

@@ -14,6 +14,9 @@ import os
 import re
 from pathlib import Path
 
+from huggingface_hub import snapshot_download
+from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
+
 from jaxformer.errors import HubError
 from jaxformer.hf import files
 
@@ -57,11 +60,6 @@ def fetch_hint(repo_id: str, revision: str | None) -> str:
 
 def resolve(repo_id: str, revision: str | None = None) -> Path:
     """Local snapshot directory of Hub repo `repo_id` at `revision` (downloaded when online and missing)."""
-    try:
-        from huggingface_hub import snapshot_download
-        from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
-    except ImportError:
-        raise HubError(f"loading {repo_id!r} by name needs huggingface_hub (pip install huggingface_hub).") from None
     is_offline = offline()
     try:
         path = snapshot_download(

@@ -14,7 +14,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jaxformer.errors import ConfigError
+from jaxformer.config import AttentionImpl, allowed_values, check_choice, check_heads
 from jaxformer.layers.axes import constrain, param
 from jaxformer.layers.masks import check_mask, combine, window_mask
 from jaxformer.layers.norms import rms_normalize
@@ -22,16 +22,7 @@ from jaxformer.layers.positions import apply_rotary
 from jaxformer.layers.rope import Rope, apply_rope
 
 MASKED_LOGIT = -1e30
-IMPLEMENTATIONS = ("reference", "xla", "cudnn")
-
-
-def check_heads(num_heads: int, num_kv_heads: int) -> None:
-    """Raise ValueError unless the key/value heads K divide the query heads N (grouped-query attention)."""
-    if num_kv_heads < 1 or num_heads % num_kv_heads:
-        raise ConfigError(
-            f"num_heads={num_heads} is not divisible by num_kv_heads={num_kv_heads}; "
-            "num_kv_heads must divide num_heads (1 = multi-query, num_heads = multi-head)."
-        )
+IMPLEMENTATIONS = allowed_values(AttentionImpl)
 
 
 def reference_attention(
@@ -88,8 +79,7 @@ def dot_product_attention(
     GPU). Attention dropout is only available in the reference kernel, so it is
     used whenever dropout is active.
     """
-    if implementation not in IMPLEMENTATIONS:
-        raise ConfigError(f"attention_impl={implementation!r} is not allowed; choose one of {list(IMPLEMENTATIONS)}.")
+    check_choice("attention_impl", implementation, AttentionImpl)
     check_heads(query.shape[2], key.shape[2])
     if mask is not None:
         check_mask(mask, query.shape[0], query.shape[2], query.shape[1], key.shape[1])
@@ -180,8 +170,7 @@ class MultiHeadAttention(nn.Module):
         positions [B, T] / kv_positions [B, S] for rotary embeddings; window: sliding-window
         size (a scalar, possibly traced; 0 or None = global), counted in sequence/cache slots.
         """
-        kv_heads = self.num_kv_heads or self.num_heads
-        check_heads(self.num_heads, kv_heads)
+        kv_heads = self.num_kv_heads or self.num_heads  # checked by ModelConfig (or by the kernel's check_heads)
         inputs = inputs.astype(self.dtype)
         d_model = inputs.shape[-1]
         batch, q_len = inputs.shape[:2]

@@ -13,7 +13,6 @@ from typing import Any
 
 import flax.linen as nn
 import jax
-import jax.numpy as jnp
 
 from jaxformer.config import ModelConfig
 from jaxformer.layers.attention import MultiHeadAttention
@@ -21,10 +20,6 @@ from jaxformer.layers.axes import BTD, constrain
 from jaxformer.layers.feedforward import FeedForward
 from jaxformer.layers.norms import make_norm
 from jaxformer.layers.rope import Rope
-
-
-def dtype_of(name: str) -> Any:
-    return {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}[name]
 
 
 class TransformerBlock(nn.Module):
@@ -38,9 +33,7 @@ class TransformerBlock(nn.Module):
 
     def _sublayer(self, x: jax.Array, name: str, fn: Any) -> jax.Array:
         cfg = self.config
-        norm = make_norm(
-            cfg.norm, cfg.norm_eps, cfg.use_bias, dtype_of(cfg.dtype), dtype_of(cfg.param_dtype), name=f"{name}_norm"
-        )
+        norm = make_norm(cfg.norm, cfg.norm_eps, cfg.use_bias, cfg.jnp_dtype, cfg.jnp_param_dtype, name=f"{name}_norm")
         drop = nn.Dropout(cfg.dropout_rate)
         if cfg.norm_position == "pre":
             return x + drop(fn(norm(x)), deterministic=self.deterministic)
@@ -64,8 +57,8 @@ class TransformerBlock(nn.Module):
             implementation=cfg.attention_impl,
             is_cross_attention=cross,
             init_stddev=cfg.initializer_range,
-            dtype=dtype_of(cfg.dtype),
-            param_dtype=dtype_of(cfg.param_dtype),
+            dtype=cfg.jnp_dtype,
+            param_dtype=cfg.jnp_param_dtype,
             name=name,
         )
 
@@ -118,8 +111,8 @@ class TransformerBlock(nn.Module):
             use_bias=cfg.use_bias,
             dropout_rate=cfg.dropout_rate,
             init_stddev=cfg.initializer_range,
-            dtype=dtype_of(cfg.dtype),
-            param_dtype=dtype_of(cfg.param_dtype),
+            dtype=cfg.jnp_dtype,
+            param_dtype=cfg.jnp_param_dtype,
             name="mlp",
         )
         x = self._sublayer(x, "mlp", lambda h: ffn(h, deterministic=deterministic))

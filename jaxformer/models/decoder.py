@@ -9,16 +9,10 @@ import flax.linen as nn
 import jax
 
 from jaxformer.config import ModelConfig
-from jaxformer.layers import masks
 from jaxformer.models.embeddings import DecodePositions, InputEmbedding, default_positions, token_embed
-from jaxformer.models.encoder import attention_mask, check_same_shape, check_tokens
 from jaxformer.models.heads import LMHead
+from jaxformer.models.inputs import causal_attention_mask, check_same_shape, check_tokens
 from jaxformer.models.stack import TransformerStack
-
-
-def causal_attention_mask(valid: jax.Array | None, segment_ids: jax.Array | None, length: int) -> jax.Array:
-    """[B|1, 1, T, T]: causal AND key padding AND same packed segment."""
-    return masks.combine(masks.causal_mask(length), attention_mask(valid, segment_ids, length))  # type: ignore[return-value]
 
 
 class DecoderOnly(nn.Module):

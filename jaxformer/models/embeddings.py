@@ -14,7 +14,6 @@ import jax.numpy as jnp
 from jaxformer.config import ModelConfig
 from jaxformer.errors import InputError
 from jaxformer.layers.axes import BTD, constrain
-from jaxformer.layers.block import dtype_of
 from jaxformer.layers.embed import Embed
 from jaxformer.layers.norms import make_norm
 from jaxformer.layers.positions import LearnedPositions, SinusoidalPositions
@@ -26,8 +25,8 @@ def token_embed(cfg: ModelConfig, name: str | None = None) -> Embed:
         cfg.vocab_size,
         cfg.d_model,
         cfg.initializer_range,
-        dtype=dtype_of(cfg.dtype),
-        param_dtype=dtype_of(cfg.param_dtype),
+        dtype=cfg.jnp_dtype,
+        param_dtype=cfg.jnp_param_dtype,
         name=name,
     )
 
@@ -76,7 +75,7 @@ class InputEmbedding(nn.Module):
     @nn.compact
     def __call__(self, tokens: jax.Array, positions: jax.Array, token_type_ids: jax.Array | None = None) -> jax.Array:
         cfg = self.config
-        dtype, param_dtype = dtype_of(cfg.dtype), dtype_of(cfg.param_dtype)
+        dtype, param_dtype = cfg.jnp_dtype, cfg.jnp_param_dtype
         x = self.embed(tokens)
         if cfg.embed_scale:
             x = x * math.sqrt(cfg.d_model)

@@ -9,31 +9,10 @@ import flax.linen as nn
 import jax
 
 from jaxformer.config import ModelConfig
-from jaxformer.errors import InputError
-from jaxformer.layers import masks
-from jaxformer.models.embeddings import InputEmbedding, check_length, default_positions, token_embed
+from jaxformer.models.embeddings import InputEmbedding, default_positions, token_embed
 from jaxformer.models.heads import ClassifierHead, MaskedLMHead, Pooler
+from jaxformer.models.inputs import attention_mask, check_same_shape, check_tokens
 from jaxformer.models.stack import TransformerStack
-
-
-def attention_mask(valid: jax.Array | None, segment_ids: jax.Array | None, length: int) -> jax.Array | None:
-    """[B, 1, T, T] bidirectional mask from key validity [B, T] and packing segment ids [B, T]."""
-    key_mask = None if valid is None else masks.key_padding_mask(valid.astype(bool), length)
-    seg_mask = None if segment_ids is None else masks.segment_mask(segment_ids, segment_ids)
-    return masks.combine(key_mask, seg_mask)
-
-
-def check_tokens(config: ModelConfig, tokens: jax.Array, name: str = "tokens") -> None:
-    if tokens.ndim != 2:
-        raise InputError(f"{name} must be [B, T] integer ids, got shape {tuple(tokens.shape)}")
-    check_length(config, tokens.shape[1], name)
-
-
-def check_same_shape(name: str, array: jax.Array | None, tokens: jax.Array) -> None:
-    if array is not None and tuple(array.shape) != tuple(tokens.shape):
-        raise InputError(
-            f"{name} has shape {tuple(array.shape)} but tokens are {tuple(tokens.shape)}; they must match."
-        )
 
 
 class EncoderOnly(nn.Module):

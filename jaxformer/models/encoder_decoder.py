@@ -11,10 +11,9 @@ import jax
 from jaxformer.config import ModelConfig
 from jaxformer.errors import InputError
 from jaxformer.layers import masks
-from jaxformer.models.decoder import causal_attention_mask
 from jaxformer.models.embeddings import DecodePositions, InputEmbedding, default_positions, token_embed
-from jaxformer.models.encoder import attention_mask, check_same_shape, check_tokens
 from jaxformer.models.heads import LMHead
+from jaxformer.models.inputs import attention_mask, causal_attention_mask, check_same_shape, check_tokens
 from jaxformer.models.stack import TransformerStack
 
 

@@ -11,7 +11,6 @@ import jax.numpy as jnp
 
 from jaxformer.config import ModelConfig
 from jaxformer.layers.axes import constrain, param
-from jaxformer.layers.block import dtype_of
 from jaxformer.layers.embed import Embed
 from jaxformer.layers.feedforward import activation_fn
 from jaxformer.layers.norms import make_norm
@@ -51,8 +50,8 @@ def dense(config: ModelConfig, features: int, axes: tuple[str, str], name: str, 
         axes,
         config.use_bias if use_bias is None else use_bias,
         config.initializer_range,
-        dtype_of(config.dtype),
-        dtype_of(config.param_dtype),
+        config.jnp_dtype,
+        config.jnp_param_dtype,
         name=name,
     )
 
@@ -99,9 +98,7 @@ class MaskedLMHead(nn.Module):
         cfg = self.config
         h = dense(cfg, cfg.d_model, ("mlp", "embed"), "transform", use_bias=True)(hidden)
         h = activation_fn(cfg.activation)(h)
-        h = make_norm(
-            cfg.norm, cfg.norm_eps, cfg.use_bias, dtype_of(cfg.dtype), dtype_of(cfg.param_dtype), name="norm"
-        )(h)
+        h = make_norm(cfg.norm, cfg.norm_eps, cfg.use_bias, cfg.jnp_dtype, cfg.jnp_param_dtype, name="norm")(h)
         logits = self.embed.attend(h) + param(self, "bias", nn.initializers.zeros, (cfg.vocab_size,), ("vocab",))
         return logits.astype(jnp.float32)
 

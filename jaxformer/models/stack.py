@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxformer.config import ModelConfig
-from jaxformer.layers.block import TransformerBlock, dtype_of
+from jaxformer.layers.block import TransformerBlock
 from jaxformer.layers.norms import make_norm
 from jaxformer.layers.positions import RelativePositionBias
 
@@ -70,8 +70,8 @@ class TransformerStack(nn.Module):
                 num_buckets=cfg.relative_buckets,
                 max_distance=cfg.relative_max_distance,
                 bidirectional=not self.causal,
-                dtype=dtype_of(cfg.dtype),
-                param_dtype=dtype_of(cfg.param_dtype),
+                dtype=cfg.jnp_dtype,
+                param_dtype=cfg.jnp_param_dtype,
                 name="relative_position_bias",
             )(positions, key_positions)
         args = (mask, bias, positions, encoded, cross_mask, None, kv_valid)
@@ -98,9 +98,9 @@ class TransformerStack(nn.Module):
                 layer = block(cfg, self.has_cross_attention, self.deterministic, self.decode, name=f"layers_{i}")
                 x = layer(x, *args, window)
         if cfg.norm_position == "pre":
-            x = make_norm(
-                cfg.norm, cfg.norm_eps, cfg.use_bias, dtype_of(cfg.dtype), dtype_of(cfg.param_dtype), name="final_norm"
-            )(x)
+            x = make_norm(cfg.norm, cfg.norm_eps, cfg.use_bias, cfg.jnp_dtype, cfg.jnp_param_dtype, name="final_norm")(
+                x
+            )
         return x
 
     def _cached_positions(self, positions: jax.Array) -> jax.Array:

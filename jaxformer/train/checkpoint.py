@@ -30,6 +30,7 @@ from typing import Any
 
 import jax
 import orbax.checkpoint as ocp
+from jax.experimental import multihost_utils
 from orbax.checkpoint import checkpoint_managers as policies
 
 from jaxformer.config import ModelConfig
@@ -99,8 +100,6 @@ class Checkpointer:
         self._set_aside_unreadable_metrics()
         self._purge_deleted()
         if jax.process_count() > 1:  # the others open the directory only once process 0 has tidied it
-            from jax.experimental import multihost_utils
-
             multihost_utils.sync_global_devices("jaxformer_checkpointer_open")
         preservation, best_fn, mode = _preservation(keep, best_metric)
         options = ocp.CheckpointManagerOptions(
@@ -268,8 +267,6 @@ class Checkpointer:
                 shutil.move(str(self.step_path(step)), str(target))
                 self._warn(f"moved damaged checkpoint step {step} to {target}.")
         if jax.process_count() > 1:
-            from jax.experimental import multihost_utils
-
             multihost_utils.sync_global_devices("jaxformer_checkpoint_quarantine")
         self.manager.reload()
 
@@ -445,8 +442,6 @@ def export_params(workdir: str | Path, out: str | Path, step: int | None = None)
 
 def _copy_run_tokenizer(workdir: Path, out: Path) -> None:
     """The run's stored tokenizer (`<workdir>/tokenizer/run_tokenizer*`) travels with an export."""
-    import shutil
-
     for base in (workdir, workdir.parent, workdir.parent.parent):  # a workdir, its checkpoints/ or a step dir
         files = sorted((base / "tokenizer").glob("run_tokenizer*")) if (base / "tokenizer").is_dir() else []
         if files:

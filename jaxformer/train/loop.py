@@ -63,7 +63,7 @@ def train_and_evaluate(experiment: Experiment, workdir: str | Path) -> dict[str,
     rng = jax.random.PRNGKey(experiment.seed)
 
     check_model_fits_data(experiment)  # a family/task or length mismatch: one clear error before any work
-    check_parallelism(experiment, experiment.model)  # mesh, heads and batch vs the devices, before the data
+    sizes = check_parallelism(experiment, experiment.model)  # mesh, heads and batch vs the devices, before the data
     pipeline = build_pipeline(
         experiment.data,
         family=experiment.model.family,
@@ -75,7 +75,7 @@ def train_and_evaluate(experiment: Experiment, workdir: str | Path) -> dict[str,
     )
     model_config = model_config_for(experiment, pipeline.vocab_size, pipeline.num_classes)
     tx, schedule = make_optimizer(train_cfg, model_config.d_model)
-    runtime = make_runtime(experiment, model_config, tx, schedule)
+    runtime = make_runtime(experiment, model_config, tx, schedule, sizes)  # vocab changes nothing checked
 
     state = runtime.init_state(rng)
     checkpointer = Checkpointer(

@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from tensorboardX import SummaryWriter
 from tqdm import tqdm
 
 
@@ -40,8 +41,6 @@ class MetricsWriter:
         self.workdir.mkdir(parents=True, exist_ok=True)
         drop_records_after(self.workdir / "metrics.jsonl", initial_step)
         self._jsonl = open(self.workdir / "metrics.jsonl", "a", encoding="utf-8")  # noqa: SIM115
-        from tensorboardX import SummaryWriter
-
         # A resumed run re-logs the steps after its checkpoint: TensorBoard hides the earlier events
         # from the purge step on, as metrics.jsonl drops those records.
         purge_step = initial_step + 1 if initial_step > 0 else None

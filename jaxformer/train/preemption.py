@@ -24,6 +24,12 @@ from typing import Any
 
 import jax
 import numpy as np
+from jax.experimental import multihost_utils
+
+try:  # private: where JAX keeps its preemption sync manager
+    from jax._src import distributed as jax_distributed
+except ImportError:  # pragma: no cover - a JAX that moved it
+    jax_distributed = None
 
 DEFAULT_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
@@ -44,10 +50,8 @@ class Preempted(Exception):
 def _preemption_service_running() -> bool:
     """True when jax.distributed runs the preemption sync manager (it then owns SIGTERM)."""
     try:
-        from jax._src import distributed
-
-        return distributed.global_state.preemption_sync_manager is not None
-    except (ImportError, AttributeError):
+        return jax_distributed.global_state.preemption_sync_manager is not None  # type: ignore[union-attr]
+    except AttributeError:  # a JAX without this private state (or none at all)
         return False
 
 
@@ -96,8 +100,6 @@ class PreemptionGuard:
         """True when the run should save at `step` and stop; the same answer on every process."""
         if not self._multi_process:
             return self.received is not None
-        from jax.experimental import multihost_utils
-
         if self._use_sync_point and multihost_utils.reached_preemption_sync_point(step):
             self.received = self.received or "SIGTERM"
             return True

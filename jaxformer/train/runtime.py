@@ -206,14 +206,19 @@ def check_parallelism(experiment: Any, model_config: ModelConfig) -> dict[str, i
 
 
 def make_runtime(
-    experiment: Any, model_config: ModelConfig, tx: optax.GradientTransformation, schedule: optax.Schedule
+    experiment: Any,
+    model_config: ModelConfig,
+    tx: optax.GradientTransformation,
+    schedule: optax.Schedule,
+    sizes: dict[str, int] | None = None,
 ) -> Runtime:
-    """The runtime the experiment asks for, after `check_parallelism`.
+    """The runtime the experiment asks for. `sizes`: the mesh sizes `check_parallelism` returned
+    (a caller that checked first passes them, so the check runs once); None: check here.
 
     parallelism="pmap": data parallel over every device. Otherwise `jax.jit` on a mesh; with a single
     device (and a mesh that asks for no more) the plain single-device runtime.
     """
-    sizes = check_parallelism(experiment, model_config)
+    sizes = check_parallelism(experiment, model_config) if sizes is None else sizes
     train = experiment.train
     if experiment.parallelism == "pmap":
         return pmap_runtime(model_config, tx, schedule, train)

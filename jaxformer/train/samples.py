@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from jaxformer import decoding
 from jaxformer.config import ModelConfig
 
 TASK_EVAL_EXAMPLES = 64
@@ -45,8 +46,6 @@ def translate_texts(
     options: alpha, temperature, top_k, top_p, seed (see `decoding.translate`). `width` pads
     the sources to at least that many columns, so batches of mixed lengths share one compilation.
     """
-    from jaxformer import decoding
-
     tokenizer = pipeline.tokenizer
     rows = [pipeline.encode_input(t)[: config.max_len] for t in texts]
     source, source_valid = _pad_rows(rows, tokenizer.pad_id, width)
@@ -79,14 +78,10 @@ def task_metrics(config: ModelConfig, params: Any, pipeline: Any, num_samples: i
         hypotheses = translate_texts(config, params, pipeline, sources, max_new)
         for src, ref, hyp in list(zip(sources, references, hypotheses, strict=True))[:num_samples]:
             writer.print(f"  input: {src!r}\n  reference: {ref!r}\n  model: {hyp!r}")
-        from jaxformer import decoding
-
         scores = {"eval_exact_match": decoding.exact_match(hypotheses, references)}
         if pipeline.config.source != "synthetic":  # a digit string is one "word": BLEU says nothing there
             scores["eval_bleu"] = decoding.bleu(hypotheses, references)
         return scores
-    from jaxformer import decoding
-
     examples = pipeline.examples("validation", num_samples)
     prompts = [pipeline.encode_input(text[:PROMPT_CHARS]) for text, _ in examples]
     new_tokens = min(CONTINUATION_TOKENS, config.max_len - max(len(p) for p in prompts))
