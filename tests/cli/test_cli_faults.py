@@ -139,7 +139,7 @@ def test_output_in_a_read_only_place(tmp_path: Path, monkeypatch: pytest.MonkeyP
     with pytest.raises(outputs.OutputPathError, match="no permission to write in"):
         outputs.check_writable(tmp_path / "out.txt", "--output")
     monkeypatch.setattr(outputs.os, "access", lambda path, mode: Path(path) == tmp_path)
-    with pytest.raises(outputs.OutputPathError, match="old.txt' is read-only"):
+    with pytest.raises(outputs.OutputPathError, match=r"old\.txt' is read-only"):
         outputs.check_writable(tmp_path / "old.txt", "--output")
 
 

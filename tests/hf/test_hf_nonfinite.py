@@ -40,7 +40,9 @@ def gpt2_dir(tmp_path):
 @pytest.mark.parametrize("value", [np.nan, np.inf, -np.inf])
 def test_hf_load_names_the_nonfinite_tensor(gpt2_dir, value: float) -> None:
     damage(gpt2_dir, "transformer.h.1.mlp.c_fc.weight", (2, 3), value)
-    with pytest.raises(finite.NonFiniteWeightsError, match=r"transformer\.h\.1\.mlp\.c_fc\.weight \(1 of \d+\).*allow_nonfinite"):
+    with pytest.raises(
+        finite.NonFiniteWeightsError, match=r"transformer\.h\.1\.mlp\.c_fc\.weight \(1 of \d+\).*allow_nonfinite"
+    ):
         hf.load(gpt2_dir)
 
 
@@ -67,10 +69,12 @@ def test_restore_refuses_a_nonfinite_checkpoint_and_falls_back(tmp_path) -> None
     warnings: list[str] = []
     checkpointer.save(1, state.replace(step=jnp.int32(1)), {"position": 1}, {"model": config.to_dict()})
     poisoned = jax.tree.map(lambda x: x.at[(0,) * x.ndim].set(jnp.nan), state.params)
-    checkpointer.save(2, state.replace(step=jnp.int32(2), params=poisoned), {"position": 2}, {"model": config.to_dict()})
+    checkpointer.save(
+        2, state.replace(step=jnp.int32(2), params=poisoned), {"position": 2}, {"model": config.to_dict()}
+    )
     checkpointer.wait()
     abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), state)
-    with pytest.raises(ck.CheckpointCorruptError, match="step 2 .* NaN/inf parameters"):
+    with pytest.raises(ck.CheckpointCorruptError, match=r"step 2 .* NaN/inf parameters"):
         checkpointer.restore(2, abstract)
     restored = checkpointer.restore_latest(abstract)
     assert restored is not None and restored.step == 1  # the finite checkpoint before it
