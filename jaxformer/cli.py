@@ -28,10 +28,11 @@ from typing import Any, NoReturn
 import jax
 
 from jaxformer import demo, distributed, experiment, inference
+from jaxformer import outputs as outputs_io
 from jaxformer.errors import REPORT_BUG, InputError, UserError
 from jaxformer.train.checkpoint import export_params
 from jaxformer.train.loop import train_and_evaluate
-from jaxformer.train.preemption import Preempted
+from jaxformer.train.preemption import Preempted, StartupGuard, StoppedBeforeStart
 
 # OS errors about a path the user named (a file to read, a directory to write): fixable by the user.
 PATH_ERRORS: tuple[type[OSError], ...] = (
@@ -62,11 +63,19 @@ def _split_overrides(argv: Sequence[str]) -> tuple[list[str], list[str]]:
 
 
 def cmd_train(args: argparse.Namespace, overrides: list[str]) -> int:
-    distributed.maybe_initialize(args.coordinator_address, args.num_processes, args.process_id)  # before any device use
-    exp = experiment.validate(experiment.load(args.config, overrides))
     try:
-        metrics = train_and_evaluate(exp, args.workdir)
-    except Preempted as stop:  # SIGTERM/SIGINT: the checkpoint is saved; a clean stop, not an error
+        with StartupGuard():  # a signal before the first step: nothing to save, a clean stop
+            distributed.maybe_initialize(  # before any device use
+                args.coordinator_address,
+                args.num_processes,
+                args.process_id,
+                timeout_s=distributed.DEFAULT_TIMEOUT_S
+                if args.coordinator_timeout is None
+                else args.coordinator_timeout,
+            )
+            exp = experiment.validate(experiment.load(args.config, overrides))
+            metrics = train_and_evaluate(exp, args.workdir)
+    except (Preempted, StoppedBeforeStart) as stop:  # SIGTERM/SIGINT: a clean stop, not an error
         if _is_first_process():
             print(stop, flush=True)
         return 0
@@ -108,12 +117,14 @@ def cmd_translate(args: argparse.Namespace, overrides: list[str]) -> int:
             raise InputError(f"input file {args.input} is empty; put one sentence per line.")
     else:
         texts = args.text
+    if args.output:
+        outputs_io.check_writable(args.output, "--output")  # before decoding, not after
     run = inference.load_run(args.workdir, args.step)
     outputs = inference.translate(
         run, texts, args.max_new_tokens, args.method, args.beam_size, args.alpha, batch_size=args.batch_size
     )
     if args.output:
-        Path(args.output).write_text("".join(f"{line}\n" for line in outputs), encoding="utf-8")
+        outputs_io.write_text(args.output, "".join(f"{line}\n" for line in outputs), "--output")
         print(f"Wrote {len(outputs)} translations to {args.output}.")
     else:
         print("\n".join(outputs))
@@ -121,12 +132,14 @@ def cmd_translate(args: argparse.Namespace, overrides: list[str]) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace, overrides: list[str]) -> int:
+    if args.json:
+        outputs_io.check_writable(args.json, "--json")  # before evaluating, not after
     run = inference.load_run(args.workdir, args.step)
     metrics = inference.evaluate(run, args.split, args.method, args.beam_size, args.batch_size)
     shown = ", ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in metrics.items())
     print(f"{args.split}: {shown}")
     out = Path(args.json) if args.json else Path(args.workdir) / f"eval_{args.split}_{args.method}.json"
-    out.write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    outputs_io.write_text(out, json.dumps(metrics, indent=2, sort_keys=True) + "\n", "--json")
     print(f"Wrote {out}")
     return 0
 
@@ -157,6 +170,11 @@ def build_parser() -> argparse.ArgumentParser:
     multi.add_argument("--coordinator_address", help="HOST:PORT of process 0 (env JAXFORMER_COORDINATOR)")
     multi.add_argument("--num_processes", type=int, help="processes in the run (env JAXFORMER_NUM_PROCESSES)")
     multi.add_argument("--process_id", type=int, help="this process, 0..num_processes-1 (env JAXFORMER_PROCESS_ID)")
+    multi.add_argument(
+        "--coordinator_timeout",
+        type=float,
+        help="seconds to wait for the coordinator and the other processes at start-up (default 300)",
+    )
     train.set_defaults(handler=cmd_train)
     export = sub.add_parser("export", help="write a params-only inference checkpoint plus model_config.json")
     export.add_argument("--workdir", required=True, help="training workdir (or a checkpoints/ or step directory)")

@@ -17,16 +17,47 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import socket
+import sys
+import time
 from collections.abc import Mapping
 from pathlib import Path
 
 import jax
 
-from jaxformer.errors import ConfigError
+from jaxformer.errors import ConfigError, DeviceError
 
 ENV_COORDINATOR = "JAXFORMER_COORDINATOR"
 ENV_NUM_PROCESSES = "JAXFORMER_NUM_PROCESSES"
 ENV_PROCESS_ID = "JAXFORMER_PROCESS_ID"
+DEFAULT_TIMEOUT_S = 300  # how long a process waits for the coordinator and the other processes
+
+
+class CoordinatorUnreachableError(DeviceError):
+    """No coordinator answered at the given address within the start-up timeout (a user-fixable setting)."""
+
+
+def wait_for_coordinator(address: str, timeout_s: float) -> None:
+    """Block until a TCP connection to `address` (HOST:PORT) succeeds, or raise after `timeout_s`.
+
+    `jax.distributed.initialize` in a non-coordinator process that cannot reach its coordinator
+    aborts the whole interpreter from C++ when its deadline passes (no Python exception, a
+    stack dump), so processes other than 0 check the address first and fail with one line.
+    """
+    host, _, port = address.rpartition(":")
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            with socket.create_connection((host.strip("[]"), int(port)), timeout=min(2.0, max(timeout_s, 0.1))):
+                return
+        except OSError as err:
+            if time.monotonic() >= deadline:
+                raise CoordinatorUnreachableError(
+                    f"no coordinator answered at {address} within {timeout_s:g} s ({err.strerror or err}); start "
+                    "process 0 (it hosts the coordinator) with the same --coordinator_address, check the address "
+                    "and port, or wait longer with --coordinator_timeout SECONDS."
+                ) from None
+            time.sleep(0.25)
 
 
 def _int_setting(name: str, value: int | str | None) -> int | None:
@@ -58,9 +89,10 @@ def maybe_initialize(
     num_processes: int | None = None,
     process_id: int | None = None,
     environ: Mapping[str, str] = os.environ,
+    timeout_s: float = DEFAULT_TIMEOUT_S,
 ) -> str:
     """Join the other processes of this run if there are any. Returns how: "explicit", "tpu",
-    "slurm", "single" (nothing done) or "already" (initialized before). Raises ValueError for an
+    "slurm", "single" (nothing done) or "already" (initialized before). Raises ConfigError for an
     incomplete explicit setting."""
     if jax.distributed.is_initialized():
         return "already"
@@ -75,11 +107,25 @@ def maybe_initialize(
                 f"coordinator_address={coordinator_address!r} needs --num_processes and --process_id "
                 f"(or {ENV_NUM_PROCESSES} and {ENV_PROCESS_ID})."
             )
-        if count < 1 or not 0 <= index < count:
+        if count < 1:
+            raise ConfigError(f"num_processes={count} must be >= 1 (the number of processes in the run).")
+        if timeout_s <= 0:
+            raise ConfigError(f"coordinator_timeout={timeout_s:g} must be > 0 seconds.")
+        if not 0 <= index < count:
             raise ConfigError(f"process_id={index} must be in [0, num_processes={count}).")
         if ":" not in coordinator_address:
             raise ConfigError(f"coordinator_address={coordinator_address!r} must look like HOST:PORT.")
-        jax.distributed.initialize(coordinator_address, num_processes=count, process_id=index)
+        print(
+            f"jaxformer: process {index} of {count} joining through the coordinator at {coordinator_address} "
+            f"(waiting up to {timeout_s:g} s)",
+            file=sys.stderr,
+            flush=True,
+        )
+        if index != 0:  # process 0 hosts the coordinator; the others must reach it first
+            wait_for_coordinator(coordinator_address, timeout_s)
+        jax.distributed.initialize(
+            coordinator_address, num_processes=count, process_id=index, initialization_timeout=int(max(1, timeout_s))
+        )
         return "explicit"
     if count is not None or index is not None:
         raise ConfigError(

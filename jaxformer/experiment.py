@@ -73,6 +73,11 @@ def base_config() -> ml_collections.ConfigDict:
 def load(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> ml_collections.ConfigDict:
     """Run `get_config()` of the experiment file at `path`, then apply `a.b=value` overrides."""
     path = Path(path)
+    if path.is_dir():
+        raise ConfigError(
+            f"--config {str(path)!r} is a directory; give an experiment file such as experiments/default.py "
+            "(a run's directory goes to --workdir)."
+        )
     if not path.is_file():
         raise ConfigError(f"experiment file {str(path)!r} not found; experiments live in experiments/*.py.")
     spec = importlib.util.spec_from_file_location(f"jaxformer_experiment_{path.stem}", path)

@@ -28,8 +28,9 @@ ROOT = Path(__file__).resolve().parent.parent / PACKAGE
 # Floors, lowest first; a module may import its own floor or any lower one (never a cycle).
 # The longest matching prefix decides a module's floor. Mirrors /work/shared/DESIGN.md "Floors".
 FLOORS: tuple[tuple[str, ...], ...] = (
-    # 0: the ground floor: typed configs, errors, suggest(); imports nothing else from jaxformer.
-    ("jaxformer.errors", "jaxformer.config"),
+    # 0: the ground floor: typed configs, errors, suggest(), safe writing of user-named outputs;
+    # imports nothing else from jaxformer.
+    ("jaxformer.errors", "jaxformer.config", "jaxformer.outputs"),
     # 1: fixed facts of each architecture and the presets built from them (configs only).
     ("jaxformer.architectures", "jaxformer.presets"),
     # 2: layers.

@@ -115,10 +115,13 @@ def test_runtime_two_processes_jit_pmap_and_checkpoint() -> None:
 def calls(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
     recorded: list[dict[str, Any]] = []
 
-    def initialize(coordinator_address: Any = None, num_processes: Any = None, process_id: Any = None) -> None:
+    def initialize(
+        coordinator_address: Any = None, num_processes: Any = None, process_id: Any = None, **_: Any
+    ) -> None:
         recorded.append({"address": coordinator_address, "count": num_processes, "index": process_id})
 
     monkeypatch.setattr(distributed.jax.distributed, "initialize", initialize)
+    monkeypatch.setattr(distributed, "wait_for_coordinator", lambda address, timeout_s: None)  # no network here
     monkeypatch.setattr(distributed.jax.distributed, "is_initialized", lambda: False)
     return recorded
 
@@ -155,6 +158,7 @@ def test_slurm_step_with_several_tasks_autodetects(calls: list[dict[str, Any]]) 
             r"process_id=2 must be in \[0, num_processes=2\)",
         ),
         ({"coordinator_address": "h", "num_processes": 2, "process_id": 0}, r"must look like HOST:PORT"),
+        ({"coordinator_address": "h:1", "num_processes": 0, "process_id": 0}, r"num_processes=0 must be >= 1"),
         ({"num_processes": 2, "process_id": 0}, r"without a coordinator address"),
     ],
 )

@@ -28,6 +28,7 @@ from jaxformer.config import ModelConfig
 from jaxformer.errors import CheckpointError, ConfigError
 from jaxformer.hf import bert, files, gpt2, hub, llama, marian, t5
 from jaxformer.hf.common import Architecture, Rule, check_exportable, match_name
+from jaxformer.models import finite
 
 LOG = logging.getLogger(__name__)
 ARCHITECTURES: dict[str, Architecture] = {
@@ -226,7 +227,7 @@ def architecture_for(config: ModelConfig) -> Architecture:
 
 
 def load(
-    path: str | Path, *, revision: str | None = None, allow_pickle: bool = False
+    path: str | Path, *, revision: str | None = None, allow_pickle: bool = False, allow_nonfinite: bool = False
 ) -> tuple[nn.Module, dict[str, Any], ModelConfig]:
     """Read a local HF model directory, a Hub cache snapshot, or a Hub repo id ("org/name", at `revision`).
 
@@ -234,13 +235,16 @@ def load(
     offline and not cached it raises hub.HubError naming the `hf download` command.
 
     Needs config.json and model.safetensors (or a sharded index); pytorch_model.bin
-    only with allow_pickle=True. Returns (module built with deterministic=True,
+    only with allow_pickle=True. A tensor holding NaN/inf raises finite.NonFiniteWeightsError naming
+    it (a warning instead with allow_nonfinite=True). Returns (module built with deterministic=True,
     params for `module.apply({"params": params}, ...)`, ModelConfig).
     """
     directory = hub.locate(path, revision)
     hf_config = files.read_config(directory)
     arch = architecture_of(hf_config, str(directory / "config.json"))
-    tensors = normalize_names(arch, files.read_tensors(directory, allow_pickle=allow_pickle))
+    stored = files.read_tensors(directory, allow_pickle=allow_pickle)
+    finite.check_finite(stored, f"checkpoint {directory}", allow_nonfinite)  # named as in the files
+    tensors = normalize_names(arch, stored)
     config = arch.config_from_hf(hf_config, tensors)
     arch.check_ignored(config, tensors)
     params = tensors_to_params(arch, config, tensors, str(directory))

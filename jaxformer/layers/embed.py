@@ -32,8 +32,14 @@ def check_ids_in_range(name: str, ids: jax.Array, size: int) -> None:
         raise InputError(f"{name} contain {bad}, outside [0, {size}); ids must be smaller than the table size {size}.")
 
 
-def lookup_rows(table: jax.Array, ids: jax.Array, row_axis: str | None) -> jax.Array:
+def lookup_rows(table: jax.Array, ids: jax.Array, row_axis: str | None, *, nan_outside: bool = False) -> jax.Array:
     """table [N, D] (rows on logical axis `row_axis`), ids [B, T] -> table[ids] [B, T, D].
+
+    Ids outside [0, N) are rejected eagerly by `check_ids_in_range`; under jit they cannot be. With
+    `nan_outside` (token embeddings) such a row is NaN, negative ids included (never wrapped to
+    row N - 1, as plain indexing would), so a bad id shows up as non-finite logits and a training
+    step's finite flag, never as a silently different token. Without it (position tables, whose
+    padded slots may carry -1) the gather clamps, and the masked slot's value is never used.
 
     Under a mesh, D is gathered whole first (fsdp splits it), the rows keep their split (tensor
     parallelism may split a vocabulary): XLA then looks rows up in each device's part and sums
@@ -42,7 +48,11 @@ def lookup_rows(table: jax.Array, ids: jax.Array, row_axis: str | None) -> jax.A
     replicating them ("involuntary full rematerialization"), in the forward and the backward
     pass. Outside a mesh the constraint is a no-op.
     """
-    return jnp.take(constrain(table, (row_axis, None)), ids, axis=0)
+    table = constrain(table, (row_axis, None))
+    if nan_outside:
+        ids = jnp.where(ids < 0, table.shape[0], ids)  # negative ids become "past the end": NaN, not a wrap
+        return jnp.take(table, ids, axis=0, mode="fill", fill_value=jnp.nan)
+    return jnp.take(table, ids, axis=0)
 
 
 RANGE_NAMES = {"vocab": "token ids (vocab_size)", "token_types": "token_type_ids (num_token_types)"}
@@ -72,7 +82,7 @@ class Embed(nn.Module):
         if not jnp.issubdtype(tokens.dtype, jnp.integer):
             raise InputError(f"token ids must be integers, got dtype {tokens.dtype}")
         check_ids_in_range(RANGE_NAMES.get(self.table_axes[0], "ids"), tokens, self.vocab_size)
-        return lookup_rows(self.embedding, tokens, self.table_axes[0]).astype(self.dtype)
+        return lookup_rows(self.embedding, tokens, self.table_axes[0], nan_outside=True).astype(self.dtype)
 
     def attend(self, x: jax.Array) -> jax.Array:
         """x [..., D] -> logits [..., V] = x E^T (the tied output projection)."""

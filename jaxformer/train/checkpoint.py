@@ -35,6 +35,7 @@ from orbax.checkpoint import checkpoint_managers as policies
 
 from jaxformer.config import ModelConfig
 from jaxformer.errors import CheckpointError, CheckpointNotFoundError
+from jaxformer.models import finite
 from jaxformer.train import integrity
 
 ITEMS = ("state", "data", "config")
@@ -221,6 +222,12 @@ class Checkpointer:
                 config=ocp.args.JsonRestore(),
             ),
         )
+        bad = finite.nonfinite_tensors(finite.named_leaves(_field(restored["state"], "params")))
+        if bad:  # never written by jaxformer (the step's finite flag is checked before a save): damaged or foreign
+            names = ", ".join(f"{name} ({count} of {size})" for name, count, size in bad[:5])
+            raise CheckpointCorruptError(
+                f"checkpoint step {step} in {path} has NaN/inf parameters in {len(bad)} tensor(s): {names}."
+            )
         return Restored(step, restored["state"], restored["data"], restored["config"])
 
     def restore_latest(self, abstract_state: Any, start_fresh_if_corrupt: bool = False) -> Restored | None:
@@ -387,8 +394,13 @@ def _single_device_target(metadata_tree: Any) -> Any:
     )
 
 
-def load_params(path: str | Path, step: int | None = None) -> tuple[Any, ModelConfig, int | None]:
-    """(params on the first local device, model config, step or None for an export)."""
+def load_params(
+    path: str | Path, step: int | None = None, allow_nonfinite: bool = False
+) -> tuple[Any, ModelConfig, int | None]:
+    """(params on the first local device, model config, step or None for an export).
+
+    NaN/inf parameters raise finite.NonFiniteWeightsError naming them (a warning with allow_nonfinite=True).
+    """
     path = Path(path)
     if not path.exists():
         raise CheckpointNotFoundError(f"checkpoint path {path} does not exist.")
@@ -400,6 +412,7 @@ def load_params(path: str | Path, step: int | None = None) -> tuple[Any, ModelCo
         model_config = ModelConfig.from_dict(json.loads((source.parent / EXPORT_CONFIG).read_text(encoding="utf-8")))
         target = _single_device_target(_tree_metadata(source))
         params = ocp.StandardCheckpointer().restore(source, target)
+        finite.check_finite(params, f"exported checkpoint {source}", allow_nonfinite)
         return params, model_config, None
     saved_config = ocp.JsonCheckpointHandler().restore(source / "config")
     model_config = ModelConfig.from_dict(saved_config["model"])
@@ -410,16 +423,19 @@ def load_params(path: str | Path, step: int | None = None) -> tuple[Any, ModelCo
             item=target, restore_args=ocp.checkpoint_utils.construct_restore_args(target), partial_restore=True
         ),
     )
+    finite.check_finite(restored["params"], f"checkpoint {source}", allow_nonfinite)
     return restored["params"], model_config, int(source.name)
 
 
-def restore_params(workdir_or_path: str | Path, step: int | None = None) -> tuple[Any, ModelConfig]:
+def restore_params(
+    workdir_or_path: str | Path, step: int | None = None, allow_nonfinite: bool = False
+) -> tuple[Any, ModelConfig]:
     """Parameters alone (on one device) and the model config, for inference or fine-tuning.
 
     `workdir_or_path`: a training workdir, its checkpoints/ directory, one step directory, or an
     export directory; `step` picks a step (default: the newest intact one).
     """
-    params, model_config, _ = load_params(workdir_or_path, step)
+    params, model_config, _ = load_params(workdir_or_path, step, allow_nonfinite)
     return params, model_config
 
 

@@ -13,7 +13,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from jaxformer.config import ModelConfig
+from jaxformer.config import ConfigError, ModelConfig
 from jaxformer.data import build_pipeline, tokenizer_store
 from jaxformer.errors import UserError
 from jaxformer.experiment import Experiment, check_model_fits_data
@@ -55,8 +55,7 @@ def evaluate(eval_step: Any, params: Any, batches: Any, max_batches: int = 0) ->
 
 def train_and_evaluate(experiment: Experiment, workdir: str | Path) -> dict[str, float]:
     """Train `experiment` in `workdir` (resuming from its latest checkpoint); return the last eval metrics."""
-    workdir = Path(workdir)
-    workdir.mkdir(parents=True, exist_ok=True)
+    workdir = prepare_workdir(workdir)
     train_cfg = experiment.train
     process_index, process_count = jax.process_index(), jax.process_count()
     is_writer = process_index == 0
@@ -189,6 +188,31 @@ def _check_finite(flags: list[tuple[int, Any]], checkpointer: Checkpointer) -> N
         f"the loss, gradients or parameters became NaN/inf at step {bad}; nothing non-finite was saved and "
         f"{where}. Lower train.learning_rate or enable train.grad_clip."
     )
+
+
+def prepare_workdir(workdir: str | Path) -> Path:
+    """The run's directory, created if new. An empty name (which would mean the current directory), a
+    path that is a file, or one that cannot be created is one clear ConfigError, before any work."""
+    if not str(workdir).strip():
+        raise ConfigError("--workdir is empty; give a directory for the run, e.g. --workdir runs/my_run.")
+    path = Path(workdir)
+    if path.exists() and not path.is_dir():
+        raise ConfigError(
+            f"--workdir {str(path)!r} is a file, not a directory; choose another path or remove the file."
+        )
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise ConfigError(
+            f"--workdir {str(path)!r}: a parent of it is a file, not a directory; choose another path."
+        ) from None
+    except PermissionError:
+        raise ConfigError(
+            f"--workdir {str(path)!r} cannot be created (permission denied); choose a directory you can write to."
+        ) from None
+    except OSError as err:
+        raise ConfigError(f"--workdir {str(path)!r} cannot be created: {err.strerror or err}.") from None
+    return path
 
 
 def _write_run_files(workdir: Path, experiment: Experiment, model_config: ModelConfig, pipeline: Any) -> None:

@@ -112,3 +112,41 @@ class PreemptionGuard:
     def stopped(self, step: int, checkpoint_path: str | Path) -> Preempted:
         """The exception the loop raises once the checkpoint of `step` is saved."""
         return Preempted(step, checkpoint_path, self.received or "signal")
+
+
+class StoppedBeforeStart(Exception):
+    """A signal arrived while the run was starting (before its first step): nothing to save (CLI exit 0)."""
+
+    def __init__(self, signal_name: str):
+        self.signal_name = signal_name
+        super().__init__(
+            f"Stopped on {signal_name} before the first step; nothing to save (any checkpoints already in the "
+            "workdir are untouched). Run the same command again to start."
+        )
+
+
+class StartupGuard:
+    """SIGTERM/SIGINT during start-up (joining hosts, building data, restoring, compiling) -> StoppedBeforeStart.
+
+    Installed by the CLI around the whole run; the training loop's `PreemptionGuard` replaces it
+    for the steps themselves (finish the step, save, stop) and puts it back afterwards.
+    """
+
+    def __init__(self, signals: tuple[signal.Signals, ...] = DEFAULT_SIGNALS):
+        self.signals = signals
+        self._previous: dict[signal.Signals, Any] = {}
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        del frame
+        raise StoppedBeforeStart(signal.Signals(signum).name)
+
+    def __enter__(self) -> StartupGuard:
+        if threading.current_thread() is threading.main_thread():
+            for sig in self.signals:
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        for sig, previous in self._previous.items():
+            signal.signal(sig, previous)
+        self._previous.clear()
