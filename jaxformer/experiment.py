@@ -316,8 +316,7 @@ def validate(config: ml_collections.ConfigDict) -> Experiment:
     parallelism = raw.get("parallelism", "jit")
     _choice("parallelism", parallelism, Parallelism)
     seed = raw.get("seed", 0)
-    if not isinstance(seed, int) or isinstance(seed, bool):
-        raise ConfigError(f"seed={seed!r} must be an integer.")
+    _check_type("seed", seed, int)
     rules = _rules(raw.get("logical_axis_rules", DEFAULT_RULES))
     return Experiment(seed, model, data, train, checkpoint, mesh, parallelism, rules, preset, raw)  # type: ignore[arg-type]
 
