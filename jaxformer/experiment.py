@@ -1,10 +1,11 @@
 """Experiment configuration: `ml_collections` files in, typed frozen configs out.
 
 An experiment file defines `get_config() -> ConfigDict`, usually `base_config()` plus
-a few changes. `load(path, overrides)` reads it, applies `--config.a.b=value`
-overrides (unknown keys and wrong types are rejected with the nearest valid key) and
-`validate` turns it into an `Experiment` of frozen dataclasses, so every later stage
-receives checked, typed values.
+a few changes. `load(path, overrides)` reads it and applies `--config.a.b=value`
+overrides (parsed and set; an unknown key is rejected with the nearest valid one) and
+`validate` turns it into an `Experiment` of frozen dataclasses. Building those
+(`to_dataclass`: the declared types, then each dataclass's own checks) is the one place a
+value is checked, so every later stage receives checked, typed values.
 """
 
 from __future__ import annotations
@@ -322,8 +323,7 @@ def validate(config: ml_collections.ConfigDict) -> Experiment:
     parallelism = raw.get("parallelism", "jit")
     _choice("parallelism", parallelism, Parallelism)
     seed = raw.get("seed", 0)
-    if not isinstance(seed, int) or isinstance(seed, bool):
-        raise ConfigError(f"seed={seed!r} must be an integer.")
+    _check_type("seed", seed, int)
     rules = _rules(raw.get("logical_axis_rules", DEFAULT_RULES))
     return Experiment(seed, model, data, train, checkpoint, mesh, parallelism, rules, preset, raw)  # type: ignore[arg-type]
 

@@ -207,10 +207,13 @@ def find_cycles(graph: Mapping[str, Iterable[str]]) -> list[list[str]]:
 
 
 def floor_of(module: str, floors: tuple[tuple[str, ...], ...] = FLOORS) -> int:
+    """The floor of the longest entry naming `module` or a package above it; the root package's own
+    entry ("jaxformer": its `__init__`) names only itself, so a new module must be given a floor."""
     best, best_len = -1, -1
     for level, prefixes in enumerate(floors):
         for prefix in prefixes:
-            if (module == prefix or module.startswith(prefix + ".")) and len(prefix) > best_len:
+            inside = "." in prefix and module.startswith(prefix + ".")
+            if (module == prefix or inside) and len(prefix) > best_len:
                 best, best_len = level, len(prefix)
     if best < 0:
         raise AssertionError(f"{module} has no floor: add it to FLOORS in {Path(__file__).name}")
@@ -280,6 +283,13 @@ def test_checker_finds_a_cycle_an_upward_edge_and_a_local_import(tmp_path: Path)
         "toy.mid:4 imports numpy inside a function",  # a required dependency: flagged
         "toy.mid:6 imports toy.high inside a function",  # a package module: flagged
     ]  # torch is optional: allowed
+
+
+def test_every_module_needs_a_floor() -> None:
+    assert floor_of("toy.mid.part", _TOY_FLOORS) == 1
+    with pytest.raises(AssertionError, match=r"toy\.new has no floor"):
+        floor_of("toy.new", (*_TOY_FLOORS, ("toy",)))
+    assert floor_of("toy", (*_TOY_FLOORS, ("toy",))) == 3
 
 
 def test_checker_passes_a_clean_downward_graph(tmp_path: Path) -> None:

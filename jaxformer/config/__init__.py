@@ -1,7 +1,8 @@
 """Configs on the ground floor: typed, frozen dataclasses validated once where they are built.
 
-`model.py` holds `ModelConfig` (the architecture); `run.py` the run's `TrainConfig`, `CheckpointConfig`
-and `MeshConfig`. Nothing here imports from the rest of the package.
+`model.py` holds `ModelConfig` (the architecture); `run.py` the run's `TrainConfig`, `CheckpointConfig`,
+`MeshConfig` and the default logical-axis rules; `suggest.py` the one "Did you mean" helper. Nothing
+here imports from the rest of the package (tests/test_import_graph.py checks it).
 """
 
 from jaxformer.config.model import (
