@@ -3,9 +3,11 @@
     jaxformer train --config experiments/default.py --workdir W [--config.train.steps=100 ...]
     jaxformer export --workdir W --out DIR
     jaxformer generate --workdir W --prompt TEXT [--max_new_tokens 64 --method sample --top_p 0.9 ...]
+    jaxformer generate --model DIR_OR_REPO [--revision R] --prompt TEXT   (or --chat MESSAGE: its chat template)
     jaxformer translate --workdir W --text TEXT [--method beam --beam_size 4]   (or --input FILE [--output FILE])
     jaxformer evaluate --workdir W [--split test --method beam --json OUT]      (alias: eval)
     jaxformer demo --workdir W [--host 127.0.0.1 --port 0]                      (needs the [demo] extra)
+translate, evaluate and demo take --model DIR_OR_REPO (a Hugging Face checkpoint) instead of --workdir too.
 
 Errors a user can fix (bad config, missing file, NaN loss, ...) are printed as one line
 `error: ...` with exit status 2; set JAXFORMER_DEBUG=1 to see the traceback instead.
@@ -73,13 +75,45 @@ def cmd_export(args: argparse.Namespace, overrides: list[str]) -> int:
     return 0
 
 
-def cmd_generate(args: argparse.Namespace, overrides: list[str]) -> int:
+def _load(args: argparse.Namespace) -> Any:
+    """The run named by --workdir (a training run) or --model (a HF checkpoint dir or repo id): exactly one."""
     from jaxformer import inference
 
-    run = inference.load_run(args.workdir, args.step)
+    if (args.workdir is None) == (args.model is None):
+        given = "both" if args.workdir is not None else "neither"
+        raise ValueError(
+            f"{given} of --workdir and --model given; pass exactly one (--workdir: a training run, "
+            "--model: a Hugging Face checkpoint directory or Hub repo id)."
+        )
+    if args.model is None:
+        if args.revision is not None:
+            raise ValueError("--revision applies to --model (a Hub repo id); drop it for --workdir.")
+        return inference.load_run(args.workdir, args.step)
+    if args.step is not None:
+        raise ValueError("--step applies to --workdir (a training run); a --model checkpoint has one set of weights.")
+    return inference.load_model(args.model, args.revision)
+
+
+def _prompts(args: argparse.Namespace) -> tuple[list[str], bool]:
+    """(texts, chat): --prompt texts, or --chat messages for the checkpoint's chat template; exactly one kind."""
+    if (args.prompt is None) == (args.chat is None):
+        raise ValueError("give --prompt TEXT or --chat MESSAGE (one of them, repeatable for a batch).")
+    return (args.prompt, False) if args.prompt is not None else (args.chat, True)
+
+
+def cmd_generate(args: argparse.Namespace, overrides: list[str]) -> int:
+    import json
+
+    from jaxformer import inference
+
+    prompts, chat = _prompts(args)
+    run = _load(args)
+    if args.print_ids:
+        for ids in inference.prompt_ids(run, prompts, chat):
+            print(json.dumps({"prompt_ids": ids}))
     outputs = inference.generate(
         run,
-        args.prompt,
+        prompts,
         max_new_tokens=args.max_new_tokens,
         method=args.method,
         temperature=args.temperature,
@@ -88,8 +122,9 @@ def cmd_generate(args: argparse.Namespace, overrides: list[str]) -> int:
         beam_size=args.beam_size,
         alpha=args.alpha,
         seed=args.seed,
+        chat=chat,
     )
-    for prompt, text in zip(args.prompt, outputs, strict=True):
+    for prompt, text in zip(prompts, outputs, strict=True):
         print(f"{prompt}{text}" if args.echo else text)
     return 0
 
@@ -105,7 +140,7 @@ def cmd_translate(args: argparse.Namespace, overrides: list[str]) -> int:
             raise ValueError(f"input file {args.input} is empty; put one sentence per line.")
     else:
         texts = args.text
-    run = inference.load_run(args.workdir, args.step)
+    run = _load(args)
     outputs = inference.translate(
         run, texts, args.max_new_tokens, args.method, args.beam_size, args.alpha, batch_size=args.batch_size
     )
@@ -123,7 +158,7 @@ def cmd_evaluate(args: argparse.Namespace, overrides: list[str]) -> int:
 
     from jaxformer import inference
 
-    run = inference.load_run(args.workdir, args.step)
+    run = _load(args)
     metrics = inference.evaluate(run, args.split, args.method, args.beam_size, args.batch_size)
     shown = ", ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in metrics.items())
     print(f"{args.split}: {shown}")
@@ -136,7 +171,7 @@ def cmd_evaluate(args: argparse.Namespace, overrides: list[str]) -> int:
 def cmd_demo(args: argparse.Namespace, overrides: list[str]) -> int:
     from jaxformer import demo
 
-    demo.serve(args.workdir, host=args.host, port=args.port, step=args.step)
+    demo.serve(_load(args), host=args.host, port=args.port)
     return 0
 
 
@@ -167,8 +202,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _run_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--workdir", required=True, help="training workdir (config.json, tokenizer/, checkpoints/)")
+    parser.add_argument("--workdir", help="training workdir (config.json, tokenizer/, checkpoints/)")
     parser.add_argument("--step", type=int, default=None, help="checkpoint step (default: the newest intact one)")
+    parser.add_argument(
+        "--model", help="instead of --workdir: a Hugging Face checkpoint directory or Hub repo id (org/name)"
+    )
+    parser.add_argument("--revision", help="Hub revision (branch, tag or commit) for --model org/name")
 
 
 def _search_arguments(parser: argparse.ArgumentParser, methods: tuple[str, ...], max_new_tokens: int | None) -> None:
@@ -181,7 +220,11 @@ def _search_arguments(parser: argparse.ArgumentParser, methods: tuple[str, ...],
 def _add_use_commands(sub: Any) -> None:
     generate = sub.add_parser("generate", help="continue a prompt with a decoder-only run")
     _run_arguments(generate)
-    generate.add_argument("--prompt", required=True, action="append", help="prompt text (repeat for a batch)")
+    generate.add_argument("--prompt", action="append", help="prompt text (repeat for a batch)")
+    generate.add_argument(
+        "--chat", action="append", help="a user message, rendered with the --model checkpoint's chat template"
+    )
+    generate.add_argument("--print_ids", action="store_true", help='print {"prompt_ids": [...]} per prompt first')
     _search_arguments(generate, ("greedy", "sample", "beam"), 64)
     generate.add_argument("--temperature", type=float, default=1.0, help="softmax temperature for sampling")
     generate.add_argument("--top_k", type=int, default=0, help="sample from the k most likely tokens (0: all)")

@@ -6,10 +6,14 @@
     classify(run, ["3141592"])                                  # encoder-only     -> [(label, probs)]
     evaluate_bleu(run, "test", method="beam", beam_size=4)      # BLEU / chrF over a whole split
 
+    run = load_model("Qwen/Qwen3-0.6B")                         # any supported HF checkpoint dir or repo id
+    generate(run, ["Hello"]); generate(run, ["Name a colour."], chat=True)   # chat: its chat template
+
 `load_run` rebuilds the data pipeline from the run's saved `config.json` with the run's
 workdir and the tokenizer training stored in `<workdir>/tokenizer/` (`data.tokenizer_store`;
 never rebuilt from the data, which may have changed since), so text is encoded exactly as in
-training (`Pipeline.encode_input`).
+training (`Pipeline.encode_input`). `load_model` gives the same kind of `Run` for a Hugging Face
+checkpoint, with the checkpoint's own tokenizer (tokenizer.json, special ids, chat template).
 Every user mistake raises an `InferenceError` (a ValueError) with a one-line message.
 """
 
@@ -30,6 +34,7 @@ import numpy as np
 from jaxformer.config import ModelConfig
 from jaxformer.data.pipeline import Pipeline
 from jaxformer.experiment import Experiment
+from jaxformer.hf.tokenizer import CheckpointTokenizer, load_checkpoint_tokenizer
 
 MAX_TEXT_CHARS = 20_000  # longer inputs are rejected before tokenizing
 METHODS = ("greedy", "sample", "beam")
@@ -59,12 +64,12 @@ class InputTooLongError(InferenceError):
 class Run:
     """A trained run ready for inference: validated experiment, model config, params (one device), pipeline."""
 
-    workdir: Path
-    experiment: Experiment
+    workdir: Path  # the training workdir, or the HF checkpoint directory (load_model)
+    experiment: Experiment | None  # None for a HF checkpoint
     config: ModelConfig
     params: Any
-    pipeline: Pipeline
-    step: int | None  # checkpoint step (None for an export directory)
+    pipeline: Pipeline | CheckpointPipeline
+    step: int | None  # checkpoint step (None for an export directory or a HF checkpoint)
 
     @property
     def family(self) -> str:
@@ -79,6 +84,11 @@ class Run:
         from jaxformer.models import param_count
 
         step = "export" if self.step is None else f"step {self.step}"
+        if self.experiment is None:
+            return (
+                f"{self.family} model ({param_count(self.config) / 1e6:.2f}M params, max_len {self.config.max_len}), "
+                f"Hugging Face checkpoint {self.workdir} with its tokenizer ({self.tokenizer.vocab_size} ids)"
+            )
         return (
             f"{self.family} model (preset {self.experiment.preset}, {param_count(self.config) / 1e6:.2f}M params, "
             f"max_len {self.config.max_len}), {self.tokenizer.kind} tokenizer ({self.tokenizer.vocab_size} ids), "
@@ -154,6 +164,88 @@ def load_run(workdir: str | Path, step: int | None = None, checkpoint: str | Pat
 def _has_checkpoint(workdir: Path) -> bool:
     checkpoints = workdir / "checkpoints"
     return checkpoints.is_dir() and any(p.name.isdigit() and p.is_dir() for p in checkpoints.iterdir())
+
+
+@dataclasses.dataclass(frozen=True)
+class CheckpointPipeline:
+    """What inference needs of a pipeline, for a HF checkpoint: its tokenizer and the model's widths.
+
+    A checkpoint carries no data, so the split methods raise an InferenceError.
+    """
+
+    tokenizer: CheckpointTokenizer
+    task: str  # "lm" | "seq2seq" | "classification" | "mlm"
+    widths: tuple[int, ...]  # (max_len,) or (max_len, max_len) for an encoder-decoder
+    infinite = False
+
+    @property
+    def vocab_size(self) -> int:
+        return self.tokenizer.vocab_size
+
+    @property
+    def stats(self) -> dict[str, dict[str, int]]:
+        return {}  # no splits
+
+    def encode_input(self, text: str) -> list[int]:
+        """Model input ids: the tokenizer's own special tokens (tokenizer.json's post-processor) around `text`."""
+        return self.tokenizer.encode_input(text)
+
+    def _no_data(self, *args: Any) -> Any:
+        raise InferenceError(
+            f"the Hugging Face checkpoint {self.tokenizer.directory} holds no data splits; "
+            "evaluate a training run (--workdir) whose config names the data."
+        )
+
+    examples = split_examples = eval_batches = _no_data
+
+
+CHECKPOINT_TASKS = {"decoder_only": "lm", "encoder_decoder": "seq2seq"}
+
+
+def load_model(path_or_repo: str | Path, revision: str | None = None) -> Run:
+    """A Hugging Face checkpoint (model dir, Hub cache dir or "org/name" repo id at `revision`) as a Run.
+
+    The model comes from `jaxformer.hf.load`; text goes through the checkpoint's tokenizer.json
+    (special ids from generation_config.json / config.json / tokenizer_config.json, its chat template).
+    Unsupported model_type, missing tokenizer.json, a repo id offline and not cached: one-line errors.
+    """
+    from jaxformer import hf
+    from jaxformer.hf import convert, files, hub
+
+    directory = hub.locate(path_or_repo, revision)
+    convert.architecture_of(files.read_config(directory), str(directory / "config.json"))  # before reading weights
+    tokenizer = load_checkpoint_tokenizer(directory)
+    _, params, config = hf.load(directory)
+    if tokenizer.vocab_size > config.vocab_size:
+        raise InferenceError(
+            f"the tokenizer of {directory} has {tokenizer.vocab_size} ids but the model only "
+            f"vocab_size={config.vocab_size}; the tokenizer.json belongs to another model."
+        )
+    task = CHECKPOINT_TASKS.get(config.family) or (
+        "classification" if config.encoder_head == "classification" else "mlm"
+    )
+    widths = (config.max_len, config.max_len) if config.family == "encoder_decoder" else (config.max_len,)
+    return Run(directory, None, config, params, CheckpointPipeline(tokenizer, task, widths), None)
+
+
+def prompt_ids(run: Run, prompts: Sequence[str], chat: bool = False) -> list[list[int]]:
+    """The model input ids of each prompt, as `generate(run, prompts, chat=chat)` feeds them."""
+    prompts = _check_texts(prompts, "prompt")
+    if not chat:
+        return _encode(run, prompts, "prompt")
+    tokenizer = run.tokenizer
+    if not isinstance(tokenizer, CheckpointTokenizer):
+        raise InferenceError(
+            f"chat needs a Hugging Face checkpoint with a chat template; {run.workdir} is a training run."
+        )
+    rows = [tokenizer.chat_ids([{"role": "user", "content": text}]) for text in prompts]
+    for index, row in enumerate(rows):
+        if len(row) >= run.config.max_len:
+            name = "the prompt" if len(rows) == 1 else f"prompt {index}"
+            raise InputTooLongError(
+                f"{name} is {len(row)} tokens with its chat template but the model takes at most {run.config.max_len}."
+            )
+    return rows
 
 
 # Checks -------------------------------------------------------------------------------------
@@ -260,8 +352,11 @@ def generate(
     beam_size: int = 4,
     alpha: float = 0.6,
     seed: int = 0,
+    chat: bool = False,
 ) -> list[str]:
     """Continue each prompt with a decoder-only model; returns the new text only (stops at EOS).
+
+    chat: each prompt is a user message, rendered by the checkpoint's chat template (load_model runs).
 
     method: "greedy" | "sample" (temperature, top_k 0 = off, top_p 1 = off, seed) | "beam"
     (beam_size, GNMT length penalty alpha). Prompts + new tokens must fit in max_len.
@@ -269,7 +364,7 @@ def generate(
     from jaxformer import decoding
 
     _require_family(run, "decoder_only", "generate")
-    rows = _encode(run, _check_texts(prompts, "prompt"), "prompt")
+    rows = prompt_ids(run, prompts, chat)
     longest = max(len(r) for r in rows)
     room = run.config.max_len - longest
     if room < 1:
@@ -451,6 +546,7 @@ def evaluate(
 
 
 __all__ = [
+    "CheckpointPipeline",
     "EmptyInputError",
     "InferenceError",
     "InputTooLongError",
@@ -461,7 +557,9 @@ __all__ = [
     "evaluate",
     "evaluate_bleu",
     "generate",
+    "load_model",
     "load_run",
+    "prompt_ids",
     "split_pairs",
     "translate",
 ]
