@@ -1,0 +1,274 @@
+"""`jaxformer generate --model DIR` on Hugging Face checkpoints, the way a user would take that path.
+
+Tiny random Llama and Qwen3 directories are made by `transformers` (save_pretrained), each with a
+byte-level BPE `tokenizer.json` trained here by the `tokenizers` library and a tokenizer_config.json
+carrying a chat template written below. Checked against transformers on the same files:
+- the CLI's greedy continuation == `generate(do_sample=False)` decoded by the same tokenizer;
+- `--chat` prompt ids == `AutoTokenizer.apply_chat_template(..., add_generation_prompt=True)`;
+- an unsupported model_type, a missing tokenizer.json and an offline uncached repo id: one `error:` line, exit 2.
+Subprocesses (each pays the jax import): 5.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
+
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers  # noqa: E402
+
+from jaxformer import inference  # noqa: E402
+from jaxformer.hf import chat_template  # noqa: E402
+
+SENTENCES = [
+    "The quick brown fox jumps over the lazy dog.",
+    "A tiny model speaks in random tokens, but it speaks the same tokens twice.",
+    "Rotary positions, grouped heads and RMS norms: a small Llama in JAX.",
+    "Qwen writes <b>bold</b> & plain text alike; numbers 12345 and 67890 too.",
+    "How many colours does a rainbow have? Seven, they say.",
+]
+SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<s>", "</s>", "<|start_header_id|>", "<|end_header_id|>"]
+SPECIALS += ["<|eot_id|>"]
+
+# Qwen-style (ChatML) with a default system message, tojson and raise_exception.
+QWEN_TEMPLATE = (
+    "{%- if messages[0]['role'] != 'system' %}"
+    "{{- '<|im_start|>system\\nYou are a helpful assistant. Rules: ' + {'fmt': '<b>&</b>'} | tojson + '<|im_end|>\\n' }}"
+    "{%- endif %}\n"
+    "{%- for message in messages %}\n"
+    "  {%- if message['role'] not in ['system', 'user', 'assistant'] %}"
+    "{{- raise_exception('unknown role ' + message['role']) }}{%- endif %}\n"
+    "  {{- '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n' }}\n"
+    "{%- endfor %}\n"
+    "{%- if add_generation_prompt %}\n"
+    "  {{- '<|im_start|>assistant\\n' }}\n"
+    "{%- endif %}\n"
+)
+# Llama-3-style: bos_token from the special tokens, namespace, loop controls, strftime_now, trim/lstrip blocks.
+LLAMA_TEMPLATE = """{{ bos_token }}{% set ns = namespace(count=0) %}
+{% for message in messages %}
+    {% if message['role'] == 'tool' %}{% continue %}{% endif %}
+    {% set ns.count = ns.count + 1 %}
+    {{ '<|start_header_id|>' + message['role'] + '<|end_header_id|>\\n\\n' + message['content'] | trim + '<|eot_id|>' }}
+{% endfor %}
+{% if add_generation_prompt %}
+{{ '<|start_header_id|>assistant<|end_header_id|>\\n\\n' }}{{ ns.count }} message(s) in {{ strftime_now('%Y') }}.
+{% endif %}"""
+
+COMMON = dict(
+    hidden_size=30,
+    intermediate_size=37,
+    num_hidden_layers=2,
+    num_attention_heads=6,
+    num_key_value_heads=2,
+    head_dim=8,
+    max_position_embeddings=128,
+    rms_norm_eps=1e-6,
+    tie_word_embeddings=False,
+)
+PROMPT = "The quick brown fox"
+MESSAGE = "How many colours does a rainbow have?"
+NEW_TOKENS = 16
+
+
+def train_tokenizer(bos: str | None) -> Tokenizer:
+    """Byte-level BPE on SENTENCES with SPECIALS; `bos` is prepended by the post-processor (Llama) when given."""
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=331, special_tokens=SPECIALS, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+    )
+    tokenizer.train_from_iterator(SENTENCES, trainer)
+    if bos is None:
+        tokenizer.post_processor = processors.ByteLevel(trim_offsets=False)
+    else:
+        tokenizer.post_processor = processors.TemplateProcessing(
+            single=f"{bos} $A", pair=f"{bos} $A {bos} $B", special_tokens=[(bos, tokenizer.token_to_id(bos))]
+        )
+    return tokenizer
+
+
+def make_checkpoint(directory: Path, model_type: str) -> Path:
+    llama = model_type == "llama"
+    tokenizer = train_tokenizer("<s>" if llama else None)
+    ids = tokenizer.token_to_id
+    if llama:  # two end ids: generation stops at either
+        special = dict(bos_token_id=ids("<s>"), eos_token_id=[ids("</s>"), ids("<|eot_id|>")], pad_token_id=None)
+        extra = dict(rope_parameters=dict(rope_type="linear", rope_theta=10000.0, factor=2.0))
+        tokens = {"bos_token": "<s>", "eos_token": "</s>"}
+    else:
+        special = dict(bos_token_id=None, eos_token_id=ids("<|im_end|>"), pad_token_id=ids("<|endoftext|>"))
+        extra = dict(rope_parameters=dict(rope_type="default", rope_theta=1000000.0), attention_bias=False)
+        tokens = {"eos_token": "<|im_end|>", "pad_token": "<|endoftext|>"}
+    config = transformers.AutoConfig.for_model(
+        model_type, vocab_size=tokenizer.get_vocab_size(), **COMMON, **special, **extra
+    )
+    torch.manual_seed(1 if llama else 2)
+    model = transformers.AutoModelForCausalLM.from_config(config, attn_implementation="eager").eval()
+    with torch.no_grad():  # larger logits than the init's, so greedy picks are far from ties
+        for name, tensor in model.named_parameters():
+            if "norm" in name:
+                tensor.add_(torch.randn_like(tensor) * 0.1)
+            elif "embed" in name or "lm_head" in name:
+                tensor.mul_(20.0)
+    model.save_pretrained(directory)
+    tokenizer.save(str(directory / "tokenizer.json"))
+    template = LLAMA_TEMPLATE if llama else QWEN_TEMPLATE
+    tokenizer_config = {"tokenizer_class": "PreTrainedTokenizerFast", "chat_template": template, **tokens}
+    (directory / "tokenizer_config.json").write_text(json.dumps(tokenizer_config), encoding="utf-8")
+    return directory
+
+
+@pytest.fixture(scope="module")
+def checkpoints(tmp_path_factory) -> dict[str, Path]:
+    return {t: make_checkpoint(tmp_path_factory.mktemp(t), t) for t in ("llama", "qwen3")}
+
+
+def reference_continuation(directory: Path, ids: list[int]) -> tuple[list[int], str]:
+    """transformers' greedy new tokens for prompt `ids` and their text decoded by the same tokenizer."""
+    model = transformers.AutoModelForCausalLM.from_pretrained(directory, attn_implementation="eager").eval()
+    tokenizer = transformers.AutoTokenizer.from_pretrained(directory)
+    with torch.no_grad():
+        out = model.generate(
+            torch.tensor([ids]),
+            attention_mask=torch.ones(1, len(ids), dtype=torch.long),
+            max_new_tokens=NEW_TOKENS,
+            do_sample=False,
+        )
+    new = out[0, len(ids) :].tolist()
+    return new, tokenizer.decode(new, skip_special_tokens=True)
+
+
+def reference_chat_ids(directory: Path, message: str) -> list[int]:
+    tokenizer = transformers.AutoTokenizer.from_pretrained(directory)
+    out = tokenizer.apply_chat_template([{"role": "user", "content": message}], add_generation_prompt=True)
+    return list(out["input_ids"] if isinstance(out, dict) or hasattr(out, "keys") else out)
+
+
+def cli(*args: str, **env: str) -> subprocess.CompletedProcess:
+    script = Path(sys.executable).with_name("jaxformer")  # the console script beside python
+    command = [str(script)] if script.is_file() else [sys.executable, "-m", "jaxformer.cli"]
+    environment = {k: v for k, v in os.environ.items() if k != "JAXFORMER_DEBUG"}
+    environment.update(JAX_PLATFORMS="cpu", **env)
+    return subprocess.run([*command, *args], env=environment, capture_output=True, text=True, timeout=300)
+
+
+def assert_one_error_line(proc: subprocess.CompletedProcess, *fragments: str) -> None:
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    lines = proc.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr[-3000:]
+    for fragment in fragments:
+        assert fragment in lines[0], f"{fragment!r} missing from {lines[0]!r}"
+
+
+# Through the real CLI -------------------------------------------------------------------------
+
+
+def test_cli_generate_prints_the_transformers_continuation(checkpoints):
+    directory = checkpoints["llama"]
+    ids = transformers.AutoTokenizer.from_pretrained(directory)(PROMPT)["input_ids"]
+    assert ids[0] == Tokenizer.from_file(str(directory / "tokenizer.json")).token_to_id("<s>")  # BOS added
+    new, text = reference_continuation(directory, ids)
+    assert len(set(new)) > 2, new  # a continuation that can tell a wrong model apart
+    proc = cli("generate", "--model", str(directory), "--prompt", PROMPT, "--max_new_tokens", str(NEW_TOKENS))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout == f"{text}\n"
+
+
+def test_cli_chat_gives_the_apply_chat_template_ids_and_continuation(checkpoints):
+    directory = checkpoints["qwen3"]
+    expected = reference_chat_ids(directory, MESSAGE)
+    new, text = reference_continuation(directory, expected)
+    assert len(set(new)) > 2, new
+    proc = cli(
+        "generate", "--model", str(directory), "--chat", MESSAGE, "--print_ids", "--method", "greedy",
+        "--max_new_tokens", str(NEW_TOKENS),
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    first, rest = proc.stdout.split("\n", 1)
+    assert json.loads(first) == {"prompt_ids": expected}
+    assert rest == f"{text}\n"
+
+
+def test_cli_unsupported_model_type_is_one_line(checkpoints, tmp_path):
+    config = json.loads((checkpoints["llama"] / "config.json").read_text())
+    (tmp_path / "config.json").write_text(json.dumps({**config, "model_type": "xyz"}))
+    proc = cli("generate", "--model", str(tmp_path), "--prompt", PROMPT)
+    assert_one_error_line(proc, "model_type='xyz'", "llama")
+
+
+def test_cli_missing_tokenizer_is_one_line(checkpoints, tmp_path):
+    for name in ("config.json", "generation_config.json", "model.safetensors"):
+        (tmp_path / name).write_bytes((checkpoints["qwen3"] / name).read_bytes())
+    proc = cli("generate", "--model", str(tmp_path), "--prompt", PROMPT)
+    assert_one_error_line(proc, "no tokenizer.json", str(tmp_path))
+
+
+def test_cli_offline_uncached_repo_id_is_one_line(tmp_path):
+    proc = cli(
+        "generate", "--model", "jaxformer-tests/no-such-model", "--revision", "v1", "--prompt", PROMPT,
+        HF_HUB_OFFLINE="1", HF_HOME=str(tmp_path),
+    )  # fmt: skip
+    assert_one_error_line(proc, "'jaxformer-tests/no-such-model'", "HF_HUB_OFFLINE", "hf download", "HF_HOME")
+
+
+# The same path through the Python API (no subprocess) ------------------------------------------
+
+
+@pytest.mark.parametrize("model_type", ["llama", "qwen3"])
+def test_chat_ids_and_chat_generation_match_transformers(checkpoints, model_type):
+    directory = checkpoints[model_type]
+    run = inference.load_model(directory)
+    expected = reference_chat_ids(directory, MESSAGE)
+    assert inference.prompt_ids(run, [MESSAGE], chat=True) == [expected]
+    _, text = reference_continuation(directory, expected)
+    assert inference.generate(run, [MESSAGE], max_new_tokens=NEW_TOKENS, chat=True) == [text]
+
+
+@pytest.mark.parametrize("model_type", ["llama", "qwen3"])
+def test_plain_prompt_ids_and_generation_match_transformers(checkpoints, model_type):
+    directory = checkpoints[model_type]
+    run = inference.load_model(directory)
+    ids = transformers.AutoTokenizer.from_pretrained(directory)(PROMPT)["input_ids"]
+    assert inference.prompt_ids(run, [PROMPT]) == [ids]
+    _, text = reference_continuation(directory, ids)
+    assert inference.generate(run, [PROMPT], max_new_tokens=NEW_TOKENS) == [text]
+    assert "Hugging Face checkpoint" in run.summary()
+
+
+def test_a_second_end_id_stops_decoding(checkpoints):
+    """Llama's eos_token_id is a list; decode ends at whichever comes first, as transformers stops there."""
+    tokenizer = inference.load_model(checkpoints["llama"]).tokenizer
+    hello = tokenizer.encode("The lazy dog")
+    eot, eos = tokenizer.tokenizer.token_to_id("<|eot_id|>"), tokenizer.tokenizer.token_to_id("</s>")
+    assert tokenizer.eos_ids == (eos, eot)
+    assert tokenizer.decode([*hello, eot, *hello]) == "The lazy dog"
+    assert tokenizer.decode([*hello, eos, *hello]) == "The lazy dog"
+
+
+def test_no_chat_template_is_one_clear_error(checkpoints, tmp_path):
+    for name in ("config.json", "generation_config.json", "model.safetensors", "tokenizer.json"):
+        (tmp_path / name).write_bytes((checkpoints["qwen3"] / name).read_bytes())
+    run = inference.load_model(tmp_path)
+    with pytest.raises(ValueError, match=r"has no chat template.*--prompt"):
+        inference.generate(run, [MESSAGE], chat=True)
+
+
+def test_template_errors_are_chat_template_errors():
+    with pytest.raises(chat_template.ChatTemplateError, match="unknown role robot"):
+        chat_template.render(QWEN_TEMPLATE, [{"role": "robot", "content": "beep"}])
+    with pytest.raises(chat_template.ChatTemplateError, match="does not compile"):
+        chat_template.render("{% for m in messages %}", [{"role": "user", "content": "x"}])
+    with pytest.raises(chat_template.ChatTemplateError, match="underscore"):
+        chat_template.render("{% set ns = namespace(_x=1) %}", [{"role": "user", "content": "x"}])
+    sandboxed = "{{ messages.__class__.__mro__ }}"
+    with pytest.raises(chat_template.ChatTemplateError, match="unsafe"):
+        chat_template.render(sandboxed, [{"role": "user", "content": "x"}])
