@@ -6,7 +6,7 @@ carrying a chat template written below. Checked against transformers on the same
 - the CLI's greedy continuation == `generate(do_sample=False)` decoded by the same tokenizer;
 - `--chat` prompt ids == `AutoTokenizer.apply_chat_template(..., add_generation_prompt=True)`;
 - an unsupported model_type, a missing tokenizer.json and an offline uncached repo id: one `error:` line, exit 2.
-Subprocesses (each pays the jax import): 5.
+Subprocesses (each pays the jax import): 5, the three error runs side by side.
 """
 
 from __future__ import annotations
@@ -153,18 +153,27 @@ def reference_chat_ids(directory: Path, message: str) -> list[int]:
     return list(out["input_ids"] if isinstance(out, dict) or hasattr(out, "keys") else out)
 
 
-def cli(*args: str, **env: str) -> subprocess.CompletedProcess:
+def cli_start(*args: str, **env: str) -> subprocess.Popen:
+    """The real console script (or `python -m jaxformer.cli`) in a subprocess, on CPU, without JAXFORMER_DEBUG."""
     script = Path(sys.executable).with_name("jaxformer")  # the console script beside python
     command = [str(script)] if script.is_file() else [sys.executable, "-m", "jaxformer.cli"]
     environment = {k: v for k, v in os.environ.items() if k != "JAXFORMER_DEBUG"}
     environment.update(JAX_PLATFORMS="cpu", **env)
-    return subprocess.run([*command, *args], env=environment, capture_output=True, text=True, timeout=300)
+    return subprocess.Popen(
+        [*command, *args], env=environment, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
 
 
-def assert_one_error_line(proc: subprocess.CompletedProcess, *fragments: str) -> None:
-    assert proc.returncode == 2, proc.stderr[-3000:]
-    lines = proc.stderr.splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr[-3000:]
+def cli(*args: str) -> subprocess.CompletedProcess:
+    process = cli_start(*args)
+    stdout, stderr = process.communicate(timeout=300)
+    return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
+
+
+def assert_one_error_line(code: int, stderr: str, *fragments: str) -> None:
+    assert code == 2, stderr[-3000:]
+    lines = stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), stderr[-3000:]
     for fragment in fragments:
         assert fragment in lines[0], f"{fragment!r} missing from {lines[0]!r}"
 
@@ -198,50 +207,56 @@ def test_cli_chat_gives_the_apply_chat_template_ids_and_continuation(checkpoints
     assert rest == f"{text}\n"
 
 
-def test_cli_unsupported_model_type_is_one_line(checkpoints, tmp_path):
+def test_cli_bad_checkpoints_are_one_line_each(checkpoints, tmp_path):
+    """Unsupported model_type, missing tokenizer.json, offline uncached repo id (three CLI runs, side by side)."""
+    unsupported, untokenized = tmp_path / "xyz", tmp_path / "no_tokenizer"
+    unsupported.mkdir()
     config = json.loads((checkpoints["llama"] / "config.json").read_text())
-    (tmp_path / "config.json").write_text(json.dumps({**config, "model_type": "xyz"}))
-    proc = cli("generate", "--model", str(tmp_path), "--prompt", PROMPT)
-    assert_one_error_line(proc, "model_type='xyz'", "llama")
-
-
-def test_cli_missing_tokenizer_is_one_line(checkpoints, tmp_path):
+    (unsupported / "config.json").write_text(json.dumps({**config, "model_type": "xyz"}))
+    untokenized.mkdir()
     for name in ("config.json", "generation_config.json", "model.safetensors"):
-        (tmp_path / name).write_bytes((checkpoints["qwen3"] / name).read_bytes())
-    proc = cli("generate", "--model", str(tmp_path), "--prompt", PROMPT)
-    assert_one_error_line(proc, "no tokenizer.json", str(tmp_path))
-
-
-def test_cli_offline_uncached_repo_id_is_one_line(tmp_path):
-    proc = cli(
-        "generate", "--model", "jaxformer-tests/no-such-model", "--revision", "v1", "--prompt", PROMPT,
-        HF_HUB_OFFLINE="1", HF_HOME=str(tmp_path),
-    )  # fmt: skip
-    assert_one_error_line(proc, "'jaxformer-tests/no-such-model'", "HF_HUB_OFFLINE", "hf download", "HF_HOME")
+        (untokenized / name).write_bytes((checkpoints["qwen3"] / name).read_bytes())
+    repo = "jaxformer-tests/no-such-model"
+    offline = dict(HF_HUB_OFFLINE="1", HF_HOME=str(tmp_path / "hf_home"))
+    cases = [
+        (["--model", str(unsupported)], {}, ["model_type='xyz'", "'llama'", "'qwen3'"]),
+        (["--model", str(untokenized)], {}, ["no tokenizer.json", str(untokenized)]),
+        (
+            ["--model", repo, "--revision", "v1"],
+            offline,
+            [f"{repo!r}", "'v1'", "HF_HUB_OFFLINE", "hf download", "HF_HOME"],
+        ),
+    ]
+    running = [cli_start("generate", *args, "--prompt", PROMPT, **env) for args, env, _ in cases]
+    for process, (_, _, fragments) in zip(running, cases, strict=True):
+        stdout, stderr = process.communicate(timeout=300)
+        assert stdout == ""
+        assert_one_error_line(process.returncode, stderr, *fragments)
 
 
 # The same path through the Python API (no subprocess) ------------------------------------------
 
 
 @pytest.mark.parametrize("model_type", ["llama", "qwen3"])
-def test_chat_ids_and_chat_generation_match_transformers(checkpoints, model_type):
+def test_python_api_prompt_ids_match_transformers(checkpoints, model_type):
     directory = checkpoints[model_type]
     run = inference.load_model(directory)
-    expected = reference_chat_ids(directory, MESSAGE)
-    assert inference.prompt_ids(run, [MESSAGE], chat=True) == [expected]
-    _, text = reference_continuation(directory, expected)
-    assert inference.generate(run, [MESSAGE], max_new_tokens=NEW_TOKENS, chat=True) == [text]
-
-
-@pytest.mark.parametrize("model_type", ["llama", "qwen3"])
-def test_plain_prompt_ids_and_generation_match_transformers(checkpoints, model_type):
-    directory = checkpoints[model_type]
-    run = inference.load_model(directory)
-    ids = transformers.AutoTokenizer.from_pretrained(directory)(PROMPT)["input_ids"]
-    assert inference.prompt_ids(run, [PROMPT]) == [ids]
-    _, text = reference_continuation(directory, ids)
-    assert inference.generate(run, [PROMPT], max_new_tokens=NEW_TOKENS) == [text]
     assert "Hugging Face checkpoint" in run.summary()
+    plain = transformers.AutoTokenizer.from_pretrained(directory)(PROMPT)["input_ids"]
+    assert inference.prompt_ids(run, [PROMPT]) == [plain]
+    assert inference.prompt_ids(run, [MESSAGE], chat=True) == [reference_chat_ids(directory, MESSAGE)]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("model_type", ["llama", "qwen3"])
+def test_python_api_generation_matches_transformers(checkpoints, model_type):
+    """The paths the CLI tests above do not take: Llama chat, Qwen3 plain text."""
+    directory = checkpoints[model_type]
+    run = inference.load_model(directory)
+    is_chat = model_type == "llama"
+    ids = inference.prompt_ids(run, [MESSAGE if is_chat else PROMPT], chat=is_chat)[0]
+    _, text = reference_continuation(directory, ids)
+    assert inference.generate(run, [MESSAGE if is_chat else PROMPT], max_new_tokens=NEW_TOKENS, chat=is_chat) == [text]
 
 
 def test_a_second_end_id_stops_decoding(checkpoints):
