@@ -24,7 +24,8 @@ transformers = pytest.importorskip("transformers")
 
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers  # noqa: E402
 
-from jaxformer import inference  # noqa: E402
+from jaxformer import demo, inference  # noqa: E402
+from jaxformer.cli import main as cli_main  # noqa: E402
 from jaxformer.hf import chat_template  # noqa: E402
 
 SENTENCES = [
@@ -287,3 +288,20 @@ def test_template_errors_are_chat_template_errors():
     sandboxed = "{{ messages.__class__.__mro__ }}"
     with pytest.raises(chat_template.ChatTemplateError, match="unsafe"):
         chat_template.render(sandboxed, [{"role": "user", "content": "x"}])
+
+
+def test_workdir_and_model_are_exclusive_one_line(capsys, checkpoints, tmp_path):
+    for args in ([], ["--workdir", str(tmp_path), "--model", str(checkpoints["llama"])]):
+        assert cli_main(["generate", *args, "--prompt", PROMPT]) == 2
+        lines = capsys.readouterr().err.splitlines()
+        assert len(lines) == 1 and "of --workdir and --model given; pass exactly one" in lines[0], lines
+    assert cli_main(["generate", "--model", str(checkpoints["llama"]), "--prompt", PROMPT, "--chat", MESSAGE]) == 2
+    assert "give --prompt TEXT or --chat MESSAGE" in capsys.readouterr().err
+
+
+def test_demo_builds_its_page_for_a_checkpoint(checkpoints):
+    pytest.importorskip("gradio")
+    run = inference.load_model(checkpoints["qwen3"])
+    assert demo.held_out_inputs(run) == []  # a checkpoint has no validation split to offer examples from
+    assert demo.default_new_tokens(run) == 64
+    assert demo.build_app(run) is not None

@@ -16,11 +16,13 @@ from typing import Any
 
 from tokenizers import Tokenizer
 
-from jaxformer.hf import chat_template, files
+from jaxformer.hf import chat_template, files, hub
 
 
-def load_tokenizer(path: str | Path) -> Tokenizer:
-    """`tokenizers.Tokenizer` from a tokenizer.json file, a model directory holding one, or a Hub cache dir."""
+def load_tokenizer(path: str | Path, revision: str | None = None) -> Tokenizer:
+    """`tokenizers.Tokenizer` from a tokenizer.json file, a model directory holding one, a Hub cache dir or repo id."""
+    if hub.is_repo_id(path):
+        path = hub.resolve(str(path), revision)
     path = Path(path).expanduser()
     if path.is_file():
         return Tokenizer.from_file(str(path))
@@ -134,9 +136,9 @@ class CheckpointTokenizer:
         return list(self.tokenizer.encode(text, add_special_tokens=False).ids)
 
 
-def load_checkpoint_tokenizer(path: str | Path) -> CheckpointTokenizer:
-    """The tokenizer.json of a HF model directory (or Hub cache dir) with its special ids and chat template."""
-    directory = files.model_dir(path)
+def load_checkpoint_tokenizer(path: str | Path, revision: str | None = None) -> CheckpointTokenizer:
+    """The tokenizer.json of a HF model directory (Hub cache dir, repo id) with its special ids and chat template."""
+    directory = hub.locate(path, revision)
     tokenizer = load_tokenizer(directory)
     config = files.read_config(directory)
     generation = (
