@@ -159,9 +159,13 @@ def cmd_evaluate(args: argparse.Namespace, overrides: list[str]) -> int:
     from jaxformer import inference
 
     run = _load(args)
+    if args.input is not None:
+        run = inference.with_eval_data(run, args.input)
     metrics = inference.evaluate(run, args.split, args.method, args.beam_size, args.batch_size)
     shown = ", ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in metrics.items())
-    print(f"{args.split}: {shown}")
+    print(f"{args.input or args.split}: {shown}")
+    if args.json is None and args.workdir is None:
+        return 0  # a --model checkpoint (maybe a read-only Hub cache): metrics are written only where --json says
     out = Path(args.json) if args.json else Path(args.workdir) / f"eval_{args.split}_{args.method}.json"
     out.write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     print(f"Wrote {out}")
@@ -252,6 +256,9 @@ def _add_use_commands(sub: Any) -> None:
     evaluate.add_argument("--beam_size", type=int, default=4, help="beams for --method beam")
     evaluate.add_argument("--batch_size", type=int, default=64, help="sentences decoded together")
     evaluate.add_argument("--json", help="write the metrics here (default: WORKDIR/eval_SPLIT_METHOD.json)")
+    evaluate.add_argument(
+        "--input", help="with --model: evaluate on this file (one text per line, or source<TAB>reference lines)"
+    )
     evaluate.set_defaults(handler=cmd_evaluate)
 
     demo = sub.add_parser("demo", help="a Gradio web app for a trained run (pip install 'jaxformer[demo]')")

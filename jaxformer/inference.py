@@ -24,7 +24,7 @@ import functools
 import json
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -170,12 +170,16 @@ def _has_checkpoint(workdir: Path) -> bool:
 class CheckpointPipeline:
     """What inference needs of a pipeline, for a HF checkpoint: its tokenizer and the model's widths.
 
-    A checkpoint carries no data, so the split methods raise an InferenceError.
+    A checkpoint carries no data: `data` holds the (input, reference) pairs of a file the user
+    gives (`with_eval_data`), served under every split name; without it the split methods raise.
     """
 
     tokenizer: CheckpointTokenizer
     task: str  # "lm" | "seq2seq" | "classification" | "mlm"
     widths: tuple[int, ...]  # (max_len,) or (max_len, max_len) for an encoder-decoder
+    data: tuple[tuple[str, str], ...] = ()  # (text, "") for a language model, (source, reference) for seq2seq
+    source: str = ""  # where `data` came from
+    batch_rows: int = 8
     infinite = False
 
     @property
@@ -184,19 +188,117 @@ class CheckpointPipeline:
 
     @property
     def stats(self) -> dict[str, dict[str, int]]:
-        return {}  # no splits
+        return {split: {"records": len(self.data)} for split in SPLITS} if self.data else {}
 
     def encode_input(self, text: str) -> list[int]:
         """Model input ids: the tokenizer's own special tokens (tokenizer.json's post-processor) around `text`."""
         return self.tokenizer.encode_input(text)
 
-    def _no_data(self, *args: Any) -> Any:
-        raise InferenceError(
-            f"the Hugging Face checkpoint {self.tokenizer.directory} holds no data splits; "
-            "evaluate a training run (--workdir) whose config names the data."
-        )
+    def _check_data(self) -> None:
+        if not self.data:
+            raise InferenceError(
+                f"the Hugging Face checkpoint {self.tokenizer.directory} holds no data; pass a file to evaluate on "
+                "(jaxformer evaluate --model M --input FILE: one text per line, or source<TAB>reference lines)."
+            )
 
-    examples = split_examples = eval_batches = _no_data
+    def examples(self, split: str, n: int) -> list[tuple[str, str]]:
+        self._check_data()
+        return list(self.data[:n])
+
+    def split_examples(self, split: str) -> list[tuple[str, str]]:
+        self._check_data()
+        return list(self.data)
+
+    def eval_batches(self, split: str = "test") -> Iterator[dict[str, np.ndarray]]:
+        """Batches of `batch_rows` examples as train.tasks.forward takes them (segment ids mark the real tokens)."""
+        self._check_data()
+        limit = self.widths[-1]
+        for first in range(0, len(self.data), self.batch_rows):
+            chunk = self.data[first : first + self.batch_rows]
+            if self.task == "lm":
+                rows = [self.encode_input(text)[: limit + 1] for text, _ in chunk]
+                yield _checkpoint_lm_batch(rows, self.batch_rows)
+            else:
+                sources = [self.encode_input(text)[:limit] for text, _ in chunk]
+                targets = [self.encode_input(ref)[:limit] for _, ref in chunk]
+                yield _checkpoint_seq2seq_batch(sources, targets, self.tokenizer.bos_id, self.batch_rows)
+
+
+def _columns(rows: list[list[int]], batch: int) -> tuple[np.ndarray, np.ndarray]:
+    """rows -> (ids [batch, W], segment ids [batch, W]: 1 on real tokens); W a power of two, missing rows one token."""
+    rows = rows + [[0]] * (batch - len(rows))  # a padding row gets one real token (weight 0), no empty attention
+    width = _bucket(max(len(r) for r in rows))
+    ids, segments = np.zeros((batch, width), np.int32), np.zeros((batch, width), np.int32)
+    for i, row in enumerate(rows):
+        ids[i, : len(row)], segments[i, : len(row)] = row, 1
+    return ids, segments
+
+
+def _checkpoint_lm_batch(rows: list[list[int]], batch: int) -> dict[str, np.ndarray]:
+    """Next-token prediction over each row: tokens = ids[:-1], targets = ids[1:]."""
+    ids, segments = _columns([r[:-1] or r for r in rows], batch)
+    targets, _ = _columns([r[1:] or r for r in rows], batch)
+    weights = np.zeros(ids.shape, np.float32)
+    for i, row in enumerate(rows):
+        weights[i, : len(row) - 1] = 1.0
+    positions = np.broadcast_to(np.arange(ids.shape[1], dtype=np.int32), ids.shape).copy()
+    return {"tokens": ids, "targets": targets, "weights": weights, "segment_ids": segments, "positions": positions}
+
+
+def _checkpoint_seq2seq_batch(
+    sources: list[list[int]], targets: list[list[int]], start_id: int, batch: int
+) -> dict[str, np.ndarray]:
+    """Teacher forcing: the decoder reads [start] + reference[:-1] and predicts the reference."""
+    source, source_segments = _columns(sources, batch)
+    target_in, target_segments = _columns([[start_id, *t[:-1]] for t in targets], batch)
+    target_out, _ = _columns(targets, batch)
+    weights = (target_segments > 0).astype(np.float32)
+    weights[len(targets) :] = 0.0
+    return {
+        "source": source,
+        "target_in": target_in,
+        "targets": target_out,
+        "weights": weights,
+        "source_segment_ids": source_segments,
+        "target_segment_ids": target_segments,
+        "source_positions": np.broadcast_to(np.arange(source.shape[1], dtype=np.int32), source.shape).copy(),
+        "target_positions": np.broadcast_to(np.arange(target_in.shape[1], dtype=np.int32), target_in.shape).copy(),
+    }
+
+
+SPLITS = ("train", "validation", "test")
+
+
+def read_eval_file(path: str | Path, task: str) -> list[tuple[str, str]]:
+    """(input, reference) pairs of a text file: one text per line (lm), or source<TAB>reference (seq2seq)."""
+    file = Path(path).expanduser()
+    if not file.is_file():
+        raise InferenceError(f"evaluation file {file} does not exist.")
+    lines = [line for line in file.read_text(encoding="utf-8").splitlines() if line.strip()]
+    if not lines:
+        raise EmptyInputError(f"evaluation file {file} has no text; put one example per line.")
+    if task == "lm":
+        return [(line, "") for line in lines]
+    pairs = []
+    for number, line in enumerate(lines, 1):
+        parts = line.split("\t")
+        if len(parts) != 2 or not all(p.strip() for p in parts):
+            raise InferenceError(f"line {number} of {file} is not 'source<TAB>reference'; fix or remove it.")
+        pairs.append((parts[0], parts[1]))
+    return pairs
+
+
+def with_eval_data(run: Run, path: str | Path, batch_rows: int = 8) -> Run:
+    """`run` (a HF checkpoint) with the examples of file `path` to evaluate on (every split name serves them)."""
+    pipeline = run.pipeline
+    if not isinstance(pipeline, CheckpointPipeline):
+        raise InferenceError(f"{run.workdir} is a training run; it evaluates on its own data splits, drop --input.")
+    if pipeline.task not in ("lm", "seq2seq"):
+        raise WrongFamilyError(f"evaluating a file needs a decoder-only or encoder-decoder model, not {run.family}.")
+    data = tuple(read_eval_file(path, pipeline.task))
+    return dataclasses.replace(
+        run, pipeline=dataclasses.replace(pipeline, data=data, source=str(path), batch_rows=batch_rows)
+    )
 
 
 CHECKPOINT_TASKS = {"decoder_only": "lm", "encoder_decoder": "seq2seq"}
@@ -560,6 +662,8 @@ __all__ = [
     "load_model",
     "load_run",
     "prompt_ids",
+    "read_eval_file",
     "split_pairs",
     "translate",
+    "with_eval_data",
 ]

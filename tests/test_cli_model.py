@@ -305,3 +305,98 @@ def test_demo_builds_its_page_for_a_checkpoint(checkpoints):
     assert demo.held_out_inputs(run) == []  # a checkpoint has no validation split to offer examples from
     assert demo.default_new_tokens(run) == 64
     assert demo.build_app(run) is not None
+
+
+# Translation and evaluation straight from a checkpoint ----------------------------------------
+
+PAIRS = [
+    ("The quick brown fox jumps.", "A tiny model speaks."),
+    ("Numbers 12345 and 67890 too.", "How many colours?"),
+    ("Rotary positions and grouped heads.", "Seven, they say."),
+]
+
+
+def make_t5_checkpoint(directory: Path) -> Path:
+    """A tiny random T5 (odd sizes) with a byte-level BPE tokenizer.json that appends </s>, as T5's does."""
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=301, special_tokens=["<pad>", "</s>", "<unk>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+    )
+    tokenizer.train_from_iterator(SENTENCES, trainer)
+    tokenizer.post_processor = processors.TemplateProcessing(single="$A </s>", special_tokens=[("</s>", 1)])
+    config = transformers.T5Config(
+        vocab_size=tokenizer.get_vocab_size(), d_model=30, d_kv=8, d_ff=37, num_layers=2, num_decoder_layers=3,
+        num_heads=3, relative_attention_num_buckets=8, relative_attention_max_distance=20,
+        pad_token_id=0, eos_token_id=1, decoder_start_token_id=0,
+    )  # fmt: skip
+    torch.manual_seed(3)
+    model = transformers.T5ForConditionalGeneration(config).eval()
+    with torch.no_grad():  # T5's init makes every greedy step pick <pad>; spread the weights out
+        for name, tensor in model.named_parameters():
+            tensor.add_(torch.randn_like(tensor) * 0.1) if "layer_norm" in name else tensor.normal_(0.0, 0.3)
+    model.save_pretrained(directory)
+    tokenizer.save(str(directory / "tokenizer.json"))
+    tokens = {"tokenizer_class": "PreTrainedTokenizerFast", "eos_token": "</s>", "pad_token": "<pad>"}
+    (directory / "tokenizer_config.json").write_text(json.dumps(tokens), encoding="utf-8")
+    return directory
+
+
+def reference_losses(model, tokenizer, pairs, seq2seq: bool) -> tuple[float, float]:
+    """transformers' token-weighted mean NLL and argmax accuracy over `pairs`."""
+    nll = correct = count = 0.0
+    with torch.no_grad():
+        for source, reference in pairs:
+            ids = torch.tensor([tokenizer(source)["input_ids"]])
+            if seq2seq:
+                labels = torch.tensor([tokenizer(reference)["input_ids"]])
+                logits = model(input_ids=ids, labels=labels).logits[0]
+                targets = labels[0]
+            else:
+                logits, targets = model(input_ids=ids).logits[0, :-1], ids[0, 1:]
+            losses = torch.nn.functional.cross_entropy(logits.double(), targets, reduction="none")
+            nll += float(losses.sum())
+            correct += float((logits.argmax(-1) == targets).sum())
+            count += len(targets)
+    return nll / count, correct / count
+
+
+def test_evaluate_a_text_file_matches_transformers_loss(checkpoints, tmp_path, capsys):
+    directory = checkpoints["llama"]
+    lines = tmp_path / "texts.txt"
+    lines.write_text("\n".join(SENTENCES) + "\n", encoding="utf-8")
+    out = tmp_path / "metrics.json"
+    assert cli_main(["evaluate", "--model", str(directory), "--input", str(lines), "--json", str(out)]) == 0
+    metrics = json.loads(out.read_text())
+    model = transformers.AutoModelForCausalLM.from_pretrained(directory, attn_implementation="eager").eval()
+    loss, accuracy = reference_losses(
+        model, transformers.AutoTokenizer.from_pretrained(directory), [(t, "") for t in SENTENCES], False
+    )
+    assert metrics["examples"] == len(SENTENCES)
+    assert abs(metrics["loss"] - loss) < 1e-5 * max(1.0, loss)
+    assert abs(metrics["accuracy"] - accuracy) < 1e-9
+    assert "texts.txt: split=test" in capsys.readouterr().out
+
+
+def test_translate_and_evaluate_a_t5_checkpoint_match_transformers(tmp_path):
+    directory = make_t5_checkpoint(tmp_path / "t5")
+    run = inference.load_model(directory)
+    model = transformers.T5ForConditionalGeneration.from_pretrained(directory).eval()
+    tokenizer = transformers.AutoTokenizer.from_pretrained(directory)
+    expected = []
+    with torch.no_grad():
+        for source, _ in PAIRS:
+            out = model.generate(
+                torch.tensor([tokenizer(source)["input_ids"]]), max_new_tokens=12, do_sample=False, use_cache=False
+            )
+            expected.append(tokenizer.decode(out[0, 1:].tolist(), skip_special_tokens=True))
+    assert len(set(expected)) > 1
+    assert inference.translate(run, [s for s, _ in PAIRS], max_new_tokens=12) == expected
+    data = tmp_path / "pairs.tsv"
+    data.write_text("".join(f"{s}\t{r}\n" for s, r in PAIRS), encoding="utf-8")
+    metrics = inference.evaluate(inference.with_eval_data(run, data), "test")
+    loss, accuracy = reference_losses(model, tokenizer, PAIRS, True)
+    assert abs(metrics["loss"] - loss) < 1e-5 * max(1.0, loss)
+    assert abs(metrics["accuracy"] - accuracy) < 1e-9
+    assert metrics["examples"] == len(PAIRS) and "bleu" in metrics and "chrf" in metrics
