@@ -176,7 +176,7 @@ class CheckpointPipeline:
 
     tokenizer: CheckpointTokenizer
     task: str  # "lm" | "seq2seq" | "classification" | "mlm"
-    widths: tuple[int, ...]  # (max_len,) or (max_len, max_len) for an encoder-decoder
+    widths: tuple[int, ...]  # (max_len,), or (max_len, default output length) for an encoder-decoder
     data: tuple[tuple[str, str], ...] = ()  # (text, "") for a language model, (source, reference) for seq2seq
     source: str = ""  # where `data` came from
     batch_rows: int = 8
@@ -212,7 +212,7 @@ class CheckpointPipeline:
     def eval_batches(self, split: str = "test") -> Iterator[dict[str, np.ndarray]]:
         """Batches of `batch_rows` examples as train.tasks.forward takes them (segment ids mark the real tokens)."""
         self._check_data()
-        limit = self.widths[-1]
+        limit = self.widths[0]  # the model's max_len
         for first in range(0, len(self.data), self.batch_rows):
             chunk = self.data[first : first + self.batch_rows]
             if self.task == "lm":
@@ -326,8 +326,21 @@ def load_model(path_or_repo: str | Path, revision: str | None = None) -> Run:
     task = CHECKPOINT_TASKS.get(config.family) or (
         "classification" if config.encoder_head == "classification" else "mlm"
     )
-    widths = (config.max_len, config.max_len) if config.family == "encoder_decoder" else (config.max_len,)
+    widths = (config.max_len, _generation_length(directory, config.max_len))
+    widths = widths if config.family == "encoder_decoder" else widths[:1]
     return Run(directory, None, config, params, CheckpointPipeline(tokenizer, task, widths), None)
+
+
+def _generation_length(directory: Path, limit: int) -> int:
+    """Default output length of an encoder-decoder: generation_config.json's max_new_tokens, else max_length - 1
+    (the decoder start token counts in transformers' max_length), else the model's max_len."""
+    file = directory / "generation_config.json"
+    settings = json.loads(file.read_text(encoding="utf-8")) if file.is_file() else {}
+    if isinstance(settings.get("max_new_tokens"), int):
+        return max(1, min(limit, settings["max_new_tokens"]))
+    if isinstance(settings.get("max_length"), int):
+        return max(1, min(limit, settings["max_length"] - 1))
+    return limit
 
 
 def prompt_ids(run: Run, prompts: Sequence[str], chat: bool = False) -> list[list[int]]:
