@@ -326,8 +326,9 @@ def load_model(path_or_repo: str | Path, revision: str | None = None) -> Run:
     task = CHECKPOINT_TASKS.get(config.family) or (
         "classification" if config.encoder_head == "classification" else "mlm"
     )
-    widths = (config.max_len, _generation_length(directory, config.max_len))
-    widths = widths if config.family == "encoder_decoder" else widths[:1]
+    widths: tuple[int, ...] = (config.max_len,)
+    if config.family == "encoder_decoder":
+        widths = (config.max_len, _generation_length(directory, config.max_len))
     return Run(directory, None, config, params, CheckpointPipeline(tokenizer, task, widths), None)
 
 
