@@ -178,7 +178,6 @@ class CheckpointPipeline:
     task: str  # "lm" | "seq2seq" | "classification" | "mlm"
     widths: tuple[int, ...]  # (max_len,), or (max_len, default output length) for an encoder-decoder
     data: tuple[tuple[str, str], ...] = ()  # (text, "") for a language model, (source, reference) for seq2seq
-    source: str = ""  # where `data` came from
     batch_rows: int = 8
     infinite = False
 
@@ -217,27 +216,28 @@ class CheckpointPipeline:
             chunk = self.data[first : first + self.batch_rows]
             if self.task == "lm":
                 rows = [self.encode_input(text)[: limit + 1] for text, _ in chunk]
-                yield _checkpoint_lm_batch(rows, self.batch_rows)
+                yield _checkpoint_lm_batch(rows, self.batch_rows, limit)
             else:
                 sources = [self.encode_input(text)[:limit] for text, _ in chunk]
                 targets = [self.encode_input(ref)[:limit] for _, ref in chunk]
-                yield _checkpoint_seq2seq_batch(sources, targets, self.tokenizer.bos_id, self.batch_rows)
+                yield _checkpoint_seq2seq_batch(sources, targets, self.tokenizer.bos_id, self.batch_rows, limit)
 
 
-def _columns(rows: list[list[int]], batch: int) -> tuple[np.ndarray, np.ndarray]:
-    """rows -> (ids [batch, W], segment ids [batch, W]: 1 on real tokens); W a power of two, missing rows one token."""
-    rows = rows + [[0]] * (batch - len(rows))  # a padding row gets one real token (weight 0), no empty attention
-    width = _bucket(max(len(r) for r in rows))
+def _columns(rows: list[list[int]], batch: int, cap: int) -> tuple[np.ndarray, np.ndarray]:
+    """rows -> (ids [batch, W], segment ids [batch, W]: 1 on real tokens); W a power of two (at most `cap`, the
+    model's max_len, which no row exceeds); a missing row gets one real token (weight 0), so no attention is empty."""
+    rows = rows + [[0]] * (batch - len(rows))
+    width = min(_bucket(max(len(r) for r in rows)), cap)
     ids, segments = np.zeros((batch, width), np.int32), np.zeros((batch, width), np.int32)
     for i, row in enumerate(rows):
         ids[i, : len(row)], segments[i, : len(row)] = row, 1
     return ids, segments
 
 
-def _checkpoint_lm_batch(rows: list[list[int]], batch: int) -> dict[str, np.ndarray]:
+def _checkpoint_lm_batch(rows: list[list[int]], batch: int, cap: int) -> dict[str, np.ndarray]:
     """Next-token prediction over each row: tokens = ids[:-1], targets = ids[1:]."""
-    ids, segments = _columns([r[:-1] or r for r in rows], batch)
-    targets, _ = _columns([r[1:] or r for r in rows], batch)
+    ids, segments = _columns([r[:-1] or r for r in rows], batch, cap)
+    targets, _ = _columns([r[1:] or r for r in rows], batch, cap)
     weights = np.zeros(ids.shape, np.float32)
     for i, row in enumerate(rows):
         weights[i, : len(row) - 1] = 1.0
@@ -246,12 +246,12 @@ def _checkpoint_lm_batch(rows: list[list[int]], batch: int) -> dict[str, np.ndar
 
 
 def _checkpoint_seq2seq_batch(
-    sources: list[list[int]], targets: list[list[int]], start_id: int, batch: int
+    sources: list[list[int]], targets: list[list[int]], start_id: int, batch: int, cap: int
 ) -> dict[str, np.ndarray]:
     """Teacher forcing: the decoder reads [start] + reference[:-1] and predicts the reference."""
-    source, source_segments = _columns(sources, batch)
-    target_in, target_segments = _columns([[start_id, *t[:-1]] for t in targets], batch)
-    target_out, _ = _columns(targets, batch)
+    source, source_segments = _columns(sources, batch, cap)
+    target_in, target_segments = _columns([[start_id, *t[:-1]] for t in targets], batch, cap)
+    target_out, _ = _columns(targets, batch, cap)
     weights = (target_segments > 0).astype(np.float32)
     weights[len(targets) :] = 0.0
     return {
@@ -296,9 +296,7 @@ def with_eval_data(run: Run, path: str | Path, batch_rows: int = 8) -> Run:
     if pipeline.task not in ("lm", "seq2seq"):
         raise WrongFamilyError(f"evaluating a file needs a decoder-only or encoder-decoder model, not {run.family}.")
     data = tuple(read_eval_file(path, pipeline.task))
-    return dataclasses.replace(
-        run, pipeline=dataclasses.replace(pipeline, data=data, source=str(path), batch_rows=batch_rows)
-    )
+    return dataclasses.replace(run, pipeline=dataclasses.replace(pipeline, data=data, batch_rows=batch_rows))
 
 
 CHECKPOINT_TASKS = {"decoder_only": "lm", "encoder_decoder": "seq2seq"}
