@@ -7,7 +7,8 @@
     jaxformer translate --workdir W --text TEXT [--method beam --beam_size 4]   (or --input FILE [--output FILE])
     jaxformer evaluate --workdir W [--split test --method beam --json OUT]      (alias: eval)
     jaxformer demo --workdir W [--host 127.0.0.1 --port 0]                      (needs the [demo] extra)
-translate, evaluate and demo take --model DIR_OR_REPO (a Hugging Face checkpoint) instead of --workdir too.
+translate, evaluate and demo take --model DIR_OR_REPO (a Hugging Face checkpoint) instead of --workdir too;
+    jaxformer evaluate --model DIR_OR_REPO --input FILE [--json OUT]   (one text per line, or source<TAB>reference)
 
 Errors a user can fix (bad config, missing file, NaN loss, ...) are printed as one line
 `error: ...` with exit status 2; set JAXFORMER_DEBUG=1 to see the traceback instead.

@@ -403,3 +403,31 @@ def test_translate_and_evaluate_a_t5_checkpoint_match_transformers(tmp_path):
     assert abs(metrics["loss"] - loss) < 1e-5 * max(1.0, loss)
     assert abs(metrics["accuracy"] - accuracy) < 1e-9
     assert metrics["examples"] == len(PAIRS) and "bleu" in metrics and "chrf" in metrics
+
+
+GENERATION_TEMPLATE = """{% for m in messages %}
+{% if m.role == 'assistant' %}{% generation %}{{ m.content }}{{ eos_token }}{% endgeneration %}
+{% elif m.role == 'user' %}{{ '[U] ' + m.content | tojson(indent=2) }}
+{% else %}{% break %}{% endif %}
+{% endfor %}{% if add_generation_prompt %}[A]{% endif %}{{ dict(a=1) | tojson }}{{ thinking_note | default('') }}"""
+
+
+@pytest.mark.parametrize("template", [QWEN_TEMPLATE, LLAMA_TEMPLATE, GENERATION_TEMPLATE])
+def test_render_matches_transformers_render_jinja_template(template):
+    """Our environment renders exactly what transformers' own renderer does, on a multi-turn conversation."""
+    from transformers.utils.chat_template_utils import render_jinja_template
+
+    messages = [
+        {"role": "user", "content": "Hi <b>&</b> \u00e9"},
+        {"role": "assistant", "content": "Hello.", "reasoning": "be brief", "tool_calls": None},
+        {"role": "user", "content": "  And now?  "},
+    ]
+    special = {"bos_token": "<s>", "eos_token": "</s>"}
+    for prompt in (True, False):
+        expected, _ = render_jinja_template(
+            conversations=[messages], chat_template=template, add_generation_prompt=prompt, **special
+        )
+        assert (
+            chat_template.render(template, messages, add_generation_prompt=prompt, special_tokens=special)
+            == (expected[0])
+        )
