@@ -3,9 +3,12 @@
     jaxformer train --config experiments/default.py --workdir W [--config.train.steps=100 ...]
     jaxformer export --workdir W --out DIR
     jaxformer generate --workdir W --prompt TEXT [--max_new_tokens 64 --method sample --top_p 0.9 ...]
+    jaxformer generate --model DIR_OR_REPO [--revision R] --prompt TEXT   (or --chat MESSAGE: its chat template)
     jaxformer translate --workdir W --text TEXT [--method beam --beam_size 4]   (or --input FILE [--output FILE])
     jaxformer evaluate --workdir W [--split test --method beam --json OUT]      (alias: eval)
     jaxformer demo --workdir W [--host 127.0.0.1 --port 0]                      (needs the [demo] extra)
+translate, evaluate and demo take --model DIR_OR_REPO (a Hugging Face checkpoint) instead of --workdir too;
+    jaxformer evaluate --model DIR_OR_REPO --input FILE [--json OUT]   (one text per line, or source<TAB>reference)
 
 Errors a user can fix (a `jaxformer.errors.UserError`: bad config, bad input, unusable data or
 checkpoint, unresolvable Hub id, a kernel the backend lacks, NaN loss; or an OS error on a path
@@ -91,11 +94,39 @@ def cmd_export(args: argparse.Namespace, overrides: list[str]) -> int:
     return 0
 
 
+def _load(args: argparse.Namespace) -> Any:
+    """The run named by --workdir (a training run) or --model (a HF checkpoint dir or repo id): exactly one."""
+    if (args.workdir is None) == (args.model is None):
+        given = "both" if args.workdir is not None else "neither"
+        raise InputError(
+            f"{given} of --workdir and --model given; pass exactly one (--workdir: a training run, "
+            "--model: a Hugging Face checkpoint directory or Hub repo id)."
+        )
+    if args.model is None:
+        if args.revision is not None:
+            raise InputError("--revision applies to --model (a Hub repo id); drop it for --workdir.")
+        return inference.load_run(args.workdir, args.step)
+    if args.step is not None:
+        raise InputError("--step applies to --workdir (a training run); a --model checkpoint has one set of weights.")
+    return inference.load_model(args.model, args.revision)
+
+
+def _prompts(args: argparse.Namespace) -> tuple[list[str], bool]:
+    """(texts, chat): --prompt texts, or --chat messages for the checkpoint's chat template; exactly one kind."""
+    if (args.prompt is None) == (args.chat is None):
+        raise InputError("give --prompt TEXT or --chat MESSAGE (one of them, repeatable for a batch).")
+    return (args.prompt, False) if args.prompt is not None else (args.chat, True)
+
+
 def cmd_generate(args: argparse.Namespace, overrides: list[str]) -> int:
-    run = inference.load_run(args.workdir, args.step)
+    prompts, chat = _prompts(args)
+    run = _load(args)
+    if args.print_ids:
+        for ids in inference.prompt_ids(run, prompts, chat):
+            print(json.dumps({"prompt_ids": ids}))
     outputs = inference.generate(
         run,
-        args.prompt,
+        prompts,
         max_new_tokens=args.max_new_tokens,
         method=args.method,
         temperature=args.temperature,
@@ -104,8 +135,9 @@ def cmd_generate(args: argparse.Namespace, overrides: list[str]) -> int:
         beam_size=args.beam_size,
         alpha=args.alpha,
         seed=args.seed,
+        chat=chat,
     )
-    for prompt, text in zip(args.prompt, outputs, strict=True):
+    for prompt, text in zip(prompts, outputs, strict=True):
         print(f"{prompt}{text}" if args.echo else text)
     return 0
 
@@ -119,7 +151,7 @@ def cmd_translate(args: argparse.Namespace, overrides: list[str]) -> int:
         texts = args.text
     if args.output:
         outputs_io.check_writable(args.output, "--output")  # before decoding, not after
-    run = inference.load_run(args.workdir, args.step)
+    run = _load(args)
     outputs = inference.translate(
         run, texts, args.max_new_tokens, args.method, args.beam_size, args.alpha, batch_size=args.batch_size
     )
@@ -134,10 +166,14 @@ def cmd_translate(args: argparse.Namespace, overrides: list[str]) -> int:
 def cmd_evaluate(args: argparse.Namespace, overrides: list[str]) -> int:
     if args.json:
         outputs_io.check_writable(args.json, "--json")  # before evaluating, not after
-    run = inference.load_run(args.workdir, args.step)
+    run = _load(args)
+    if args.input is not None:
+        run = inference.with_eval_data(run, args.input)
     metrics = inference.evaluate(run, args.split, args.method, args.beam_size, args.batch_size)
     shown = ", ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in metrics.items())
-    print(f"{args.split}: {shown}")
+    print(f"{args.input or args.split}: {shown}")
+    if args.json is None and args.workdir is None:
+        return 0  # a --model checkpoint (maybe a read-only Hub cache): metrics are written only where --json says
     out = Path(args.json) if args.json else Path(args.workdir) / f"eval_{args.split}_{args.method}.json"
     outputs_io.write_text(out, json.dumps(metrics, indent=2, sort_keys=True) + "\n", "--json")
     print(f"Wrote {out}")
@@ -145,7 +181,7 @@ def cmd_evaluate(args: argparse.Namespace, overrides: list[str]) -> int:
 
 
 def cmd_demo(args: argparse.Namespace, overrides: list[str]) -> int:
-    demo.serve(args.workdir, host=args.host, port=args.port, step=args.step)
+    demo.serve(_load(args), host=args.host, port=args.port)
     return 0
 
 
@@ -186,8 +222,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _run_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--workdir", required=True, help="training workdir (config.json, tokenizer/, checkpoints/)")
+    parser.add_argument("--workdir", help="training workdir (config.json, tokenizer/, checkpoints/)")
     parser.add_argument("--step", type=int, default=None, help="checkpoint step (default: the newest intact one)")
+    parser.add_argument(
+        "--model", help="instead of --workdir: a Hugging Face checkpoint directory or Hub repo id (org/name)"
+    )
+    parser.add_argument("--revision", help="Hub revision (branch, tag or commit) for --model org/name")
 
 
 def _search_arguments(parser: argparse.ArgumentParser, methods: tuple[str, ...], max_new_tokens: int | None) -> None:
@@ -200,7 +240,11 @@ def _search_arguments(parser: argparse.ArgumentParser, methods: tuple[str, ...],
 def _add_use_commands(sub: Any) -> None:
     generate = sub.add_parser("generate", help="continue a prompt with a decoder-only run")
     _run_arguments(generate)
-    generate.add_argument("--prompt", required=True, action="append", help="prompt text (repeat for a batch)")
+    generate.add_argument("--prompt", action="append", help="prompt text (repeat for a batch)")
+    generate.add_argument(
+        "--chat", action="append", help="a user message, rendered with the --model checkpoint's chat template"
+    )
+    generate.add_argument("--print_ids", action="store_true", help='print {"prompt_ids": [...]} per prompt first')
     _search_arguments(generate, ("greedy", "sample", "beam"), 64)
     generate.add_argument("--temperature", type=float, default=1.0, help="softmax temperature for sampling")
     generate.add_argument("--top_k", type=int, default=0, help="sample from the k most likely tokens (0: all)")
@@ -228,6 +272,9 @@ def _add_use_commands(sub: Any) -> None:
     evaluate.add_argument("--beam_size", type=int, default=4, help="beams for --method beam")
     evaluate.add_argument("--batch_size", type=int, default=64, help="sentences decoded together")
     evaluate.add_argument("--json", help="write the metrics here (default: WORKDIR/eval_SPLIT_METHOD.json)")
+    evaluate.add_argument(
+        "--input", help="with --model: evaluate on this file (one text per line, or source<TAB>reference lines)"
+    )
     evaluate.set_defaults(handler=cmd_evaluate)
 
     demo = sub.add_parser("demo", help="a Gradio web app for a trained run (pip install 'jaxformer[demo]')")

@@ -1,5 +1,7 @@
 """A Gradio web app for any trained run: `jaxformer demo --workdir W [--host 127.0.0.1 --port 0]`.
 
+Or for a Hugging Face checkpoint: `jaxformer demo --model DIR_OR_REPO` (`inference.load_model`).
+
 The page fits the run's model family: text generation (decoder-only), translation
 (encoder-decoder) or classification (encoder-only), with the decoding settings as controls.
 Every request goes through `jaxformer.inference`, so the app, the CLI and the Python API give
@@ -269,10 +271,11 @@ def wait_until_ready(url: str, timeout: float = 60.0) -> None:
         time.sleep(0.2)
 
 
-def serve(workdir: str | Path, host: str = "127.0.0.1", port: int = 0, step: int | None = None) -> None:
-    """`jaxformer demo`: serve until Ctrl-C."""
-    app, url = launch(workdir, host, port, step)
-    print(f"jaxformer demo for {workdir} at {url} (Ctrl-C stops it)", flush=True)
+def serve(run_or_workdir: Run | str | Path, host: str = "127.0.0.1", port: int = 0, step: int | None = None) -> None:
+    """`jaxformer demo`: serve until Ctrl-C. A Run may be a HF checkpoint (`inference.load_model`, `--model`)."""
+    app, url = launch(run_or_workdir, host, port, step)
+    where = run_or_workdir.workdir if isinstance(run_or_workdir, Run) else run_or_workdir
+    print(f"jaxformer demo for {where} at {url} (Ctrl-C stops it)", flush=True)
     try:
         app.block_thread()
     finally:

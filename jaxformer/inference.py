@@ -6,10 +6,14 @@
     classify(run, ["3141592"])                                  # encoder-only     -> [(label, probs)]
     evaluate_bleu(run, "test", method="beam", beam_size=4)      # BLEU / chrF over a whole split
 
+    run = load_model("Qwen/Qwen3-0.6B")                         # any supported HF checkpoint dir or repo id
+    generate(run, ["Hello"]); generate(run, ["Name a colour."], chat=True)   # chat: its chat template
+
 `load_run` rebuilds the data pipeline from the run's saved `config.json` with the run's
 workdir and the tokenizer training stored in `<workdir>/tokenizer/` (`data.tokenizer_store`;
 never rebuilt from the data, which may have changed since), so text is encoded exactly as in
-training (`Pipeline.encode_input`).
+training (`Pipeline.encode_input`). `load_model` gives the same kind of `Run` for a Hugging Face
+checkpoint, with the checkpoint's own tokenizer (tokenizer.json, special ids, chat template).
 Every user mistake raises an `InferenceError` (a `jaxformer.errors.InputError`, also a ValueError)
 with a one-line message.
 """
@@ -21,7 +25,7 @@ import functools
 import json
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +33,7 @@ import jax
 import ml_collections
 import numpy as np
 
-from jaxformer import decoding
+from jaxformer import decoding, hf
 from jaxformer import experiment as experiments
 from jaxformer.config import ModelConfig
 from jaxformer.data import build_pipeline, tokenizer_store
@@ -38,6 +42,8 @@ from jaxformer.data.pipeline import Pipeline
 from jaxformer.data.tokenizer_factory import sentencepiece_file
 from jaxformer.errors import InputError
 from jaxformer.experiment import Experiment
+from jaxformer.hf import convert, files, hub
+from jaxformer.hf.tokenizer import CheckpointTokenizer, load_checkpoint_tokenizer
 from jaxformer.models import build, param_count
 from jaxformer.train.checkpoint import load_params
 
@@ -69,12 +75,12 @@ class InputTooLongError(InferenceError):
 class Run:
     """A trained run ready for inference: validated experiment, model config, params (one device), pipeline."""
 
-    workdir: Path
-    experiment: Experiment
+    workdir: Path  # the training workdir, or the HF checkpoint directory (load_model)
+    experiment: Experiment | None  # None for a HF checkpoint
     config: ModelConfig
     params: Any
-    pipeline: Pipeline
-    step: int | None  # checkpoint step (None for an export directory)
+    pipeline: Pipeline | CheckpointPipeline
+    step: int | None  # checkpoint step (None for an export directory or a HF checkpoint)
 
     @property
     def family(self) -> str:
@@ -87,6 +93,11 @@ class Run:
     def summary(self) -> str:
         """One line: family, preset, size, tokenizer, step, workdir."""
         step = "export" if self.step is None else f"step {self.step}"
+        if self.experiment is None:
+            return (
+                f"{self.family} model ({param_count(self.config) / 1e6:.2f}M params, max_len {self.config.max_len}), "
+                f"Hugging Face checkpoint {self.workdir} with its tokenizer ({self.tokenizer.vocab_size} ids)"
+            )
         return (
             f"{self.family} model (preset {self.experiment.preset}, {param_count(self.config) / 1e6:.2f}M params, "
             f"max_len {self.config.max_len}), {self.tokenizer.kind} tokenizer ({self.tokenizer.vocab_size} ids), "
@@ -154,6 +165,199 @@ def load_run(workdir: str | Path, step: int | None = None, checkpoint: str | Pat
 def _has_checkpoint(workdir: Path) -> bool:
     checkpoints = workdir / "checkpoints"
     return checkpoints.is_dir() and any(p.name.isdigit() and p.is_dir() for p in checkpoints.iterdir())
+
+
+@dataclasses.dataclass(frozen=True)
+class CheckpointPipeline:
+    """What inference needs of a pipeline, for a HF checkpoint: its tokenizer and the model's widths.
+
+    A checkpoint carries no data: `data` holds the (input, reference) pairs of a file the user
+    gives (`with_eval_data`), served under every split name; without it the split methods raise.
+    """
+
+    tokenizer: CheckpointTokenizer
+    task: str  # "lm" | "seq2seq" | "classification" | "mlm"
+    widths: tuple[int, ...]  # (max_len,), or (max_len, default output length) for an encoder-decoder
+    data: tuple[tuple[str, str], ...] = ()  # (text, "") for a language model, (source, reference) for seq2seq
+    batch_rows: int = 8
+    infinite = False
+
+    @property
+    def vocab_size(self) -> int:
+        return self.tokenizer.vocab_size
+
+    @property
+    def stats(self) -> dict[str, dict[str, int]]:
+        return {split: {"records": len(self.data)} for split in SPLITS} if self.data else {}
+
+    def encode_input(self, text: str) -> list[int]:
+        """Model input ids: the tokenizer's own special tokens (tokenizer.json's post-processor) around `text`."""
+        return self.tokenizer.encode_input(text)
+
+    def _check_data(self) -> None:
+        if not self.data:
+            raise InferenceError(
+                f"the Hugging Face checkpoint {self.tokenizer.directory} holds no data; pass a file to evaluate on "
+                "(jaxformer evaluate --model M --input FILE: one text per line, or source<TAB>reference lines)."
+            )
+
+    def examples(self, split: str, n: int) -> list[tuple[str, str]]:
+        self._check_data()
+        return list(self.data[:n])
+
+    def split_examples(self, split: str) -> list[tuple[str, str]]:
+        self._check_data()
+        return list(self.data)
+
+    def eval_batches(self, split: str = "test") -> Iterator[dict[str, np.ndarray]]:
+        """Batches of `batch_rows` examples as train.tasks.forward takes them (segment ids mark the real tokens)."""
+        self._check_data()
+        limit = self.widths[0]  # the model's max_len
+        for first in range(0, len(self.data), self.batch_rows):
+            chunk = self.data[first : first + self.batch_rows]
+            if self.task == "lm":
+                rows = [self.encode_input(text)[: limit + 1] for text, _ in chunk]
+                yield _checkpoint_lm_batch(rows, self.batch_rows, limit)
+            else:
+                sources = [self.encode_input(text)[:limit] for text, _ in chunk]
+                targets = [self.encode_input(ref)[:limit] for _, ref in chunk]
+                yield _checkpoint_seq2seq_batch(sources, targets, self.tokenizer.bos_id, self.batch_rows, limit)
+
+
+def _columns(rows: list[list[int]], batch: int, cap: int) -> tuple[np.ndarray, np.ndarray]:
+    """rows -> (ids [batch, W], segment ids [batch, W]: 1 on real tokens); W a power of two (at most `cap`, the
+    model's max_len, which no row exceeds); a missing row gets one real token (weight 0), so no attention is empty."""
+    rows = rows + [[0]] * (batch - len(rows))
+    width = min(_bucket(max(len(r) for r in rows)), cap)
+    ids, segments = np.zeros((batch, width), np.int32), np.zeros((batch, width), np.int32)
+    for i, row in enumerate(rows):
+        ids[i, : len(row)], segments[i, : len(row)] = row, 1
+    return ids, segments
+
+
+def _checkpoint_lm_batch(rows: list[list[int]], batch: int, cap: int) -> dict[str, np.ndarray]:
+    """Next-token prediction over each row: tokens = ids[:-1], targets = ids[1:]."""
+    ids, segments = _columns([r[:-1] or r for r in rows], batch, cap)
+    targets, _ = _columns([r[1:] or r for r in rows], batch, cap)
+    weights = np.zeros(ids.shape, np.float32)
+    for i, row in enumerate(rows):
+        weights[i, : len(row) - 1] = 1.0
+    positions = np.broadcast_to(np.arange(ids.shape[1], dtype=np.int32), ids.shape).copy()
+    return {"tokens": ids, "targets": targets, "weights": weights, "segment_ids": segments, "positions": positions}
+
+
+def _checkpoint_seq2seq_batch(
+    sources: list[list[int]], targets: list[list[int]], start_id: int, batch: int, cap: int
+) -> dict[str, np.ndarray]:
+    """Teacher forcing: the decoder reads [start] + reference[:-1] and predicts the reference."""
+    source, source_segments = _columns(sources, batch, cap)
+    target_in, target_segments = _columns([[start_id, *t[:-1]] for t in targets], batch, cap)
+    target_out, _ = _columns(targets, batch, cap)
+    weights = (target_segments > 0).astype(np.float32)
+    weights[len(targets) :] = 0.0
+    return {
+        "source": source,
+        "target_in": target_in,
+        "targets": target_out,
+        "weights": weights,
+        "source_segment_ids": source_segments,
+        "target_segment_ids": target_segments,
+        "source_positions": np.broadcast_to(np.arange(source.shape[1], dtype=np.int32), source.shape).copy(),
+        "target_positions": np.broadcast_to(np.arange(target_in.shape[1], dtype=np.int32), target_in.shape).copy(),
+    }
+
+
+SPLITS = ("train", "validation", "test")
+
+
+def read_eval_file(path: str | Path, task: str) -> list[tuple[str, str]]:
+    """(input, reference) pairs of a text file: one text per line (lm), or source<TAB>reference (seq2seq)."""
+    file = Path(path).expanduser()
+    if not file.is_file():
+        raise InferenceError(f"evaluation file {file} does not exist.")
+    lines = [line for line in file.read_text(encoding="utf-8").splitlines() if line.strip()]
+    if not lines:
+        raise EmptyInputError(f"evaluation file {file} has no text; put one example per line.")
+    if task == "lm":
+        return [(line, "") for line in lines]
+    pairs = []
+    for number, line in enumerate(lines, 1):
+        parts = line.split("\t")
+        if len(parts) != 2 or not all(p.strip() for p in parts):
+            raise InferenceError(f"line {number} of {file} is not 'source<TAB>reference'; fix or remove it.")
+        pairs.append((parts[0], parts[1]))
+    return pairs
+
+
+def with_eval_data(run: Run, path: str | Path, batch_rows: int = 8) -> Run:
+    """`run` (a HF checkpoint) with the examples of file `path` to evaluate on (every split name serves them)."""
+    pipeline = run.pipeline
+    if not isinstance(pipeline, CheckpointPipeline):
+        raise InferenceError(f"{run.workdir} is a training run; it evaluates on its own data splits, drop --input.")
+    if pipeline.task not in ("lm", "seq2seq"):
+        raise WrongFamilyError(f"evaluating a file needs a decoder-only or encoder-decoder model, not {run.family}.")
+    data = tuple(read_eval_file(path, pipeline.task))
+    return dataclasses.replace(run, pipeline=dataclasses.replace(pipeline, data=data, batch_rows=batch_rows))
+
+
+CHECKPOINT_TASKS = {"decoder_only": "lm", "encoder_decoder": "seq2seq"}
+
+
+def load_model(path_or_repo: str | Path, revision: str | None = None) -> Run:
+    """A Hugging Face checkpoint (model dir, Hub cache dir or "org/name" repo id at `revision`) as a Run.
+
+    The model comes from `jaxformer.hf.load`; text goes through the checkpoint's tokenizer.json
+    (special ids from generation_config.json / config.json / tokenizer_config.json, its chat template).
+    Unsupported model_type, missing tokenizer.json, a repo id offline and not cached: one-line errors.
+    """
+    directory = hub.locate(path_or_repo, revision)
+    convert.architecture_of(files.read_config(directory), str(directory / "config.json"))  # before reading weights
+    tokenizer = load_checkpoint_tokenizer(directory)
+    _, params, config = hf.load(directory)
+    if tokenizer.vocab_size > config.vocab_size:
+        raise InferenceError(
+            f"the tokenizer of {directory} has {tokenizer.vocab_size} ids but the model only "
+            f"vocab_size={config.vocab_size}; the tokenizer.json belongs to another model."
+        )
+    task = CHECKPOINT_TASKS.get(config.family) or (
+        "classification" if config.encoder_head == "classification" else "mlm"
+    )
+    widths: tuple[int, ...] = (config.max_len,)
+    if config.family == "encoder_decoder":
+        widths = (config.max_len, _generation_length(directory, config.max_len))
+    return Run(directory, None, config, params, CheckpointPipeline(tokenizer, task, widths), None)
+
+
+def _generation_length(directory: Path, limit: int) -> int:
+    """Default output length of an encoder-decoder: generation_config.json's max_new_tokens, else max_length - 1
+    (the decoder start token counts in transformers' max_length), else the model's max_len."""
+    file = directory / "generation_config.json"
+    settings = json.loads(file.read_text(encoding="utf-8")) if file.is_file() else {}
+    if isinstance(settings.get("max_new_tokens"), int):
+        return max(1, min(limit, settings["max_new_tokens"]))
+    if isinstance(settings.get("max_length"), int):
+        return max(1, min(limit, settings["max_length"] - 1))
+    return limit
+
+
+def prompt_ids(run: Run, prompts: Sequence[str], chat: bool = False) -> list[list[int]]:
+    """The model input ids of each prompt, as `generate(run, prompts, chat=chat)` feeds them."""
+    prompts = _check_texts(prompts, "prompt")
+    if not chat:
+        return _encode(run, prompts, "prompt")
+    tokenizer = run.tokenizer
+    if not isinstance(tokenizer, CheckpointTokenizer):
+        raise InferenceError(
+            f"chat needs a Hugging Face checkpoint with a chat template; {run.workdir} is a training run."
+        )
+    rows = [tokenizer.chat_ids([{"role": "user", "content": text}]) for text in prompts]
+    for index, row in enumerate(rows):
+        if len(row) >= run.config.max_len:
+            name = "the prompt" if len(rows) == 1 else f"prompt {index}"
+            raise InputTooLongError(
+                f"{name} is {len(row)} tokens with its chat template but the model takes at most {run.config.max_len}."
+            )
+    return rows
 
 
 # Checks -------------------------------------------------------------------------------------
@@ -260,14 +464,17 @@ def generate(
     beam_size: int = 4,
     alpha: float = 0.6,
     seed: int = 0,
+    chat: bool = False,
 ) -> list[str]:
     """Continue each prompt with a decoder-only model; returns the new text only (stops at EOS).
+
+    chat: each prompt is a user message, rendered by the checkpoint's chat template (load_model runs).
 
     method: "greedy" | "sample" (temperature, top_k 0 = off, top_p 1 = off, seed) | "beam"
     (beam_size, GNMT length penalty alpha). Prompts + new tokens must fit in max_len.
     """
     _require_family(run, "decoder_only", "generate")
-    rows = _encode(run, _check_texts(prompts, "prompt"), "prompt")
+    rows = prompt_ids(run, prompts, chat)
     longest = max(len(r) for r in rows)
     room = run.config.max_len - longest
     if room < 1:
@@ -444,6 +651,7 @@ def evaluate(
 
 
 __all__ = [
+    "CheckpointPipeline",
     "EmptyInputError",
     "InferenceError",
     "InputTooLongError",
@@ -454,7 +662,11 @@ __all__ = [
     "evaluate",
     "evaluate_bleu",
     "generate",
+    "load_model",
     "load_run",
+    "prompt_ids",
+    "read_eval_file",
     "split_pairs",
     "translate",
+    "with_eval_data",
 ]
