@@ -25,7 +25,7 @@ import jinja2.nodes
 import jinja2.utils
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-rom jaxformer.errors import InputError
+from jaxformer.errors import InputError
 
 MIN_JINJA = (3, 1, 6)  # older releases have known sandbox escapes
 REASONING_FIELDS = ("reasoning_content", "thinking", "reasoning")  # names a message's reasoning goes by
