@@ -60,7 +60,7 @@ def maybe_initialize(
     environ: Mapping[str, str] = os.environ,
 ) -> str:
     """Join the other processes of this run if there are any. Returns how: "explicit", "tpu",
-    "slurm", "single" (nothing done) or "already" (initialized before). Raises ValueError for an
+    "slurm", "single" (nothing done) or "already" (initialized before). Raises ConfigError for an
     incomplete explicit setting."""
     if jax.distributed.is_initialized():
         return "already"

@@ -1,8 +1,7 @@
 """Typed, frozen training configs: `TrainConfig`, `CheckpointConfig`, `MeshConfig`.
 
-Each validates itself on construction and raises `ConfigError` (a `jaxformer.errors.UserError`
-and a ValueError) naming
-the key (as `section.key`), the value and what is allowed.
+Each validates itself on construction and raises `ConfigError` (a `jaxformer.errors.UserError`,
+also a ValueError) naming the key (as `section.key`), the value and what is allowed.
 """
 
 from __future__ import annotations

@@ -197,9 +197,7 @@ class DataConfig:
         if self.tokenizer == "hf" and not self.tokenizer_path:
             raise DataError("tokenizer='hf' needs data.tokenizer_path pointing at a tokenizer.json file.")
         if self.pack and self.task == "classification":
-            raise DataError(
-                "pack=True is not available for task='classification' (one label per row); set pack=False."
-            )
+            raise DataError("pack=True is not available for task='classification' (one label per row); set pack=False.")
         if self.pack and self.bucket_by_length:
             raise DataError("pack=True and bucket_by_length=True exclude each other; choose one.")
         boundaries = self.bucket_boundaries
@@ -219,7 +217,7 @@ class DataConfig:
         return self.max_length if value is None else int(value)
 
     def replace(self, **changes: Any) -> DataConfig:
-        """A validated copy with `changes`; unknown fields raise ValueError with the nearest name."""
+        """A validated copy with `changes`; unknown fields raise DataError with the nearest name."""
         names = [f.name for f in dataclasses.fields(self)]
         for key in changes:
             if key not in names:

@@ -26,7 +26,7 @@ IMPLEMENTATIONS = ("reference", "xla", "cudnn")
 
 
 def check_heads(num_heads: int, num_kv_heads: int) -> None:
-    """Raise ValueError unless the key/value heads K divide the query heads N (grouped-query attention)."""
+    """Raise ConfigError unless the key/value heads K divide the query heads N (grouped-query attention)."""
     if num_kv_heads < 1 or num_heads % num_kv_heads:
         raise ConfigError(
             f"num_heads={num_heads} is not divisible by num_kv_heads={num_kv_heads}; "
