@@ -22,6 +22,7 @@ import pytest
 from support.fake_devices import free_port, launch, result_of, run_worker
 
 from jaxformer import cli, distributed
+from jaxformer.errors import ConfigError
 
 # A tiny synthetic seq2seq experiment: fixed training set without shuffling, so one process and
 # two processes (examples dealt round-robin) build every global batch from the same examples.
@@ -175,7 +176,7 @@ def test_cli_train_initializes_first_with_its_flags(monkeypatch: pytest.MonkeyPa
 
     def fake(address: Any, count: Any, index: Any) -> str:
         seen.append((address, count, index))
-        raise ValueError("stopped after initialize")  # a user error: printed as one line, exit 2
+        raise ConfigError("stopped after initialize")  # a user error: printed as one line, exit 2
 
     monkeypatch.setattr(distributed, "maybe_initialize", fake)
     argv = ["train", "--config", "missing.py", "--workdir", "w", "--coordinator_address", "h0:99"]
