@@ -37,6 +37,7 @@ from jaxformer.train.checkpoint import export_params
 from jaxformer.train.loop import train_and_evaluate
 from jaxformer.train.preemption import Preempted, StartupGuard, StoppedBeforeStart
 
+PACKAGE_DIR = Path(__file__).resolve().parent
 # OS errors about a path the user named (a file to read, a directory to write): fixable by the user.
 PATH_ERRORS: tuple[type[OSError], ...] = (
     FileNotFoundError,
@@ -309,8 +310,16 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def is_user_error(err: BaseException) -> bool:
-    """A `UserError`, or an OS error on a path (missing file, no permission, ...); not any ValueError."""
-    return isinstance(err, (UserError, *PATH_ERRORS))
+    """A `UserError`, or an OS error on a path the user named (missing file, no permission, ...).
+
+    Not any ValueError or KeyError: those are bugs unless raised as a `UserError`. An OS error on a
+    file inside the installed package is a bug (or a broken install) too.
+    """
+    if isinstance(err, UserError):
+        return True
+    if not isinstance(err, PATH_ERRORS) or err.filename is None:
+        return False
+    return PACKAGE_DIR not in Path(os.fsdecode(err.filename)).resolve().parents
 
 
 def _one_line(err: BaseException) -> str:

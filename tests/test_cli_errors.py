@@ -224,7 +224,16 @@ def test_os_errors_on_user_paths_are_user_errors(error):
 
 
 @pytest.mark.parametrize(
-    "error", [ValueError("bad"), KeyError("k"), TypeError("t"), RuntimeError("r")], ids=lambda e: type(e).__name__
+    "error",
+    [
+        ValueError("bad"),
+        KeyError("k"),
+        TypeError("t"),
+        RuntimeError("r"),
+        FileNotFoundError("a message but no path"),
+        FileNotFoundError(2, "No such file or directory", str(cli.PACKAGE_DIR / "missing_module_file.json")),
+    ],
+    ids=["ValueError", "KeyError", "TypeError", "RuntimeError", "OSError without a path", "OSError in the package"],
 )
 def test_builtin_errors_are_not_user_errors(error):
     assert not cli.is_user_error(error)

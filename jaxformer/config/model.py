@@ -38,7 +38,7 @@ def allowed_values(literal_type: Any) -> tuple[str, ...]:
 
 
 def check_choice(field: str, value: Any, literal_type: Any) -> None:
-    """Raise ValueError unless `value` is one of the literal's values."""
+    """Raise ConfigError unless `value` is one of the literal's values."""
     allowed = allowed_values(literal_type)
     if value not in allowed:
         raise ConfigError(f"{field}={value!r} is not allowed; choose one of {list(allowed)}.{suggest(value, allowed)}")
@@ -209,7 +209,7 @@ class ModelConfig:
         return self.activation in GATED_ACTIVATIONS
 
     def replace(self, **changes: Any) -> ModelConfig:
-        """A copy with `changes` applied (and validated); unknown fields raise ValueError."""
+        """A copy with `changes` applied (and validated); unknown fields raise ConfigError."""
         unknown = sorted(set(changes) - set(field_names()))
         if unknown:
             key = unknown[0]

@@ -1,9 +1,8 @@
 """Typed, frozen training configs: `TrainConfig`, `CheckpointConfig`, `MeshConfig`, and the
 default logical-axis rules (`DEFAULT_RULES`) that map parameter/activation axes onto the mesh.
 
-Each validates itself on construction and raises `ConfigError` (a `jaxformer.errors.UserError`
-and a ValueError) naming
-the key (as `section.key`), the value and what is allowed.
+Each validates itself on construction and raises `ConfigError` (a `jaxformer.errors.UserError`,
+also a ValueError) naming the key (as `section.key`), the value and what is allowed.
 """
 
 from __future__ import annotations

@@ -216,7 +216,7 @@ class DataConfig:
         return self.max_length if value is None else int(value)
 
     def replace(self, **changes: Any) -> DataConfig:
-        """A validated copy with `changes`; unknown fields raise ValueError with the nearest name."""
+        """A validated copy with `changes`; unknown fields raise DataError with the nearest name."""
         names = [f.name for f in dataclasses.fields(self)]
         for key in changes:
             if key not in names:

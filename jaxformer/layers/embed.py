@@ -17,7 +17,7 @@ from jaxformer.layers.axes import constrain, param
 
 
 def check_ids_in_range(name: str, ids: jax.Array, size: int) -> None:
-    """Raise ValueError if concrete ids [B, T] fall outside [0, size); a no-op under tracing (jit/vmap).
+    """Raise InputError if concrete ids [B, T] fall outside [0, size); a no-op under tracing (jit/vmap).
 
     A gather would silently clamp them to the last row, so eager calls are checked here.
     """

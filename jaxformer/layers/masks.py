@@ -73,7 +73,7 @@ def combine(*masks: jax.Array | None) -> jax.Array | None:
 
 
 def check_mask(mask: jax.Array, batch: int, heads: int, query_length: int, key_length: int, name: str = "mask") -> None:
-    """Raise ValueError unless `mask` (or the array called `name`, e.g. a bias) broadcasts to [B, N, T, S]."""
+    """Raise InputError unless `mask` (or the array called `name`, e.g. a bias) broadcasts to [B, N, T, S]."""
     want = (batch, heads, query_length, key_length)
     ok = mask.ndim == 4 and all(m in (1, w) for m, w in zip(mask.shape, want, strict=True))
     if not ok:
