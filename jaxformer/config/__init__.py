@@ -1,9 +1,11 @@
 """Configs on the ground floor: typed, frozen dataclasses validated once where they are built.
 
 `model.py` holds `ModelConfig` (the architecture); `run.py` the run's `TrainConfig`, `CheckpointConfig`
-and `MeshConfig`. Nothing here imports from the rest of the package.
+and `MeshConfig`; `lora.py` the `LoraConfig` of adapter fine-tuning. Nothing here imports from the rest
+of the package.
 """
 
+from jaxformer.config.lora import LORA_MODULES, LoraConfig
 from jaxformer.config.model import (
     Activation,
     AttentionImpl,
@@ -39,6 +41,8 @@ __all__ = [
     "ConfigError",
     "DType",
     "EncoderHead",
+    "LORA_MODULES",
+    "LoraConfig",
     "Family",
     "MeshConfig",
     "ModelConfig",
