@@ -35,15 +35,15 @@ from jaxformer.config.run import (
 )
 
 __all__ = [
+    "LORA_MODULES",
     "Activation",
     "AttentionImpl",
     "CheckpointConfig",
     "ConfigError",
     "DType",
     "EncoderHead",
-    "LORA_MODULES",
-    "LoraConfig",
     "Family",
+    "LoraConfig",
     "MeshConfig",
     "ModelConfig",
     "NormKind",

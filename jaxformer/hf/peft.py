@@ -102,24 +102,9 @@ def save_adapter(
         if len(rule.jax) == 1:
             lora_a, lora_b, _ = to_peft(*pairs[parts[0]])
         else:  # fused module: ranks stacked, B block-diagonal
-            blocks_a, columns = [], []
-            for path in rule.jax:
-                if path in pairs:
-                    a, b, _ = to_peft(*pairs[path])
-                    blocks_a.append(a)
-                    columns.append(b)
-                else:
-                    columns.append(None)
-            total_rank = sum(a.shape[0] for a in blocks_a)
-            widths = [out_width(config, path) for path in rule.jax]
-            lora_a = np.concatenate(blocks_a, axis=0)
-            lora_b = np.zeros((sum(widths), total_rank), np.float32)
-            row, col = 0, 0
-            for width, b in zip(widths, columns, strict=True):
-                if b is not None:
-                    lora_b[row : row + width, col : col + b.shape[1]] = b
-                    col += b.shape[1]
-                row += width
+            pieces = [to_peft(*pairs[p])[:2] if p in pairs else None for p in rule.jax]
+            lora_a, lora_b = fuse(pieces, [out_width(config, p) for p in rule.jax])
+            total_rank = lora_a.shape[0]
             if total_rank != lora.rank:
                 ranks[re.escape(name)] = total_rank
                 alphas[re.escape(name)] = lora.alpha * total_rank / lora.rank
@@ -154,6 +139,21 @@ def save_adapter(
     return out
 
 
+def fuse(pieces: list[tuple[np.ndarray, np.ndarray] | None], widths: list[int]) -> tuple[np.ndarray, np.ndarray]:
+    """Adapters (lora_A [r_j, in], lora_B [w_j, r_j]) of the parts of a fused module (None: part not adapted)
+    -> one adapter: lora_A [sum r_j, in] stacked, lora_B [sum w_j, sum r_j] block-diagonal."""
+    present = [piece for piece in pieces if piece is not None]
+    lora_a = np.concatenate([a for a, _ in present], axis=0)
+    lora_b = np.zeros((sum(widths), lora_a.shape[0]), np.float32)
+    row, col = 0, 0
+    for width, piece in zip(widths, pieces, strict=True):
+        if piece is not None:
+            lora_b[row : row + width, col : col + piece[1].shape[1]] = piece[1]
+            col += piece[1].shape[1]
+        row += width
+    return lora_a, lora_b
+
+
 def out_width(config: ModelConfig, path: str) -> int:
     """Flattened output size of the (unrolled) kernel at `path`."""
     shape = _unrolled_shape(config, path)
@@ -173,9 +173,9 @@ def load_adapter(config: ModelConfig, adapter_dir: str | Path) -> tuple[LoraConf
     """Read a PEFT LoRA directory for a model of `config`; returns (LoraConfig, adapters in config's layout)."""
     directory = Path(adapter_dir).expanduser()
     config_path, weights_path = directory / CONFIG_NAME, directory / WEIGHTS_NAME
-    for path in (config_path, weights_path):
-        if not path.is_file():
-            raise ValueError(f"{directory} is not a PEFT adapter directory: {path.name} is missing.")
+    for file in (config_path, weights_path):
+        if not file.is_file():
+            raise ValueError(f"{directory} is not a PEFT adapter directory: {file.name} is missing.")
     peft = json.loads(config_path.read_text())
     if peft.get("peft_type", "LORA") != "LORA":
         raise ValueError(f"{config_path}: peft_type={peft.get('peft_type')!r}; jaxformer reads LORA adapters only.")
@@ -215,9 +215,9 @@ def load_adapter(config: ModelConfig, adapter_dir: str | Path) -> tuple[LoraConf
                 f"[{sum(widths)}, {r_m}]): the adapter belongs to another model size."
             )
         row = 0
-        for path, width in zip(rule.jax, widths, strict=True):
-            shape = _unrolled_shape(config, path)
-            _, inputs = lora_lib.layout(path, len(shape))
+        for kernel, width in zip(rule.jax, widths, strict=True):
+            shape = _unrolled_shape(config, kernel)
+            _, inputs = lora_lib.layout(kernel, len(shape))
             if lora_a.shape[1] != math.prod(shape[:inputs]):
                 raise ValueError(
                     f"PEFT adapter {module!r}: lora_A {tuple(lora_a.shape)} does not fit this model (input size "
@@ -225,8 +225,8 @@ def load_adapter(config: ModelConfig, adapter_dir: str | Path) -> tuple[LoraConf
                 )
             b = lora_b[row : row + width].T  # [r, prod O]
             b = b if ratio == 1 else b * ratio
-            flat[f"{path}/lora_a"] = np.ascontiguousarray(lora_a.T.reshape(*shape[:inputs], r_m))
-            flat[f"{path}/lora_b"] = np.ascontiguousarray(b.reshape(r_m, *shape[inputs:]).astype(np.float32))
+            flat[f"{kernel}/lora_a"] = np.ascontiguousarray(lora_a.T.reshape(*shape[:inputs], r_m))
+            flat[f"{kernel}/lora_b"] = np.ascontiguousarray(b.reshape(r_m, *shape[inputs:]).astype(np.float32))
             row += width
     adapted = sorted({p.rsplit("/", 1)[0] for p in flat})
     lora = LoraConfig(rank=rank, alpha=alpha, dropout=lora.dropout, targets=_targets(config, adapted))
@@ -256,7 +256,12 @@ def _targets(config: ModelConfig, adapted: list[str]) -> tuple[str, ...]:
 
 
 def save_merged(
-    config: ModelConfig, params: Mapping[str, Any], lora_params: Mapping[str, Any], lora: LoraConfig, out_dir: str | Path, **kwargs: Any
+    config: ModelConfig,
+    params: Mapping[str, Any],
+    lora_params: Mapping[str, Any],
+    lora: LoraConfig,
+    out_dir: str | Path,
+    **kwargs: Any,
 ) -> Path:
     """A Hugging Face checkpoint of the base architecture with the adapters merged in (W + alpha/r A B)."""
     return save(config, lora_lib.merge(params, lora_params, lora), out_dir, **kwargs)

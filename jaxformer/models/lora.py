@@ -155,9 +155,7 @@ def adapter_pairs(lora_params: Any) -> dict[str, tuple[Any, Any]]:
     return {p: (leaves[f"{p}/lora_a"], leaves[f"{p}/lora_b"]) for p in paths}
 
 
-def merge(
-    params: Any, lora_params: Any, lora: LoraConfig, *, dropout_rng: jax.Array | None = None
-) -> dict[str, Any]:
+def merge(params: Any, lora_params: Any, lora: LoraConfig, *, dropout_rng: jax.Array | None = None) -> dict[str, Any]:
     """params with every adapted kernel W replaced by W + (alpha / r) A B (same dtypes and structure).
 
     dropout_rng: training only; drops input rows of each A with probability `lora.dropout`.

@@ -73,7 +73,16 @@ CASES = {
     ),
     "t5": (
         "T5ForConditionalGeneration",
-        dict(model_type="t5", vocab_size=VOCAB, d_model=36, d_kv=10, d_ff=37, num_layers=2, num_decoder_layers=3, num_heads=4),
+        dict(
+            model_type="t5",
+            vocab_size=VOCAB,
+            d_model=36,
+            d_kv=10,
+            d_ff=37,
+            num_layers=2,
+            num_decoder_layers=3,
+            num_heads=4,
+        ),
         ["q", "k", "v", "o", "wi", "wo"],
         ("query", "value", "out", "down"),
     ),
@@ -199,17 +208,18 @@ def test_peft_trained_adapter_imports_with_the_same_logits_and_merges(family, tm
 
 
 def test_adapter_of_another_architecture_is_refused_in_one_line(family, tmp_path):
-    name, directory, model, params, config = family
+    name, _, _, _, config = family
     other = "bert" if name != "bert" else "gpt2"
     cls, kwargs, targets, _ = CASES[other]
     kwargs = dict(kwargs)
     hf_config = transformers.AutoConfig.for_model(kwargs.pop("model_type"), **kwargs)
     wrapped = peft.get_peft_model(
-        getattr(transformers, cls)(hf_config), peft.LoraConfig(r=2, target_modules=targets, fan_in_fan_out=other == "gpt2")
+        getattr(transformers, cls)(hf_config),
+        peft.LoraConfig(r=2, target_modules=targets, fan_in_fan_out=other == "gpt2"),
     )
     wrapped.save_pretrained(tmp_path / "other")
     with pytest.raises(ValueError) as err:
         hf_peft.load_adapter(config, tmp_path / "other")
     assert "\n" not in str(err.value) and ("another" in str(err.value) or "not an attention" in str(err.value))
-    with pytest.raises(ValueError, match="adapter_config.json is missing"):
+    with pytest.raises(ValueError, match=r"adapter_config\.json is missing"):
         hf_peft.load_adapter(config, tmp_path)
