@@ -144,6 +144,7 @@ def close(ours, ref, valid, atol=ATOL) -> float:
     diff = np.abs(ours - ref) if valid is None else np.abs(ours - ref)[valid]
     assert ours.shape == ref.shape
     assert diff.max() < atol, f"max abs diff {diff.max():.3g} (reference scale {np.abs(ref).max():.3g})"
+    print(f"max abs diff {diff.max():.2e} (logits up to {np.abs(ref).max():.2f})")  # shown with pytest -s
     return float(diff.max())
 
 
