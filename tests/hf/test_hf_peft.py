@@ -25,6 +25,7 @@ from jaxformer import hf
 from jaxformer.config import LoraConfig
 from jaxformer.hf import peft as hf_peft
 from jaxformer.models import lora as lora_lib
+from jaxformer.models.stack import stack_layer_params
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
@@ -179,6 +180,18 @@ def test_exported_adapter_loads_in_peft_with_the_same_logits(family, tmp_path):
     # ... and back: the PEFT directory re-imported gives the same function.
     lora_back, adapters_back = hf_peft.load_adapter(config, out)
     close(jax_logits(name, model, params, adapters_back, lora_back, ids, valid), ours, rows(name, valid))
+
+    # scan_layers: stacked adapters write the same file, and a scanned config reads them back stacked.
+    scanned = {k: stack_layer_params(v, len([n for n in v if n.startswith("layers_")])) for k, v in adapters.items()}
+    scan_config = config.replace(scan_layers=True)
+    again = hf_peft.save_adapter(scan_config, lora, scanned, tmp_path / "scanned")
+    assert (again / "adapter_model.safetensors").read_bytes() == (out / "adapter_model.safetensors").read_bytes()
+    _, stacked = hf_peft.load_adapter(scan_config, out)
+    _, unrolled = hf_peft.load_adapter(config, out)
+    want = {k: stack_layer_params(v, len([n for n in v if n.startswith("layers_")])) for k, v in unrolled.items()}
+    assert jax.tree.structure(stacked) == jax.tree.structure(want)
+    for x, y in zip(jax.tree.leaves(stacked), jax.tree.leaves(want), strict=True):
+        assert np.array_equal(np.asarray(x), np.asarray(y))
 
 
 def test_peft_trained_adapter_imports_with_the_same_logits_and_merges(family, tmp_path):
