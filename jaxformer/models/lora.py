@@ -137,6 +137,11 @@ def lora_logical_axes(lora: LoraConfig, boxed_params: Any) -> dict[str, Any]:
     return unflatten_dict({tuple(k.split("/")): v for k, v in out.items()})
 
 
+def box(lora_params: Any, axes: Any) -> Any:
+    """Adapters boxed with their logical axes (`nn.LogicallyPartitioned`), e.g. for `sharding.param_shardings`."""
+    return jax.tree.map(lambda x, spec: nn.LogicallyPartitioned(x, tuple(spec)), lora_params, axes)
+
+
 def update(a: jax.Array, b: jax.Array, lead: int) -> jax.Array:
     """A [*L, *I, r], B [*L, r, *O] -> A B [*L, *I, *O] (`lead` = number of L axes)."""
     n_in, n_out = a.ndim - 1 - lead, b.ndim - 1 - lead
