@@ -4,6 +4,7 @@ state holds adapter moments only. Each with scan_layers off and on (on: with rem
 
 from __future__ import annotations
 
+import functools
 import math
 
 import flax.linen as nn
@@ -112,9 +113,7 @@ def test_update_is_the_numpy_low_rank_product():
         np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
 
 
-@pytest.mark.parametrize(
-    "preset, scan", [("tiny-gpt2", False), ("tiny-gpt2", True), ("tiny-t5", False)], ids=["gpt2", "gpt2-scan", "t5"]
-)
+@pytest.mark.parametrize("preset, scan", [("tiny-t5", False)], ids=["t5"])  # decoders: in the training test
 def test_step_zero_logits_equal_the_base_exactly(preset, scan):
     lora = LoraConfig(rank=4, targets=ALL)
     config, model, params, adapters = setup(preset, scan, lora)
@@ -127,6 +126,7 @@ def test_step_zero_logits_equal_the_base_exactly(preset, scan):
     assert np.array_equal(np.asarray(ours), np.asarray(base))
 
 
+@pytest.mark.slow
 def test_scanned_adapters_are_the_stacked_unrolled_ones():
     lora = LoraConfig(rank=2, targets=ALL)
     config, model, params, adapters = setup("tiny-llama", scan=False, lora=lora)
@@ -155,6 +155,11 @@ def test_training_moves_adapters_only_and_merge_matches(scan):
     tx, _ = make_lora_optimizer(train, config.d_model)
     state = {"base": params, "lora": adapters}
     opt_state = tx.init(state)
+    ids = tokens(config, seed=2)
+    forward = jax.jit(lambda p, a: lora_lib.apply(model, p, a, lora, ids))  # params as arguments, not constants
+    unmerged_fn = functools.partial(forward, params)
+    base = np.asarray(jax.jit(model.apply)({"params": params}, ids))
+    assert np.array_equal(np.asarray(unmerged_fn(adapters)), base)  # step 0: B = 0, the base logits exactly
 
     @jax.jit
     def step(state, opt_state, batch, rng):
@@ -183,13 +188,11 @@ def test_training_moves_adapters_only_and_merge_matches(scan):
 
     trained = state["lora"]
     assert all(np.any(np.asarray(b)) for p, b in lora_lib.flat(trained).items() if p.endswith("lora_b"))
-    ids = tokens(config, seed=2)
-    unmerged = jax.jit(lambda a: lora_lib.apply(model, params, a, lora, ids))(trained)
+    unmerged = unmerged_fn(trained)
     merged_params = lora_lib.merge(params, trained, lora)
     merged = jax.jit(model.apply)({"params": merged_params}, ids)
     np.testing.assert_allclose(np.asarray(merged), np.asarray(unmerged), atol=1e-6, rtol=0)
-    base = jax.jit(model.apply)({"params": params}, ids)
-    assert np.abs(np.asarray(merged) - np.asarray(base)).max() > 1e-3  # training changed the function
+    assert np.abs(np.asarray(merged) - base).max() > 1e-3  # training changed the function
 
 
 def test_adapters_shard_with_the_base_kernels():
