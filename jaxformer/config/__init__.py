@@ -1,10 +1,12 @@
 """Configs on the ground floor: typed, frozen dataclasses validated once where they are built.
 
 `model.py` holds `ModelConfig` (the architecture); `run.py` the run's `TrainConfig`, `CheckpointConfig`,
-`MeshConfig` and the default logical-axis rules; `suggest.py` the one "Did you mean" helper. Nothing
-here imports from the rest of the package (tests/test_import_graph.py checks it).
+`MeshConfig` and the default logical-axis rules; `lora.py` the `LoraConfig` of adapter fine-tuning;
+`suggest.py` the one "Did you mean" helper. Nothing here imports from the rest of the package
+(tests/test_import_graph.py checks it).
 """
 
+from jaxformer.config.lora import LORA_MODULES, LoraConfig
 from jaxformer.config.model import (
     Activation,
     AttentionImpl,
@@ -38,6 +40,7 @@ from jaxformer.errors import ConfigError
 
 __all__ = [
     "DEFAULT_RULES",
+    "LORA_MODULES",
     "Activation",
     "AttentionImpl",
     "CheckpointConfig",
@@ -45,6 +48,7 @@ __all__ = [
     "DType",
     "EncoderHead",
     "Family",
+    "LoraConfig",
     "MeshConfig",
     "ModelConfig",
     "NormKind",

@@ -97,3 +97,30 @@ def make_optimizer(train: Any, d_model: int) -> tuple[optax.GradientTransformati
     else:
         raise ConfigError(f"optimizer={train.optimizer!r} is not allowed; choose adamw, adafactor or sgd.")
     return optax.chain(*parts), schedule
+
+
+def freeze(tx: optax.GradientTransformation, trainable: Any) -> optax.GradientTransformation:
+    """`tx` on the leaves `trainable(names)` accepts (names: the leaf's path as strings); every other leaf
+    is frozen: zero updates and no optimizer state (optax.multi_transform with optax.set_to_zero).
+
+    Global-norm clipping inside `tx` then sees the trainable gradients only.
+    """
+
+    def labels(params: Any) -> Any:
+        def label(path: tuple[Any, ...], _: Any) -> str:
+            return "train" if trainable(tuple(str(getattr(k, "key", k)) for k in path)) else "frozen"
+
+        return jax.tree_util.tree_map_with_path(label, params)
+
+    return optax.multi_transform({"train": tx, "frozen": optax.set_to_zero()}, labels)
+
+
+def is_adapter(names: tuple[str, ...]) -> bool:
+    """True for LoRA adapter leaves (their path ends in lora_a / lora_b, see models/lora.py)."""
+    return bool(names) and names[-1] in ("lora_a", "lora_b")
+
+
+def make_lora_optimizer(train: Any, d_model: int) -> tuple[optax.GradientTransformation, optax.Schedule]:
+    """`make_optimizer` for a tree holding base params and LoRA adapters: only the adapters train."""
+    tx, schedule = make_optimizer(train, d_model)
+    return freeze(tx, is_adapter), schedule
