@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from jaxformer.architectures import bert as bert_arch
 from jaxformer.config import EncoderHead, ModelConfig
 from jaxformer.hf.common import (
     COPY,
@@ -20,14 +21,18 @@ from jaxformer.hf.common import (
     LINEAR_IN,
     LINEAR_OUT,
     Architecture,
+    Key,
     Rule,
     activation_from_hf,
     activation_to_hf,
+    export_fields,
+    fixed_fields,
     pad_id_from_hf,
     per_layer,
-    require,
+    read_keys,
     table,
     unsupported,
+    write_keys,
 )
 
 MODEL_TYPE = "bert"
@@ -101,6 +106,29 @@ def encoder_head(tensors: Mapping[str, np.ndarray]) -> tuple[EncoderHead, int]:
     return "none", 2
 
 
+def _activation(name: str) -> Any:
+    return activation_from_hf(name, MODEL_TYPE, "hidden_act")
+
+
+KEYS = (  # config.json key <-> ModelConfig field; missing keys take FIXED's value
+    Key("vocab_size", "vocab_size", required=True),
+    Key("hidden_size", "d_model", required=True),
+    Key("num_attention_heads", "num_heads", required=True),
+    Key("intermediate_size", "d_ff", required=True),
+    Key("num_hidden_layers", "num_layers", required=True),
+    Key("max_position_embeddings", "max_len", required=True),
+    Key("hidden_dropout_prob", "dropout_rate", read=float),
+    Key("attention_probs_dropout_prob", "attention_dropout_rate", read=float),
+    Key("hidden_act", "activation", read=_activation, write=lambda c: activation_to_hf(c, MODEL_TYPE)),
+    Key("type_vocab_size", "num_token_types", read=int),
+    Key("layer_norm_eps", "norm_eps", read=float),
+    Key("initializer_range", "initializer_range", read=float),
+)
+DERIVED = ("pooler", "encoder_head", "num_classes")  # from the tensors present
+PLAIN = ("use_bias", "scale_attention_logits", "embed_scale")
+EXPORT_FIELDS = export_fields(bert_arch.FIXED, KEYS, DERIVED, PLAIN)
+
+
 def config_from_hf(hf: Mapping[str, Any], tensors: Mapping[str, np.ndarray]) -> ModelConfig:
     if hf.get("position_embedding_type", "absolute") != "absolute":
         raise unsupported(MODEL_TYPE, f"position_embedding_type={hf['position_embedding_type']!r}", "Only 'absolute'.")
@@ -110,43 +138,15 @@ def config_from_hf(hf: Mapping[str, Any], tensors: Mapping[str, np.ndarray]) -> 
     if dropped:
         LOG.warning("BERT checkpoint: dropping the next-sentence-prediction head %s (not part of jaxformer).", dropped)
     head, num_classes = encoder_head(tensors)
-    vocab_size = require(hf, "vocab_size", MODEL_TYPE)
+    fields = read_keys(hf, KEYS, bert_arch.FIXED, MODEL_TYPE)
     return ModelConfig(
-        family="encoder_only",
-        vocab_size=vocab_size,
-        d_model=require(hf, "hidden_size", MODEL_TYPE),
-        num_heads=require(hf, "num_attention_heads", MODEL_TYPE),
-        d_ff=require(hf, "intermediate_size", MODEL_TYPE),
-        num_layers=require(hf, "num_hidden_layers", MODEL_TYPE),
-        max_len=require(hf, "max_position_embeddings", MODEL_TYPE),
-        dropout_rate=float(hf.get("hidden_dropout_prob", 0.1)),
-        attention_dropout_rate=float(hf.get("attention_probs_dropout_prob", 0.1)),
-        activation=activation_from_hf(hf.get("hidden_act", "gelu"), MODEL_TYPE, "hidden_act"),
-        norm="layernorm",
-        norm_position="post",
-        norm_eps=float(hf.get("layer_norm_eps", 1e-12)),
-        position="learned",
-        use_bias=True,
-        embedding_norm=True,
-        num_token_types=int(hf.get("type_vocab_size", 2)),
+        **fixed_fields(bert_arch.FIXED, KEYS, DERIVED),
+        **fields,
         pooler="pooler.dense.weight" in tensors,
         encoder_head=head,
         num_classes=num_classes,
-        pad_token_id=pad_id_from_hf(hf, vocab_size),
-        initializer_range=float(hf.get("initializer_range", 0.02)),
+        pad_token_id=pad_id_from_hf(hf, fields["vocab_size"]),
     )
-
-
-EXPORT_FIELDS = dict(
-    family="encoder_only",
-    position="learned",
-    norm="layernorm",
-    norm_position="post",
-    use_bias=True,
-    scale_attention_logits=True,
-    embed_scale=False,
-    embedding_norm=True,
-)
 
 
 def check_export_extra(config: ModelConfig) -> None:
@@ -158,18 +158,7 @@ def config_to_hf(config: ModelConfig) -> dict[str, Any]:
     architecture = {"none": "BertModel", "mlm": "BertForMaskedLM", "classification": "BertForSequenceClassification"}
     out: dict[str, Any] = {
         "architectures": [architecture[config.encoder_head]],
-        "vocab_size": config.vocab_size,
-        "hidden_size": config.d_model,
-        "num_hidden_layers": config.num_layers,
-        "num_attention_heads": config.num_heads,
-        "intermediate_size": config.d_ff,
-        "hidden_act": activation_to_hf(config, MODEL_TYPE),
-        "hidden_dropout_prob": config.dropout_rate,
-        "attention_probs_dropout_prob": config.attention_dropout_rate,
-        "max_position_embeddings": config.max_len,
-        "type_vocab_size": config.num_token_types,
-        "layer_norm_eps": config.norm_eps,
-        "initializer_range": config.initializer_range,
+        **write_keys(config, KEYS),
         "position_embedding_type": "absolute",
         "pad_token_id": config.pad_token_id,
         "tie_word_embeddings": True,
