@@ -25,6 +25,7 @@ from jaxformer.hf.common import (
     Entry,
     Rule,
     cannot_export,
+    export_fields,
     is_tied,
     per_layer,
     require,
@@ -228,16 +229,10 @@ def check_export(model_type: str):
     return check
 
 
-EXPORT_FIELDS = dict(
-    family="decoder_only",
-    norm_position="pre",
-    use_bias=False,
-    embed_scale=False,
-    embedding_norm=False,
-    final_logits_bias=False,
-    tied_logits_rescale=False,
-    scale_attention_logits=True,
-)
+# FIXED's family, norm_position and use_bias, and the features Llama lacks (activation, norm and position are
+# checked by check_export, naming the model type).
+PLAIN = ("embed_scale", "embedding_norm", "final_logits_bias", "tied_logits_rescale", "scale_attention_logits")
+EXPORT_FIELDS = export_fields(llama_arch.FIXED, (), free=("activation", "norm", "position"), plain=PLAIN)
 
 
 def architecture(model_type: str) -> Architecture:
