@@ -3,7 +3,9 @@ module's outputs on the same parameters, train with `nnx.Optimizer`, and convert
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import io
 
 import flax.linen as nn
 import jax
@@ -12,6 +14,7 @@ import numpy as np
 import optax
 import pytest
 from flax import nnx, traverse_util
+from support.readme import printed_claims, python_block_after
 
 from jaxformer import models, nnx_bridge, presets
 from jaxformer.layers import (
@@ -203,3 +206,13 @@ def test_mismatched_params_name_the_paths_and_shapes():
     wrong = traverse_util.unflatten_dict({**flat, ("embed", "embedding"): np.zeros((98, 36), np.float32)})
     with pytest.raises(ValueError, match=r"embed/embedding has shape \(98, 36\); the module needs \(99, 36\)"):
         nnx_bridge.load_linen_params(model, wrong)
+
+
+def test_readme_nnx_snippet_runs_and_prints_what_it_claims():
+    code = python_block_after("## Flax NNX")
+    stdout = io.StringIO()
+    with contextlib.redirect_stdout(stdout):
+        exec(compile(code, "README.md [## Flax NNX]", "exec"), {"__name__": "readme_snippet"})
+    claims = printed_claims(code)
+    assert len(claims) == 2 and "nnx.Optimizer" in code and "to_nnx" in code
+    assert [line.strip() for line in stdout.getvalue().splitlines()] == [c.strip() for c in claims]
