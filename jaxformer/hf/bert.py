@@ -23,13 +23,10 @@ from jaxformer.hf.common import (
     Architecture,
     Key,
     Rule,
-    activation_from_hf,
-    activation_to_hf,
+    activation_key,
+    config_from_keys,
     export_fields,
-    fixed_fields,
-    pad_id_from_hf,
     per_layer,
-    read_keys,
     table,
     unsupported,
     write_keys,
@@ -106,10 +103,6 @@ def encoder_head(tensors: Mapping[str, np.ndarray]) -> tuple[EncoderHead, int]:
     return "none", 2
 
 
-def _activation(name: str) -> Any:
-    return activation_from_hf(name, MODEL_TYPE, "hidden_act")
-
-
 KEYS = (  # config.json key <-> ModelConfig field; missing keys take FIXED's value
     Key("vocab_size", "vocab_size", required=True),
     Key("hidden_size", "d_model", required=True),
@@ -119,7 +112,7 @@ KEYS = (  # config.json key <-> ModelConfig field; missing keys take FIXED's val
     Key("max_position_embeddings", "max_len", required=True),
     Key("hidden_dropout_prob", "dropout_rate", read=float),
     Key("attention_probs_dropout_prob", "attention_dropout_rate", read=float),
-    Key("hidden_act", "activation", read=_activation, write=lambda c: activation_to_hf(c, MODEL_TYPE)),
+    activation_key("hidden_act", MODEL_TYPE),
     Key("type_vocab_size", "num_token_types", read=int),
     Key("layer_norm_eps", "norm_eps", read=float),
     Key("initializer_range", "initializer_range", read=float),
@@ -138,14 +131,9 @@ def config_from_hf(hf: Mapping[str, Any], tensors: Mapping[str, np.ndarray]) -> 
     if dropped:
         LOG.warning("BERT checkpoint: dropping the next-sentence-prediction head %s (not part of jaxformer).", dropped)
     head, num_classes = encoder_head(tensors)
-    fields = read_keys(hf, KEYS, bert_arch.FIXED, MODEL_TYPE)
-    return ModelConfig(
-        **fixed_fields(bert_arch.FIXED, KEYS, DERIVED),
-        **fields,
-        pooler="pooler.dense.weight" in tensors,
-        encoder_head=head,
-        num_classes=num_classes,
-        pad_token_id=pad_id_from_hf(hf, fields["vocab_size"]),
+    pooler = "pooler.dense.weight" in tensors
+    return config_from_keys(
+        hf, MODEL_TYPE, bert_arch.FIXED, KEYS, DERIVED, pooler=pooler, encoder_head=head, num_classes=num_classes
     )
 
 

@@ -342,6 +342,34 @@ def write_keys(config: ModelConfig, keys: Sequence[Key]) -> dict[str, Any]:
     return out
 
 
+def activation_key(hf_key: str, model_type: str, default: Any = None) -> Key:
+    """The Key of a plain feed-forward activation named with HF's names (hidden_act, activation_function)."""
+    return Key(
+        hf_key,
+        "activation",
+        default=default,
+        read=lambda name: activation_from_hf(name, model_type, hf_key),
+        write=lambda config: activation_to_hf(config, model_type),
+    )
+
+
+def config_from_keys(
+    hf: Mapping[str, Any],
+    model_type: str,
+    fixed: Mapping[str, Any],
+    keys: Sequence[Key],
+    derived: Sequence[str] = (),
+    **given: Any,
+) -> ModelConfig:
+    """The ModelConfig of config.json `hf`: FIXED, the fields `keys` read, HF's pad id, then `given`
+    (the `derived` fields, decided by the tensors; a callable receives the fields read so far)."""
+    fields = {**fixed_fields(fixed, keys, derived), **read_keys(hf, keys, fixed, model_type)}
+    fields["pad_token_id"] = pad_id_from_hf(hf, fields["vocab_size"])
+    for name, value in given.items():
+        fields[name] = value(fields) if callable(value) else value
+    return ModelConfig(**fields)
+
+
 def fixed_fields(fixed: Mapping[str, Any], keys: Sequence[Key], derived: Sequence[str] = ()) -> dict[str, Any]:
     """The FIXED fields that no config.json key and no tensor decides: set on import, required on export."""
     read = {key.field for key in keys} | set(derived)

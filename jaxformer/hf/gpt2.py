@@ -24,14 +24,11 @@ from jaxformer.hf.common import (
     Entry,
     Key,
     Rule,
-    activation_from_hf,
-    activation_to_hf,
+    activation_key,
+    config_from_keys,
     export_fields,
-    fixed_fields,
     is_tied,
-    pad_id_from_hf,
     per_layer,
-    read_keys,
     table,
     unsupported,
     write_keys,
@@ -68,10 +65,6 @@ def rules(config: ModelConfig) -> list[Rule]:
     return out if config.tie_embeddings else [*out, UNTIED_HEAD]
 
 
-def _activation(name: str) -> Any:
-    return activation_from_hf(name, MODEL_TYPE, "activation_function")
-
-
 KEYS = (  # config.json key <-> ModelConfig field; missing keys take FIXED's value
     Key("vocab_size", "vocab_size", required=True),
     Key("n_embd", "d_model", required=True),
@@ -81,7 +74,7 @@ KEYS = (  # config.json key <-> ModelConfig field; missing keys take FIXED's val
     Key("n_positions", "max_len", required=True),
     Key("resid_pdrop", "dropout_rate", read=float),
     Key("attn_pdrop", "attention_dropout_rate", read=float),
-    Key("activation_function", "activation", read=_activation, write=lambda c: activation_to_hf(c, MODEL_TYPE)),
+    activation_key("activation_function", MODEL_TYPE),
     Key("layer_norm_epsilon", "norm_eps", read=float),
     Key("scale_attn_weights", "scale_attention_logits", read=bool),
     Key("initializer_range", "initializer_range", read=float),
@@ -97,13 +90,8 @@ def config_from_hf(hf: Mapping[str, Any], tensors: Mapping[str, np.ndarray]) -> 
         raise unsupported(MODEL_TYPE, "add_cross_attention=True (GPT-2 with cross-attention)")
     if hf.get("scale_attn_by_inverse_layer_idx"):
         raise unsupported(MODEL_TYPE, "scale_attn_by_inverse_layer_idx=True")
-    fields = read_keys(hf, KEYS, gpt2_arch.FIXED, MODEL_TYPE)
-    fields["tie_embeddings"] = is_tied(hf, tensors, "lm_head.weight", "wte.weight")
-    return ModelConfig(
-        **fixed_fields(gpt2_arch.FIXED, KEYS, DERIVED),
-        **fields,
-        pad_token_id=pad_id_from_hf(hf, fields["vocab_size"]),
-    )
+    tied = is_tied(hf, tensors, "lm_head.weight", "wte.weight")
+    return config_from_keys(hf, MODEL_TYPE, gpt2_arch.FIXED, KEYS, DERIVED, tie_embeddings=tied)
 
 
 def config_to_hf(config: ModelConfig) -> dict[str, Any]:

@@ -26,14 +26,11 @@ from jaxformer.hf.common import (
     Architecture,
     Key,
     Rule,
-    activation_from_hf,
-    activation_to_hf,
+    activation_key,
+    config_from_keys,
     export_fields,
-    fixed_fields,
     is_tied,
-    pad_id_from_hf,
     per_layer,
-    read_keys,
     table,
     unsupported,
     write_keys,
@@ -122,10 +119,6 @@ def check_position_tables(config: ModelConfig, tensors: Mapping[str, np.ndarray]
             )
 
 
-def _activation(name: str) -> Any:
-    return activation_from_hf(name, MODEL_TYPE, "activation_function")
-
-
 KEYS = (  # config.json key <-> ModelConfig field; missing keys take FIXED's (else ModelConfig's) value
     Key("vocab_size", "vocab_size", required=True, twins=("decoder_vocab_size",)),
     Key("d_model", "d_model", required=True),
@@ -137,13 +130,7 @@ KEYS = (  # config.json key <-> ModelConfig field; missing keys take FIXED's (el
     Key("dropout", "dropout_rate", read=float),
     Key("attention_dropout", "attention_dropout_rate", read=float),
     # MarianConfig's default activation is "gelu"; opus-mt checkpoints say "swish".
-    Key(
-        "activation_function",
-        "activation",
-        default="gelu",
-        read=_activation,
-        write=lambda c: activation_to_hf(c, MODEL_TYPE),
-    ),
+    activation_key("activation_function", MODEL_TYPE, default="gelu"),
     Key("init_std", "initializer_range", read=float),
     Key("scale_embedding", "embed_scale", read=bool),
     Key("share_encoder_decoder_embeddings", "share_embeddings", read=bool),
@@ -152,20 +139,19 @@ KEYS = (  # config.json key <-> ModelConfig field; missing keys take FIXED's (el
 DERIVED = ("tie_embeddings", "final_logits_bias")  # from the tensors present
 PLAIN = ("scale_attention_logits", "embedding_norm", "tied_logits_rescale")
 EXPORT_FIELDS = export_fields(marian_arch.FIXED, KEYS, DERIVED, PLAIN)
-NORM_EPS = marian_arch.FIXED["norm_eps"]  # torch.nn.LayerNorm's default, which HF Marian always uses
+TARGET = "decoder.embed_tokens.weight"  # the target table when the embeddings are not shared
 
 
 def config_from_hf(hf: Mapping[str, Any], tensors: Mapping[str, np.ndarray]) -> ModelConfig:
     if hf.get("normalize_before") or hf.get("normalize_embedding") or hf.get("add_final_layer_norm"):
         raise unsupported(MODEL_TYPE, "pre-norm / embedding norm options (normalize_before etc.)")
-    fields = read_keys(hf, KEYS, marian_arch.FIXED, MODEL_TYPE)
-    target = "shared.weight" if fields["share_embeddings"] else "decoder.embed_tokens.weight"
-    fields["tie_embeddings"] = is_tied(hf, tensors, "lm_head.weight", target)
-    return ModelConfig(
-        **fixed_fields(marian_arch.FIXED, KEYS, DERIVED),
-        **fields,
-        final_logits_bias="final_logits_bias" in tensors,
-        pad_token_id=pad_id_from_hf(hf, fields["vocab_size"]),
+
+    def tied(fields: dict[str, Any]) -> bool:
+        return is_tied(hf, tensors, "lm_head.weight", "shared.weight" if fields["share_embeddings"] else TARGET)
+
+    final_bias = "final_logits_bias" in tensors
+    return config_from_keys(
+        hf, MODEL_TYPE, marian_arch.FIXED, KEYS, DERIVED, tie_embeddings=tied, final_logits_bias=final_bias
     )
 
 

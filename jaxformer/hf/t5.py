@@ -27,12 +27,10 @@ from jaxformer.hf.common import (
     Architecture,
     Key,
     Rule,
+    config_from_keys,
     export_fields,
-    fixed_fields,
     is_tied,
-    pad_id_from_hf,
     per_layer,
-    read_keys,
     table,
     unsupported,
     write_keys,
@@ -170,13 +168,8 @@ def config_from_hf(hf: Mapping[str, Any], tensors: Mapping[str, np.ndarray]) -> 
             "a separate lm_head.weight together with scale_decoder_outputs/tie_word_embeddings=True",
             "jaxformer rescales the decoder output only for tied logits (T5 v1.0).",
         )
-    fields = read_keys(hf, KEYS, t5_arch.FIXED, MODEL_TYPE)
-    return ModelConfig(
-        **fixed_fields(t5_arch.FIXED, KEYS, DERIVED),
-        **fields,
-        tie_embeddings=tied,
-        tied_logits_rescale=bool(scale),
-        pad_token_id=pad_id_from_hf(hf, fields["vocab_size"]),
+    return config_from_keys(
+        hf, MODEL_TYPE, t5_arch.FIXED, KEYS, DERIVED, tie_embeddings=tied, tied_logits_rescale=bool(scale)
     )
 
 
