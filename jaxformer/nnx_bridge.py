@@ -48,7 +48,8 @@ def to_nnx(
     with nnx.use_eager_sharding(False):
         if params is None:
             return nnx.bridge.lazy_init(wrapped, *sample_inputs, **sample_kwargs)
-        abstract = jax.eval_shape(lambda: module.init(jax.random.PRNGKey(0), *sample_inputs, **sample_kwargs))
+        keys = {"params": jax.random.PRNGKey(0), "dropout": jax.random.PRNGKey(1)}  # shapes only: nothing runs
+        abstract = jax.eval_shape(lambda: module.init(keys, *sample_inputs, **sample_kwargs))
         boxed = rebox(abstract["params"], params)
         for name, value in bridge_variables.linen_vars_to_nnx_attrs({"params": boxed}).items():
             setattr(wrapped, name, nnx.data(value))
@@ -105,8 +106,11 @@ def check_same_paths(wanted: set[tuple[str, ...]], given: set[tuple[str, ...]]) 
     """Raise (one line) naming the parameter paths that are missing from or unexpected in `given`."""
     missing, unexpected = sorted(wanted - given), sorted(given - wanted)
     if missing or unexpected:
-        names = lambda paths: ["/".join(p) for p in paths[:5]] + (["..."] if len(paths) > 5 else [])  # noqa: E731
         raise ValueError(
-            f"params do not match the module: missing {names(missing)}, unexpected {names(unexpected)}; "
+            f"params do not match the module: missing {_names(missing)}, unexpected {_names(unexpected)}; "
             "pass the params of the same module and config."
         )
+
+
+def _names(paths: list[tuple[str, ...]], most: int = 5) -> list[str]:
+    return ["/".join(p) for p in paths[:most]] + (["..."] if len(paths) > most else [])

@@ -216,3 +216,15 @@ def test_readme_nnx_snippet_runs_and_prints_what_it_claims():
     claims = printed_claims(code)
     assert len(claims) == 2 and "nnx.Optimizer" in code and "to_nnx" in code
     assert [line.strip() for line in stdout.getvalue().splitlines()] == [c.strip() for c in claims]
+
+
+def test_dropout_draws_from_the_dropout_stream():
+    config = presets.get("tiny-gpt2", dropout_rate=0.5)
+    x = floats((B, T, config.d_model))
+    block = TransformerBlock(config, deterministic=False)
+    params = linen_setup("block")[3]  # the same parameter shapes as the deterministic tiny-gpt2 block
+    model = nnx_bridge.to_nnx(block, x, rngs=nnx.Rngs(params=0, dropout=1), params=params, mask=causal_mask(T))
+    first, second = model(x, mask=causal_mask(T)), model(x, mask=causal_mask(T))
+    assert not np.allclose(first, second)  # a fresh dropout key per call
+    keep = TransformerBlock(config).apply({"params": params}, x, mask=causal_mask(T))
+    assert not np.allclose(first, keep)

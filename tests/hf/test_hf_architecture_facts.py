@@ -178,7 +178,7 @@ def test_export_writes_back_the_hf_values(name):
 
 
 @pytest.mark.parametrize("module", [gpt2, bert, t5, marian], ids=lambda m: m.MODEL_TYPE)
-def test_export_checks_exactly_the_fixed_fields_no_key_carries(module):
+def test_export_checks_the_fixed_fields_that_no_key_carries(module):
     arch = {gpt2: gpt2_arch, bert: bert_arch, t5: t5_arch, marian: marian_arch}[module]
     carried = {key.field for key in module.KEYS}
     free = set(module.DERIVED) | {"initializer_range"}  # decided by the tensors / T5 has no such key
