@@ -18,10 +18,11 @@ from transformers.activations import ACT2FN
 from jaxformer import models, presets
 from jaxformer.architectures import bert as bert_arch
 from jaxformer.architectures import gpt2 as gpt2_arch
+from jaxformer.architectures import llama as llama_arch
 from jaxformer.architectures import marian as marian_arch
 from jaxformer.architectures import t5 as t5_arch
 from jaxformer.config import ModelConfig
-from jaxformer.hf import bert, gpt2, marian, t5
+from jaxformer.hf import bert, gpt2, llama, marian, t5
 
 TINY_DROPOUT = dict(resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)
 OPUS_MT_EN_DE = dict(  # Helsinki-NLP/opus-mt-en-de config.json sizes
@@ -105,12 +106,36 @@ CASES = {
     ),
     "marian-opus-mt-en-de": (marian, marian_arch, tf.MarianMTModel, lambda: tf.MarianConfig(**OPUS_MT_EN_DE)),
     "tiny-marian": (marian, marian_arch, tf.MarianMTModel, lambda: tf.MarianConfig(**TINY_MARIAN)),
+    "tiny-llama": (
+        llama,
+        llama_arch,
+        tf.LlamaForCausalLM,
+        lambda: tf.LlamaConfig(
+            vocab_size=99,
+            hidden_size=36,
+            num_attention_heads=6,
+            num_key_value_heads=2,
+            intermediate_size=37,
+            num_hidden_layers=2,
+            max_position_embeddings=64,
+            rms_norm_eps=1e-5,
+            tie_word_embeddings=False,
+        ),
+    ),
 }
 
 
+def converter(module):
+    """The hf.common.Architecture of a family module (hf/llama.py serves four model types: take "llama")."""
+    return module.ARCHITECTURES["llama"] if module is llama else module.ARCHITECTURE
+
+
 def normalized(config: ModelConfig) -> ModelConfig:
-    """`num_decoder_layers=None` means "as many as the encoder": spell it out on both sides."""
-    return dataclasses.replace(config, num_decoder_layers=config.decoder_layers)
+    """None sizes mean "derive it" (decoder layers = encoder layers, head_dim = d_model / heads, kv heads = heads):
+    spell them out on both sides."""
+    return dataclasses.replace(
+        config, num_decoder_layers=config.decoder_layers, head_dim=config.dim_per_head, num_kv_heads=config.kv_heads
+    )
 
 
 def hf_checkpoint(model_class, hf_config) -> tuple[dict, dict]:
@@ -127,7 +152,8 @@ def hf_checkpoint(model_class, hf_config) -> tuple[dict, dict]:
         tensors = {name: value.detach().numpy() for name, value in state.items()}
     else:
         tensors = {name: np.zeros(1, np.float32) for name in state if not name.startswith("lm_head.")}
-    prefix = {"GPT2LMHeadModel": "transformer.", "MarianMTModel": "model."}.get(model_class.__name__, "")
+    prefix = {"GPT2LMHeadModel": "transformer.", "MarianMTModel": "model.", "LlamaForCausalLM": "model."}
+    prefix = prefix.get(model_class.__name__, "")
     tensors = {name.removeprefix(prefix): value for name, value in tensors.items()}
     return hf_config.to_dict(), tensors
 
@@ -136,13 +162,13 @@ def hf_checkpoint(model_class, hf_config) -> tuple[dict, dict]:
 def test_hf_config_imports_to_the_preset(name):
     module, arch, model_class, make_config = CASES[name]
     hf, tensors = hf_checkpoint(model_class, make_config())
-    imported = module.ARCHITECTURE.config_from_hf(hf, tensors)
+    imported = converter(module).config_from_hf(hf, tensors)
     preset = presets.get(name)
     assert normalized(imported) == normalized(preset)
-    for field, value in arch.PRESETS[name].items():  # spelled out: FIXED (and the sizes) as the preset states them
-        assert getattr(normalized(imported), field) == (
-            preset.decoder_layers if field == "num_decoder_layers" else value
-        )
+    stated = [field for field, value in arch.FIXED.items() if arch.PRESETS[name][field] == value]  # not resized
+    assert stated
+    for field in stated:  # spelled out: the family's one statement is what the HF config imports to
+        assert getattr(imported, field) == arch.FIXED[field], field
 
 
 def meta_shapes(model_class, hf: dict) -> dict:
@@ -162,7 +188,7 @@ def same_activation(a: str, b: str) -> bool:
 def test_export_writes_back_the_hf_values(name):
     module, _, model_class, make_config = CASES[name]
     hf, tensors = hf_checkpoint(model_class, make_config())
-    exported = module.ARCHITECTURE.config_to_hf(module.ARCHITECTURE.config_from_hf(hf, tensors))
+    exported = converter(module).config_to_hf(converter(module).config_from_hf(hf, tensors))
     written = [hf_key for key in module.KEYS for hf_key in (key.hf, *key.twins)]
     compared = [k for k in written if k in hf]
     assert len(compared) >= len(written) - 1  # T5Config() has no n_positions; every other key is in the config
@@ -174,7 +200,7 @@ def test_export_writes_back_the_hf_values(name):
         else:
             assert exported[key] == hf[key], (key, exported[key], hf[key])
     rebuilt = {**hf, **exported}  # what transformers reads back is the same model
-    assert normalized(module.ARCHITECTURE.config_from_hf(rebuilt, tensors)) == normalized(presets.get(name))
+    assert normalized(converter(module).config_from_hf(rebuilt, tensors)) == normalized(presets.get(name))
 
 
 @pytest.mark.parametrize("module", [gpt2, bert, t5, marian], ids=lambda m: m.MODEL_TYPE)
