@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from jaxformer.architectures import bert as bert_arch
 from jaxformer.config import EncoderHead, ModelConfig
 from jaxformer.errors import CheckpointError
 from jaxformer.hf.common import (
@@ -21,14 +22,15 @@ from jaxformer.hf.common import (
     LINEAR_IN,
     LINEAR_OUT,
     Architecture,
+    Key,
     Rule,
-    activation_from_hf,
-    activation_to_hf,
-    pad_id_from_hf,
+    activation_key,
+    config_from_keys,
+    export_fields,
     per_layer,
-    require,
     table,
     unsupported,
+    write_keys,
 )
 
 MODEL_TYPE = "bert"
@@ -102,6 +104,25 @@ def encoder_head(tensors: Mapping[str, np.ndarray]) -> tuple[EncoderHead, int]:
     return "none", 2
 
 
+KEYS = (  # config.json key <-> ModelConfig field; missing keys take FIXED's value
+    Key("vocab_size", "vocab_size", required=True),
+    Key("hidden_size", "d_model", required=True),
+    Key("num_attention_heads", "num_heads", required=True),
+    Key("intermediate_size", "d_ff", required=True),
+    Key("num_hidden_layers", "num_layers", required=True),
+    Key("max_position_embeddings", "max_len", required=True),
+    Key("hidden_dropout_prob", "dropout_rate", read=float),
+    Key("attention_probs_dropout_prob", "attention_dropout_rate", read=float),
+    activation_key("hidden_act", MODEL_TYPE),
+    Key("type_vocab_size", "num_token_types", read=int),
+    Key("layer_norm_eps", "norm_eps", read=float),
+    Key("initializer_range", "initializer_range", read=float),
+)
+DERIVED = ("pooler", "encoder_head", "num_classes")  # from the tensors present
+PLAIN = ("use_bias", "scale_attention_logits", "embed_scale")
+EXPORT_FIELDS = export_fields(bert_arch.FIXED, KEYS, DERIVED, PLAIN)
+
+
 def config_from_hf(hf: Mapping[str, Any], tensors: Mapping[str, np.ndarray]) -> ModelConfig:
     if hf.get("position_embedding_type", "absolute") != "absolute":
         raise unsupported(MODEL_TYPE, f"position_embedding_type={hf['position_embedding_type']!r}", "Only 'absolute'.")
@@ -111,43 +132,10 @@ def config_from_hf(hf: Mapping[str, Any], tensors: Mapping[str, np.ndarray]) -> 
     if dropped:
         LOG.warning("BERT checkpoint: dropping the next-sentence-prediction head %s (not part of jaxformer).", dropped)
     head, num_classes = encoder_head(tensors)
-    vocab_size = require(hf, "vocab_size", MODEL_TYPE)
-    return ModelConfig(
-        family="encoder_only",
-        vocab_size=vocab_size,
-        d_model=require(hf, "hidden_size", MODEL_TYPE),
-        num_heads=require(hf, "num_attention_heads", MODEL_TYPE),
-        d_ff=require(hf, "intermediate_size", MODEL_TYPE),
-        num_layers=require(hf, "num_hidden_layers", MODEL_TYPE),
-        max_len=require(hf, "max_position_embeddings", MODEL_TYPE),
-        dropout_rate=float(hf.get("hidden_dropout_prob", 0.1)),
-        attention_dropout_rate=float(hf.get("attention_probs_dropout_prob", 0.1)),
-        activation=activation_from_hf(hf.get("hidden_act", "gelu"), MODEL_TYPE, "hidden_act"),
-        norm="layernorm",
-        norm_position="post",
-        norm_eps=float(hf.get("layer_norm_eps", 1e-12)),
-        position="learned",
-        use_bias=True,
-        embedding_norm=True,
-        num_token_types=int(hf.get("type_vocab_size", 2)),
-        pooler="pooler.dense.weight" in tensors,
-        encoder_head=head,
-        num_classes=num_classes,
-        pad_token_id=pad_id_from_hf(hf, vocab_size),
-        initializer_range=float(hf.get("initializer_range", 0.02)),
+    pooler = "pooler.dense.weight" in tensors
+    return config_from_keys(
+        hf, MODEL_TYPE, bert_arch.FIXED, KEYS, DERIVED, pooler=pooler, encoder_head=head, num_classes=num_classes
     )
-
-
-EXPORT_FIELDS = dict(
-    family="encoder_only",
-    position="learned",
-    norm="layernorm",
-    norm_position="post",
-    use_bias=True,
-    scale_attention_logits=True,
-    embed_scale=False,
-    embedding_norm=True,
-)
 
 
 def check_export_extra(config: ModelConfig) -> None:
@@ -161,18 +149,7 @@ def config_to_hf(config: ModelConfig) -> dict[str, Any]:
     architecture = {"none": "BertModel", "mlm": "BertForMaskedLM", "classification": "BertForSequenceClassification"}
     out: dict[str, Any] = {
         "architectures": [architecture[config.encoder_head]],
-        "vocab_size": config.vocab_size,
-        "hidden_size": config.d_model,
-        "num_hidden_layers": config.num_layers,
-        "num_attention_heads": config.num_heads,
-        "intermediate_size": config.d_ff,
-        "hidden_act": activation_to_hf(config, MODEL_TYPE),
-        "hidden_dropout_prob": config.dropout_rate,
-        "attention_probs_dropout_prob": config.attention_dropout_rate,
-        "max_position_embeddings": config.max_len,
-        "type_vocab_size": config.num_token_types,
-        "layer_norm_eps": config.norm_eps,
-        "initializer_range": config.initializer_range,
+        **write_keys(config, KEYS),
         "position_embedding_type": "absolute",
         "pad_token_id": config.pad_token_id,
         "tie_word_embeddings": True,

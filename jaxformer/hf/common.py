@@ -275,3 +275,114 @@ def check_head_dim(config: ModelConfig, model_type: str) -> None:
 
 def match_name(patterns: Sequence[str], name: str) -> bool:
     return any(re.search(p, name) for p in patterns)
+
+
+# Architecture facts once -----------------------------------------------------------------------
+# An hf/<family>.py states its config translation as data: the architecture module's FIXED (the
+# fields every model of the family shares, also used by its presets) plus a table of `Key`s, one
+# per HF config.json key it reads. `read_keys` builds ModelConfig fields from a config.json and
+# `write_keys` writes them back from the same table, so import and export cannot drift apart.
+
+_MODEL_DEFAULTS: dict[str, Any] = {f.name: f.default for f in dataclasses.fields(ModelConfig)}
+
+
+def _same(value: Any) -> Any:
+    return value
+
+
+@dataclasses.dataclass(frozen=True)
+class Key:
+    """One HF config.json key <-> one ModelConfig field.
+
+    A missing (or null) key takes `default` (a jaxformer value, or a function of the fields read
+    so far), else the family's FIXED value of `field`, else ModelConfig's own default; with
+    `required=True` it is an error instead. `read` turns a present HF value into the field value,
+    `write(config)` the other way (default: the field itself). `twins` are further HF keys that
+    hold the same value (Marian's encoder_*/decoder_* pairs): checked on import, written on export.
+    """
+
+    hf: str
+    field: str
+    required: bool = False
+    default: Any = None
+    read: Callable[[Any], Any] = _same
+    write: Callable[[ModelConfig], Any] | None = None
+    twins: tuple[str, ...] = ()
+
+    def default_value(self, fixed: Mapping[str, Any], got: Mapping[str, Any]) -> Any:
+        if callable(self.default):
+            return self.default(got)
+        if self.default is not None:
+            return self.default
+        return fixed.get(self.field, _MODEL_DEFAULTS[self.field])
+
+    def value_of(self, config: ModelConfig) -> Any:
+        return self.write(config) if self.write is not None else getattr(config, self.field)
+
+
+def read_keys(hf: Mapping[str, Any], keys: Sequence[Key], fixed: Mapping[str, Any], model_type: str) -> dict[str, Any]:
+    """ModelConfig fields {field: value} from config.json `hf`, one per `Key` (in table order)."""
+    got: dict[str, Any] = {}
+    for key in keys:
+        raw = hf.get(key.hf)
+        if raw is None and key.required:
+            require(hf, key.hf, model_type)
+        got[key.field] = key.default_value(fixed, got) if raw is None else key.read(raw)
+        for twin in key.twins:
+            if hf.get(twin) is not None and hf[twin] != raw:
+                raise unsupported(
+                    model_type, f"{twin}={hf[twin]} differs from {key.hf}={raw}", "jaxformer uses one value."
+                )
+    return got
+
+
+def write_keys(config: ModelConfig, keys: Sequence[Key]) -> dict[str, Any]:
+    """config.json entries {HF key: value} of `config`, one per `Key` and twin (the inverse of `read_keys`)."""
+    out: dict[str, Any] = {}
+    for key in keys:
+        value = key.value_of(config)
+        out.update({name: value for name in (key.hf, *key.twins)})
+    return out
+
+
+def activation_key(hf_key: str, model_type: str, default: Any = None) -> Key:
+    """The Key of a plain feed-forward activation named with HF's names (hidden_act, activation_function)."""
+    return Key(
+        hf_key,
+        "activation",
+        default=default,
+        read=lambda name: activation_from_hf(name, model_type, hf_key),
+        write=lambda config: activation_to_hf(config, model_type),
+    )
+
+
+def config_from_keys(
+    hf: Mapping[str, Any],
+    model_type: str,
+    fixed: Mapping[str, Any],
+    keys: Sequence[Key],
+    derived: Sequence[str] = (),
+    **given: Any,
+) -> ModelConfig:
+    """The ModelConfig of config.json `hf`: FIXED, the fields `keys` read, HF's pad id, then `given`
+    (the `derived` fields, decided by the tensors; a callable receives the fields read so far)."""
+    fields = {**fixed_fields(fixed, keys, derived), **read_keys(hf, keys, fixed, model_type)}
+    fields["pad_token_id"] = pad_id_from_hf(hf, fields["vocab_size"])
+    for name, value in given.items():
+        fields[name] = value(fields) if callable(value) else value
+    return ModelConfig(**fields)
+
+
+def fixed_fields(fixed: Mapping[str, Any], keys: Sequence[Key], derived: Sequence[str] = ()) -> dict[str, Any]:
+    """The FIXED fields that no config.json key and no tensor decides: set on import, required on export."""
+    read = {key.field for key in keys} | set(derived)
+    return {name: value for name, value in fixed.items() if name not in read}
+
+
+def export_fields(
+    fixed: Mapping[str, Any], keys: Sequence[Key], free: Sequence[str] = (), plain: Sequence[str] = ()
+) -> dict[str, Any]:
+    """What export checks: the FIXED fields that no key carries and that are not `free` (decided by
+    the tensors, or with no HF counterpart to check), plus `plain` fields that must keep ModelConfig's
+    default (features the HF architecture lacks, e.g. embed_scale for GPT-2)."""
+    return {**fixed_fields(fixed, keys, free), **{name: _MODEL_DEFAULTS[name] for name in plain}}

@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from jaxformer.architectures import gpt2 as gpt2_arch
 from jaxformer.config import ModelConfig
 from jaxformer.hf.common import (
     CONV1D_IN,
@@ -21,15 +22,16 @@ from jaxformer.hf.common import (
     Architecture,
     Concat,
     Entry,
+    Key,
     Rule,
-    activation_from_hf,
-    activation_to_hf,
+    activation_key,
+    config_from_keys,
+    export_fields,
     is_tied,
-    pad_id_from_hf,
     per_layer,
-    require,
     table,
     unsupported,
+    write_keys,
 )
 
 MODEL_TYPE = "gpt2"
@@ -63,68 +65,42 @@ def rules(config: ModelConfig) -> list[Rule]:
     return out if config.tie_embeddings else [*out, UNTIED_HEAD]
 
 
+KEYS = (  # config.json key <-> ModelConfig field; missing keys take FIXED's value
+    Key("vocab_size", "vocab_size", required=True),
+    Key("n_embd", "d_model", required=True),
+    Key("n_head", "num_heads", required=True),
+    Key("n_inner", "d_ff", default=lambda got: 4 * got["d_model"]),
+    Key("n_layer", "num_layers", required=True),
+    Key("n_positions", "max_len", required=True),
+    Key("resid_pdrop", "dropout_rate", read=float),
+    Key("attn_pdrop", "attention_dropout_rate", read=float),
+    activation_key("activation_function", MODEL_TYPE),
+    Key("layer_norm_epsilon", "norm_eps", read=float),
+    Key("scale_attn_weights", "scale_attention_logits", read=bool),
+    Key("initializer_range", "initializer_range", read=float),
+    Key("tie_word_embeddings", "tie_embeddings", read=bool),  # on import decided with the tensors (is_tied)
+)
+DERIVED = ("tie_embeddings",)
+PLAIN = ("use_bias", "embed_scale", "embedding_norm", "final_logits_bias", "tied_logits_rescale")
+EXPORT_FIELDS = export_fields(gpt2_arch.FIXED, KEYS, DERIVED, PLAIN)
+
+
 def config_from_hf(hf: Mapping[str, Any], tensors: Mapping[str, np.ndarray]) -> ModelConfig:
     if hf.get("add_cross_attention"):
         raise unsupported(MODEL_TYPE, "add_cross_attention=True (GPT-2 with cross-attention)")
     if hf.get("scale_attn_by_inverse_layer_idx"):
         raise unsupported(MODEL_TYPE, "scale_attn_by_inverse_layer_idx=True")
-    d_model = require(hf, "n_embd", MODEL_TYPE)
-    vocab_size = require(hf, "vocab_size", MODEL_TYPE)
-    return ModelConfig(
-        family="decoder_only",
-        vocab_size=vocab_size,
-        d_model=d_model,
-        num_heads=require(hf, "n_head", MODEL_TYPE),
-        d_ff=hf.get("n_inner") or 4 * d_model,
-        num_layers=require(hf, "n_layer", MODEL_TYPE),
-        max_len=require(hf, "n_positions", MODEL_TYPE),
-        dropout_rate=float(hf.get("resid_pdrop", 0.1)),
-        attention_dropout_rate=float(hf.get("attn_pdrop", 0.1)),
-        activation=activation_from_hf(hf.get("activation_function", "gelu_new"), MODEL_TYPE, "activation_function"),
-        norm="layernorm",
-        norm_position="pre",
-        norm_eps=float(hf.get("layer_norm_epsilon", 1e-5)),
-        position="learned",
-        use_bias=True,
-        scale_attention_logits=bool(hf.get("scale_attn_weights", True)),
-        tie_embeddings=is_tied(hf, tensors, "lm_head.weight", "wte.weight"),
-        pad_token_id=pad_id_from_hf(hf, vocab_size),
-        initializer_range=float(hf.get("initializer_range", 0.02)),
-    )
-
-
-EXPORT_FIELDS = dict(
-    family="decoder_only",
-    position="learned",
-    norm="layernorm",
-    norm_position="pre",
-    use_bias=True,
-    embed_scale=False,
-    embedding_norm=False,
-    final_logits_bias=False,
-    tied_logits_rescale=False,
-)
+    tied = is_tied(hf, tensors, "lm_head.weight", "wte.weight")
+    return config_from_keys(hf, MODEL_TYPE, gpt2_arch.FIXED, KEYS, DERIVED, tie_embeddings=tied)
 
 
 def config_to_hf(config: ModelConfig) -> dict[str, Any]:
     return {
         "architectures": ["GPT2LMHeadModel"],
-        "vocab_size": config.vocab_size,
-        "n_positions": config.max_len,
-        "n_embd": config.d_model,
-        "n_layer": config.num_layers,
-        "n_head": config.num_heads,
-        "n_inner": config.d_ff,
-        "activation_function": activation_to_hf(config, MODEL_TYPE),
-        "layer_norm_epsilon": config.norm_eps,
-        "resid_pdrop": config.dropout_rate,
+        **write_keys(config, KEYS),
         "embd_pdrop": config.dropout_rate,
-        "attn_pdrop": config.attention_dropout_rate,
-        "scale_attn_weights": config.scale_attention_logits,
         "scale_attn_by_inverse_layer_idx": False,
         "reorder_and_upcast_attn": False,
-        "initializer_range": config.initializer_range,
-        "tie_word_embeddings": config.tie_embeddings,
         # GPT-2 defines no padding token; jaxformer's pad id is only a data convention.
         "pad_token_id": None,
         "bos_token_id": None,

@@ -23,13 +23,17 @@ from jaxformer.hf.common import (
     LINEAR_OUT,
     Architecture,
     Entry,
+    Key,
     Rule,
     cannot_export,
+    config_from_keys,
+    export_fields,
     is_tied,
     per_layer,
     require,
     table,
     unsupported,
+    write_keys,
 )
 
 ATTENTION: list[Entry] = [  # layers.{i}. <-> decoder/layers_{i}/
@@ -128,6 +132,23 @@ def window_from_hf(hf: Mapping[str, Any], model_type: str, layers: int) -> dict[
     return dict(sliding_window=int(window), sliding_window_layers=local) if local else {}
 
 
+KEYS = (  # config.json key <-> ModelConfig field, the same in the four families
+    Key("vocab_size", "vocab_size", required=True),
+    Key("hidden_size", "d_model", required=True),
+    Key("num_attention_heads", "num_heads", required=True),
+    Key("num_key_value_heads", "num_kv_heads", default=lambda got: got["num_heads"], write=lambda c: c.kv_heads),
+    Key("head_dim", "head_dim", default=lambda got: got["d_model"] // got["num_heads"], write=lambda c: c.dim_per_head),
+    Key("intermediate_size", "d_ff", required=True),
+    Key("num_hidden_layers", "num_layers", required=True),
+    Key("max_position_embeddings", "max_len", required=True),
+    Key("rms_norm_eps", "norm_eps", default=1e-6, read=float),
+    Key("attention_dropout", "attention_dropout_rate", read=float),
+    Key("initializer_range", "initializer_range", read=float),
+    Key("tie_word_embeddings", "tie_embeddings", read=bool),  # on import decided with the tensors (is_tied)
+)
+DERIVED = ("tie_embeddings",)
+
+
 def make_config_from_hf(model_type: str):
     def config_from_hf(hf: Mapping[str, Any], tensors: Mapping[str, np.ndarray]) -> ModelConfig:
         act = hf.get("hidden_act", "silu")
@@ -135,28 +156,15 @@ def make_config_from_hf(model_type: str):
             raise unsupported(model_type, f"hidden_act={act!r}", "Only 'silu' (SwiGLU) is supported.")
         if hf.get("mlp_bias"):
             raise unsupported(model_type, "mlp_bias=True")
-        d_model = require(hf, "hidden_size", model_type)
-        heads = require(hf, "num_attention_heads", model_type)
         layers = require(hf, "num_hidden_layers", model_type)
-        vocab = require(hf, "vocab_size", model_type)
-        pad = hf.get("pad_token_id")
         bias = model_type == "qwen2" or (model_type != "mistral" and bool(hf.get("attention_bias", False)))
-        return ModelConfig(
-            **{k: v for k, v in llama_arch.FIXED.items() if k != "use_bias"},
-            use_bias=False,
-            vocab_size=vocab,
-            d_model=d_model,
-            num_heads=heads,
-            num_kv_heads=hf.get("num_key_value_heads") or heads,
-            head_dim=hf.get("head_dim") or d_model // heads,
-            d_ff=require(hf, "intermediate_size", model_type),
-            num_layers=layers,
-            max_len=require(hf, "max_position_embeddings", model_type),
-            norm_eps=float(hf.get("rms_norm_eps", 1e-6)),
-            attention_dropout_rate=float(hf.get("attention_dropout", 0.0)),
+        return config_from_keys(
+            hf,
+            model_type,
+            llama_arch.FIXED,
+            KEYS,
+            DERIVED,
             tie_embeddings=is_tied(hf, tensors, "lm_head.weight", "embed_tokens.weight"),
-            pad_token_id=pad if isinstance(pad, int) and 0 <= pad < vocab else 0,
-            initializer_range=float(hf.get("initializer_range", 0.02)),
             qkv_bias=bias,
             qk_norm=model_type == "qwen3",
             **rope_from_hf(hf, model_type),
@@ -174,19 +182,8 @@ def make_config_to_hf(model_type: str):
     def config_to_hf(config: ModelConfig) -> dict[str, Any]:
         out: dict[str, Any] = {
             "architectures": [CLASSES[model_type]],
-            "vocab_size": config.vocab_size,
-            "hidden_size": config.d_model,
-            "intermediate_size": config.d_ff,
-            "num_hidden_layers": config.num_layers,
-            "num_attention_heads": config.num_heads,
-            "num_key_value_heads": config.kv_heads,
-            "head_dim": config.dim_per_head,
+            **write_keys(config, KEYS),
             "hidden_act": "silu",
-            "max_position_embeddings": config.max_len,
-            "rms_norm_eps": config.norm_eps,
-            "attention_dropout": config.attention_dropout_rate,
-            "initializer_range": config.initializer_range,
-            "tie_word_embeddings": config.tie_embeddings,
             "rope_parameters": rope_to_hf(config),
             "pad_token_id": config.pad_token_id,
         }
@@ -228,16 +225,10 @@ def check_export(model_type: str):
     return check
 
 
-EXPORT_FIELDS = dict(
-    family="decoder_only",
-    norm_position="pre",
-    use_bias=False,
-    embed_scale=False,
-    embedding_norm=False,
-    final_logits_bias=False,
-    tied_logits_rescale=False,
-    scale_attention_logits=True,
-)
+# FIXED's family, norm_position and use_bias, and the features Llama lacks (activation, norm and position are
+# checked by check_export, naming the model type).
+PLAIN = ("embed_scale", "embedding_norm", "final_logits_bias", "tied_logits_rescale", "scale_attention_logits")
+EXPORT_FIELDS = export_fields(llama_arch.FIXED, (), free=("activation", "norm", "position"), plain=PLAIN)
 
 
 def architecture(model_type: str) -> Architecture:

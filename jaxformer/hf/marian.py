@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from jaxformer.architectures import marian as marian_arch
 from jaxformer.config import ModelConfig
 from jaxformer.hf.common import (
     COPY,
@@ -23,20 +24,20 @@ from jaxformer.hf.common import (
     LINEAR_OUT,
     ROW,
     Architecture,
+    Key,
     Rule,
-    activation_from_hf,
-    activation_to_hf,
+    activation_key,
+    config_from_keys,
+    export_fields,
     is_tied,
-    pad_id_from_hf,
     per_layer,
-    require,
     table,
     unsupported,
+    write_keys,
 )
 from jaxformer.layers.positions import sinusoidal_table
 
 MODEL_TYPE = "marian"
-NORM_EPS = 1e-5  # torch.nn.LayerNorm's default, which HF Marian always uses
 
 
 def attention(hf_name: str, jax_name: str) -> list[tuple[str, str, Any]]:
@@ -118,80 +119,48 @@ def check_position_tables(config: ModelConfig, tensors: Mapping[str, np.ndarray]
             )
 
 
+KEYS = (  # config.json key <-> ModelConfig field; missing keys take FIXED's (else ModelConfig's) value
+    Key("vocab_size", "vocab_size", required=True, twins=("decoder_vocab_size",)),
+    Key("d_model", "d_model", required=True),
+    Key("encoder_attention_heads", "num_heads", required=True, twins=("decoder_attention_heads",)),
+    Key("encoder_ffn_dim", "d_ff", required=True, twins=("decoder_ffn_dim",)),
+    Key("encoder_layers", "num_layers", required=True),
+    Key("decoder_layers", "num_decoder_layers", required=True, write=lambda c: c.decoder_layers),
+    Key("max_position_embeddings", "max_len", required=True),
+    Key("dropout", "dropout_rate", read=float),
+    Key("attention_dropout", "attention_dropout_rate", read=float),
+    # MarianConfig's default activation is "gelu"; opus-mt checkpoints say "swish".
+    activation_key("activation_function", MODEL_TYPE, default="gelu"),
+    Key("init_std", "initializer_range", read=float),
+    Key("scale_embedding", "embed_scale", read=bool),
+    Key("share_encoder_decoder_embeddings", "share_embeddings", read=bool),
+    Key("tie_word_embeddings", "tie_embeddings", read=bool),  # on import decided with the tensors (is_tied)
+)
+DERIVED = ("tie_embeddings", "final_logits_bias")  # from the tensors present
+PLAIN = ("scale_attention_logits", "embedding_norm", "tied_logits_rescale")
+EXPORT_FIELDS = export_fields(marian_arch.FIXED, KEYS, DERIVED, PLAIN)
+TARGET = "decoder.embed_tokens.weight"  # the target table when the embeddings are not shared
+
+
 def config_from_hf(hf: Mapping[str, Any], tensors: Mapping[str, np.ndarray]) -> ModelConfig:
-    for a, b in (("encoder_attention_heads", "decoder_attention_heads"), ("encoder_ffn_dim", "decoder_ffn_dim")):
-        if hf.get(a) != hf.get(b):
-            raise unsupported(MODEL_TYPE, f"{a}={hf.get(a)} differs from {b}={hf.get(b)}", "jaxformer uses one value.")
-    vocab_size = require(hf, "vocab_size", MODEL_TYPE)
-    if hf.get("decoder_vocab_size") not in (None, vocab_size):
-        raise unsupported(MODEL_TYPE, f"decoder_vocab_size={hf['decoder_vocab_size']} != vocab_size={vocab_size}")
     if hf.get("normalize_before") or hf.get("normalize_embedding") or hf.get("add_final_layer_norm"):
         raise unsupported(MODEL_TYPE, "pre-norm / embedding norm options (normalize_before etc.)")
-    share = bool(hf.get("share_encoder_decoder_embeddings", True))
-    target = "shared.weight" if share else "decoder.embed_tokens.weight"
-    return ModelConfig(
-        family="encoder_decoder",
-        vocab_size=vocab_size,
-        d_model=require(hf, "d_model", MODEL_TYPE),
-        num_heads=require(hf, "encoder_attention_heads", MODEL_TYPE),
-        d_ff=require(hf, "encoder_ffn_dim", MODEL_TYPE),
-        num_layers=require(hf, "encoder_layers", MODEL_TYPE),
-        num_decoder_layers=require(hf, "decoder_layers", MODEL_TYPE),
-        max_len=require(hf, "max_position_embeddings", MODEL_TYPE),
-        dropout_rate=float(hf.get("dropout", 0.1)),
-        attention_dropout_rate=float(hf.get("attention_dropout", 0.0)),
-        activation=activation_from_hf(hf.get("activation_function", "gelu"), MODEL_TYPE, "activation_function"),
-        norm="layernorm",
-        norm_position="post",
-        norm_eps=NORM_EPS,
-        position="sinusoidal",
-        sinusoidal_layout="concat",
-        use_bias=True,
-        embed_scale=bool(hf.get("scale_embedding", False)),
-        tie_embeddings=is_tied(hf, tensors, "lm_head.weight", target),
-        share_embeddings=share,
-        final_logits_bias="final_logits_bias" in tensors,
-        pad_token_id=pad_id_from_hf(hf, vocab_size),
-        initializer_range=float(hf.get("init_std", 0.02)),
+
+    def tied(fields: dict[str, Any]) -> bool:
+        return is_tied(hf, tensors, "lm_head.weight", "shared.weight" if fields["share_embeddings"] else TARGET)
+
+    final_bias = "final_logits_bias" in tensors
+    return config_from_keys(
+        hf, MODEL_TYPE, marian_arch.FIXED, KEYS, DERIVED, tie_embeddings=tied, final_logits_bias=final_bias
     )
-
-
-EXPORT_FIELDS = dict(
-    family="encoder_decoder",
-    position="sinusoidal",
-    sinusoidal_layout="concat",
-    norm="layernorm",
-    norm_position="post",
-    norm_eps=NORM_EPS,
-    use_bias=True,
-    scale_attention_logits=True,
-    embedding_norm=False,
-    tied_logits_rescale=False,
-)
 
 
 def config_to_hf(config: ModelConfig) -> dict[str, Any]:
     return {
         "architectures": ["MarianMTModel"],
         "is_encoder_decoder": True,
-        "vocab_size": config.vocab_size,
-        "decoder_vocab_size": config.vocab_size,
-        "d_model": config.d_model,
-        "encoder_layers": config.num_layers,
-        "decoder_layers": config.decoder_layers,
-        "encoder_attention_heads": config.num_heads,
-        "decoder_attention_heads": config.num_heads,
-        "encoder_ffn_dim": config.d_ff,
-        "decoder_ffn_dim": config.d_ff,
-        "max_position_embeddings": config.max_len,
-        "activation_function": activation_to_hf(config, MODEL_TYPE),
-        "dropout": config.dropout_rate,
-        "attention_dropout": config.attention_dropout_rate,
+        **write_keys(config, KEYS),
         "activation_dropout": 0.0,
-        "init_std": config.initializer_range,
-        "scale_embedding": config.embed_scale,
-        "share_encoder_decoder_embeddings": config.share_embeddings,
-        "tie_word_embeddings": config.tie_embeddings,
         "pad_token_id": config.pad_token_id,
         "decoder_start_token_id": config.pad_token_id,
     }

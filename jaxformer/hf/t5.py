@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from jaxformer.architectures import t5 as t5_arch
 from jaxformer.config import Activation, ModelConfig
 from jaxformer.hf.common import (
     COPY,
@@ -24,13 +25,15 @@ from jaxformer.hf.common import (
     LINEAR_IN,
     LINEAR_OUT,
     Architecture,
+    Key,
     Rule,
+    config_from_keys,
+    export_fields,
     is_tied,
-    pad_id_from_hf,
     per_layer,
-    require,
     table,
     unsupported,
+    write_keys,
 )
 
 MODEL_TYPE = "t5"
@@ -129,6 +132,31 @@ def activation_from_proj(proj: str) -> Activation:
     raise unsupported(MODEL_TYPE, f"feed_forward_proj={proj!r}", f"Supported: {allowed}.")
 
 
+KEYS = (  # config.json key <-> ModelConfig field; missing keys take FIXED's value
+    Key("vocab_size", "vocab_size", required=True),
+    Key("d_model", "d_model", required=True),
+    Key("num_heads", "num_heads", required=True),
+    Key("d_kv", "head_dim", required=True, write=lambda c: c.dim_per_head),
+    Key("d_ff", "d_ff", required=True),
+    Key("num_layers", "num_layers", required=True),
+    Key(
+        "num_decoder_layers",
+        "num_decoder_layers",
+        default=lambda got: got["num_layers"],
+        write=lambda c: c.decoder_layers,
+    ),
+    Key("n_positions", "max_len", read=int),  # relative positions: any length; the jaxformer input limit
+    Key("dropout_rate", "dropout_rate", read=float),
+    Key("feed_forward_proj", "activation", read=activation_from_proj, write=lambda c: FEED_FORWARD_TO_HF[c.activation]),
+    Key("layer_norm_epsilon", "norm_eps", read=float),
+    Key("relative_attention_num_buckets", "relative_buckets", read=int),
+    Key("relative_attention_max_distance", "relative_max_distance", read=int),
+)
+DERIVED = ("tie_embeddings", "tied_logits_rescale")  # from the tensors and scale_decoder_outputs
+PLAIN = ("embed_scale", "embedding_norm", "final_logits_bias")
+EXPORT_FIELDS = export_fields(t5_arch.FIXED, KEYS, (*DERIVED, "initializer_range"), PLAIN)
+
+
 def config_from_hf(hf: Mapping[str, Any], tensors: Mapping[str, np.ndarray]) -> ModelConfig:
     scale = hf.get("scale_decoder_outputs")
     if scale is None:
@@ -140,69 +168,18 @@ def config_from_hf(hf: Mapping[str, Any], tensors: Mapping[str, np.ndarray]) -> 
             "a separate lm_head.weight together with scale_decoder_outputs/tie_word_embeddings=True",
             "jaxformer rescales the decoder output only for tied logits (T5 v1.0).",
         )
-    vocab_size = require(hf, "vocab_size", MODEL_TYPE)
-    num_layers = require(hf, "num_layers", MODEL_TYPE)
-    return ModelConfig(
-        family="encoder_decoder",
-        vocab_size=vocab_size,
-        d_model=require(hf, "d_model", MODEL_TYPE),
-        num_heads=require(hf, "num_heads", MODEL_TYPE),
-        head_dim=require(hf, "d_kv", MODEL_TYPE),
-        d_ff=require(hf, "d_ff", MODEL_TYPE),
-        num_layers=num_layers,
-        num_decoder_layers=hf.get("num_decoder_layers") or num_layers,
-        max_len=int(hf.get("n_positions") or 512),  # relative positions: any length; the jaxformer input limit
-        dropout_rate=float(hf.get("dropout_rate", 0.1)),
-        activation=activation_from_proj(hf.get("feed_forward_proj", "relu")),
-        norm="rmsnorm",
-        norm_position="pre",
-        norm_eps=float(hf.get("layer_norm_epsilon", 1e-6)),
-        position="relative",
-        relative_buckets=int(hf.get("relative_attention_num_buckets", 32)),
-        relative_max_distance=int(hf.get("relative_attention_max_distance", 128)),
-        use_bias=False,
-        scale_attention_logits=False,
-        tie_embeddings=tied,
-        tied_logits_rescale=bool(scale),
-        share_embeddings=True,
-        pad_token_id=pad_id_from_hf(hf, vocab_size),
-        initializer_range=0.05,
+    return config_from_keys(
+        hf, MODEL_TYPE, t5_arch.FIXED, KEYS, DERIVED, tie_embeddings=tied, tied_logits_rescale=bool(scale)
     )
-
-
-EXPORT_FIELDS = dict(
-    family="encoder_decoder",
-    position="relative",
-    norm="rmsnorm",
-    norm_position="pre",
-    use_bias=False,
-    scale_attention_logits=False,
-    embed_scale=False,
-    embedding_norm=False,
-    share_embeddings=True,
-    final_logits_bias=False,
-)
 
 
 def config_to_hf(config: ModelConfig) -> dict[str, Any]:
     return {
         "architectures": ["T5ForConditionalGeneration"],
         "is_encoder_decoder": True,
-        "vocab_size": config.vocab_size,
-        "d_model": config.d_model,
-        "d_kv": config.dim_per_head,
-        "d_ff": config.d_ff,
-        "num_layers": config.num_layers,
-        "num_decoder_layers": config.decoder_layers,
-        "num_heads": config.num_heads,
-        "relative_attention_num_buckets": config.relative_buckets,
-        "relative_attention_max_distance": config.relative_max_distance,
-        "dropout_rate": config.dropout_rate,
-        "layer_norm_epsilon": config.norm_eps,
-        "feed_forward_proj": FEED_FORWARD_TO_HF[config.activation],
+        **write_keys(config, KEYS),
         "tie_word_embeddings": config.tie_embeddings,
         "scale_decoder_outputs": config.tie_embeddings and config.tied_logits_rescale,
-        "n_positions": config.max_len,
         "pad_token_id": config.pad_token_id,
         "decoder_start_token_id": config.pad_token_id,
     }
