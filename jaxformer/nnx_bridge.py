@@ -25,6 +25,8 @@ import jax.numpy as jnp
 from flax import nnx, traverse_util
 from flax.nnx.bridge import variables as bridge_variables
 
+from jaxformer.errors import InputError
+
 Params = Mapping[str, Any]
 
 
@@ -66,7 +68,7 @@ def rebox(abstract: Params, params: Params) -> Params:
         value = jnp.asarray(values[path])
         shape = box.unbox().shape if isinstance(box, nn.meta.AxisMetadata) else box.shape
         if value.shape != shape:
-            raise ValueError(f"parameter {'/'.join(path)} has shape {value.shape}; the module needs {shape}.")
+            raise InputError(f"parameter {'/'.join(path)} has shape {value.shape}; the module needs {shape}.")
         out[path] = box.replace_boxed(value) if isinstance(box, nn.meta.AxisMetadata) else value
     return traverse_util.unflatten_dict(out)
 
@@ -90,7 +92,7 @@ def load_linen_params(model: nnx.Module, params: Params) -> nnx.Module:
     for path, var in current.items():
         value = jnp.asarray(values[path])
         if value.shape != var.get_value().shape:
-            raise ValueError(
+            raise InputError(
                 f"parameter {'/'.join(path)} has shape {value.shape}; the module needs {var.get_value().shape}."
             )
         var.set_value(value)
@@ -106,7 +108,7 @@ def check_same_paths(wanted: set[tuple[str, ...]], given: set[tuple[str, ...]]) 
     """Raise (one line) naming the parameter paths that are missing from or unexpected in `given`."""
     missing, unexpected = sorted(wanted - given), sorted(given - wanted)
     if missing or unexpected:
-        raise ValueError(
+        raise InputError(
             f"params do not match the module: missing {_names(missing)}, unexpected {_names(unexpected)}; "
             "pass the params of the same module and config."
         )

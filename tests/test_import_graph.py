@@ -36,7 +36,7 @@ FLOORS: tuple[tuple[str, ...], ...] = (
     # 2: layers.
     ("jaxformer.layers",),
     # 3: the three model families, heads, embeddings, the scanned stack.
-    ("jaxformer.models",),
+    ("jaxformer.models", "jaxformer.nnx_bridge"),
     # 4: data sources, tokenizers, batching.
     ("jaxformer.data",),
     # 5: experiment files -> typed `Experiment`. It needs presets (floor 1) and `DataConfig`
