@@ -255,8 +255,7 @@ def load_dtype(dtype: str | None, tensors: Mapping[str, Any], where: str) -> str
     if dtype is None:
         return "float32"
     if dtype == "auto":
-        stored = sorted({np.dtype(t.dtype).name for t in tensors.values() if np.issubdtype(t.dtype, np.floating)})
-        stored = [name for name in stored if name in DTYPES] or ["float32"]
+        stored = sorted({np.dtype(t.dtype).name for t in tensors.values()} & set(DTYPES)) or ["float32"]
         if len(stored) > 1:
             raise ValueError(f"dtype='auto': {where} stores tensors as {stored}; pass one of them as dtype=.")
         return stored[0]
