@@ -167,7 +167,8 @@ def tensors_to_params(
         )
     put = place or (lambda path, array: jnp.asarray(array))
     flat: dict[str, Any] = {}
-    for rule in rules:
+    # Largest first: the one tensor in flight (read + converted) then sits on top of few loaded params.
+    for rule in sorted(rules, key=lambda rule: -int(np.prod(tensors[rule.hf].shape))):
         arrays = rule.transform.to_jax(
             np.asarray(tensors[rule.hf]).astype(dtype, copy=False), [shapes[p] for p in rule.jax]
         )
