@@ -23,7 +23,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:  # `benchmarks` is a folder beside the package, run as `python -m benchmarks.x`
     sys.path.insert(0, str(REPO_ROOT))
 
-from benchmarks import beam_speed, compare, profile_decode, profile_step, sampling_speed, scaling  # noqa: E402
+from benchmarks import beam_speed, compare, load_speed, profile_decode, profile_step, sampling_speed, scaling  # noqa: E402
 
 TINY = {"layers": 2, "width": 32, "heads": 4, "length": 16, "batch": 2, "vocab": 97}
 
@@ -111,3 +111,19 @@ def test_beam_speed_times_both_searches():
     result = beam_speed.measure(batch=2, source_len=5, new_tokens=4, beams=3, repeats=1, d_model=32, d_ff=64)
     assert positive(result["greedy_s"]) and positive(result["beam_s"])
     assert result["beam1_equals_greedy"] is True
+
+
+def test_load_speed_loads_the_whole_checkpoint_on_both_sides(capsys):
+    results = load_speed.run(size_mb=2, repeats=1)
+    size = results["checkpoint"]["bytes"]
+    assert size > 1e6 and results["checkpoint"]["shards"] > 1
+    for side in ("jaxformer", "transformers"):
+        summary = results[side]
+        assert positive(summary["seconds"]) and positive(summary["seconds_per_gb"])
+        assert summary["peak_added_bytes"] > 0 and positive(summary["peak_rss_over_checkpoint"])
+        assert summary["runs"][0]["param_bytes"] == size
+    run = results["jaxformer"]["runs"][0]
+    assert run["devices"] == 8 and run["split_params"] >= run["params"] - 4  # only 1-D norm scales may stay whole
+    assert run["device0_bytes"] * 8 < 1.5 * size  # each device holds about its eighth
+    load_speed.print_report(results)
+    assert "s/GB" in capsys.readouterr().out

@@ -2,7 +2,10 @@
 
     model, params, config = jaxformer.hf.load("path/to/hf_model_dir")
     model, params, config = jaxformer.hf.load("Qwen/Qwen3-0.6B", revision="main")   # through the Hub cache
+    model, params, config = jaxformer.hf.load(path, mesh=mesh)      # each tensor straight into its NamedSharding
+    model, params, config = jaxformer.hf.load(path, dtype="auto")   # keep the stored dtype (bf16)
     jaxformer.hf.save(config, params, "out_dir", tokenizer_dir="path/to/hf_model_dir", max_shard_size="2GB")
+    jaxformer.hf.save(config, params, "out_dir", dtype="bfloat16")  # default: each parameter's own dtype
     tokenizer = jaxformer.hf.load_tokenizer("path/to/hf_model_dir")
     config, params = jaxformer.hf.finetune_init("path", encoder_head="classification", num_classes=2)
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -23,8 +23,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax.traverse_util import flatten_dict, unflatten_dict
 
-from jaxformer import models
-from jaxformer.config import ModelConfig
+from jaxformer import models, sharding
+from jaxformer.config import DEFAULT_RULES, ModelConfig
 from jaxformer.errors import CheckpointError, ConfigError
 from jaxformer.hf import bert, files, gpt2, hub, llama, marian, t5
 from jaxformer.hf.common import Architecture, Rule, check_exportable, match_name
@@ -129,9 +129,21 @@ def resolve_aliases(arch: Architecture, config: ModelConfig, tensors: dict[str, 
 
 
 def tensors_to_params(
-    arch: Architecture, config: ModelConfig, tensors: Mapping[str, np.ndarray], source: str
+    arch: Architecture,
+    config: ModelConfig,
+    tensors: Mapping[str, np.ndarray],
+    source: str,
+    dtype: Any = np.float32,
+    place: Callable[[str, np.ndarray], Any] | None = None,
+    nonfinite: list[tuple[str, int, int]] | None = None,
 ) -> dict[str, Any]:
-    """HF tensors (names normalised) -> nested jaxformer params (float32 jax arrays)."""
+    """HF tensors (names normalised) -> nested jaxformer params (jax arrays of `dtype`).
+
+    Tensors are converted one at a time (each read from disk only then when lazy, see
+    files.stored_tensors); `place(path, array)` puts each converted array on its devices
+    (default: `jnp.asarray`), after which the host copy is dropped. Given a `nonfinite` list,
+    each tensor is checked for NaN/inf as it is read and (name, bad values, size) appended.
+    """
     tensors = {k: v for k, v in tensors.items() if not match_name(arch.ignored, k)}
     resolve_aliases(arch, config, tensors)
     shapes = param_shapes(config)
@@ -158,15 +170,28 @@ def tensors_to_params(
         raise CheckpointError(
             f"checkpoint {where}: tensor shapes (file vs implied by config.json) differ: {listing(wrong, 8)}."
         )
-    flat: dict[str, np.ndarray] = {}
-    for rule in rules:
-        arrays = rule.transform.to_jax(np.asarray(tensors[rule.hf], np.float32), [shapes[p] for p in rule.jax])
-        flat.update(zip(rule.jax, arrays, strict=True))
-    return jax.tree.map(jnp.asarray, nested(flat))
+    put = place or (lambda path, array: jnp.asarray(array))
+    flat: dict[str, Any] = {}
+    # Largest first: the one tensor in flight (read + converted) then sits on top of few loaded params.
+    for rule in sorted(rules, key=lambda rule: -int(np.prod(tensors[rule.hf].shape))):
+        stored = np.asarray(tensors[rule.hf])
+        if nonfinite is not None:
+            nonfinite.extend(finite.nonfinite_tensors([(arch.prefix + rule.hf, stored)]))
+        arrays = rule.transform.to_jax(stored.astype(dtype, copy=False), [shapes[p] for p in rule.jax])
+        del stored
+        for path, array in zip(rule.jax, arrays, strict=True):
+            flat[path] = put(path, array)
+        del arrays
+    return nested(flat)
 
 
-def params_to_tensors(arch: Architecture, config: ModelConfig, params: Mapping[str, Any]) -> dict[str, np.ndarray]:
-    """Nested jaxformer params (unrolled) -> {HF name: float32 array}, with the export prefix."""
+def params_to_tensors(
+    arch: Architecture, config: ModelConfig, params: Mapping[str, Any], dtype: Any = None
+) -> dict[str, np.ndarray]:
+    """Nested jaxformer params (unrolled) -> {HF name: array}, with the export prefix.
+
+    dtype None keeps each parameter's own dtype (bfloat16 params -> bfloat16 tensors); else all are cast to it.
+    """
     flat = flat_params(params)
     shapes = param_shapes(config)
     missing, unexpected = sorted(set(shapes) - set(flat)), sorted(set(flat) - set(shapes))
@@ -186,7 +211,11 @@ def params_to_tensors(arch: Architecture, config: ModelConfig, params: Mapping[s
     out = {}
     for rule in rules:
         name = rule.hf if rule.hf.startswith(arch.head_names) else prefix + rule.hf
-        out[name] = rule.transform.to_hf([np.asarray(flat[p], np.float32) for p in rule.jax])
+        arrays = [np.asarray(flat[p]) for p in rule.jax]
+        kinds = {a.dtype for a in arrays}
+        target = dtype or (next(iter(kinds)) if len(kinds) == 1 else np.float32)
+        arrays = [a.astype(target, copy=False) for a in arrays]
+        out[name] = rule.transform.to_hf(arrays)
     return out
 
 
@@ -226,8 +255,62 @@ def architecture_for(config: ModelConfig) -> Architecture:
     )
 
 
+DTYPES = {"float32": np.float32, "bfloat16": jnp.bfloat16, "float16": np.float16}
+
+
+def load_dtype(dtype: str | None, tensors: Mapping[str, Any], where: str) -> str:
+    """The parameter dtype name for `load(dtype=...)`: None -> float32; "auto" -> the checkpoint's float dtype."""
+    if dtype is None:
+        return "float32"
+    if dtype == "auto":
+        stored = sorted({np.dtype(t.dtype).name for t in tensors.values()} & set(DTYPES)) or ["float32"]
+        if len(stored) > 1:
+            raise CheckpointError(f"dtype='auto': {where} stores tensors as {stored}; pass one of them as dtype=.")
+        return stored[0]
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype={dtype!r} is not supported; use one of {sorted(DTYPES)}, 'auto' or None (float32).")
+    return dtype
+
+
+def placement(config: ModelConfig, mesh: Any, shardings: Any, rules: Any) -> Callable[[str, np.ndarray], Any] | None:
+    """`place(path, array)` for tensors_to_params: each array straight into its NamedSharding.
+
+    `jax.make_array_from_callback` copies to every device just the slice its sharding holds, so a
+    device never receives (and the host never keeps) more than one converted tensor beyond its shards.
+    """
+    if mesh is None and shardings is None:
+        return None
+    if mesh is not None and shardings is not None:
+        raise ValueError("pass mesh= (shardings from the logical-axis rules) or shardings=, not both.")
+    if shardings is None:
+        boxed = models.abstract_params(config.replace(scan_layers=False))
+        shardings = sharding.param_shardings(boxed, mesh, DEFAULT_RULES if rules is None else rules)
+    by_path = flat_params(shardings) if isinstance(shardings, Mapping) else None
+    shapes = param_shapes(config)
+    if by_path is None or set(by_path) != set(shapes):
+        got = sorted(by_path or [])
+        missing, extra = sorted(set(shapes) - set(got)), sorted(set(got) - set(shapes))
+        raise ValueError(
+            f"shardings= must be a nested dict with one jax.sharding.Sharding per parameter (unrolled layers); "
+            f"missing {listing(missing)}, unexpected {listing(extra)}."
+        )
+
+    def place(path: str, array: np.ndarray) -> Any:
+        return jax.make_array_from_callback(array.shape, by_path[path], lambda index: array[index])
+
+    return place
+
+
 def load(
-    path: str | Path, *, revision: str | None = None, allow_pickle: bool = False, allow_nonfinite: bool = False
+    path: str | Path,
+    *,
+    revision: str | None = None,
+    allow_pickle: bool = False,
+    dtype: str | None = None,
+    mesh: Any = None,
+    shardings: Any = None,
+    rules: Any = None,
+    allow_nonfinite: bool = False,
 ) -> tuple[nn.Module, dict[str, Any], ModelConfig]:
     """Read a local HF model directory, a Hub cache snapshot, or a Hub repo id ("org/name", at `revision`).
 
@@ -238,16 +321,30 @@ def load(
     only with allow_pickle=True. A tensor holding NaN/inf raises finite.NonFiniteWeightsError naming
     it (a warning instead with allow_nonfinite=True). Returns (module built with deterministic=True,
     params for `module.apply({"params": params}, ...)`, ModelConfig).
+
+    dtype: parameter dtype, None = float32 (bfloat16 checkpoints upcast exactly), "bfloat16" /
+    "float16" / "float32", or "auto" = the checkpoint's stored dtype (the config's param_dtype follows).
+    mesh: a jax Mesh with ("data", "fsdp", "tensor") axes; each parameter goes straight into the
+    NamedSharding its logical axes get under `rules` (default: the experiment's DEFAULT_RULES).
+    shardings: instead of mesh, a nested dict of Shardings shaped like the (unrolled) params.
+    Tensors are read from disk one at a time, converted, placed and dropped: with a mesh no host ever
+    holds a second full copy of the weights (benchmarks/load_speed.py measures it).
     """
     directory = hub.locate(path, revision)
     hf_config = files.read_config(directory)
     arch = architecture_of(hf_config, str(directory / "config.json"))
-    stored = files.read_tensors(directory, allow_pickle=allow_pickle)
-    finite.check_finite(stored, f"checkpoint {directory}", allow_nonfinite)  # named as in the files
-    tensors = normalize_names(arch, stored)
+    tensors = normalize_names(arch, files.stored_tensors(directory, allow_pickle=allow_pickle))
     config = arch.config_from_hf(hf_config, tensors)
+    kind = load_dtype(dtype, tensors, str(directory))
+    if kind != "float32":
+        config = config.replace(param_dtype=kind)
     arch.check_ignored(config, tensors)
-    params = tensors_to_params(arch, config, tensors, str(directory))
+    place = placement(config, mesh, shardings, rules)
+    nonfinite: list[tuple[str, int, int]] = []
+    params = tensors_to_params(
+        arch, config, tensors, str(directory), dtype=DTYPES[kind], place=place, nonfinite=nonfinite
+    )
+    finite.report(nonfinite, f"checkpoint {directory}", allow_nonfinite)
     return models.build(config), params, config
 
 
@@ -259,6 +356,7 @@ def save(
     tokenizer_dir: str | Path | None = None,
     extra_config: Mapping[str, Any] | None = None,
     max_shard_size: int | str | None = None,
+    dtype: str | None = None,
 ) -> Path:
     """Write config.json + model.safetensors (float32) that `transformers` loads; returns the directory.
 
@@ -268,11 +366,19 @@ def save(
     keys merged into config.json (e.g. {"eos_token_id": 50256}, see `read_special_tokens`).
     max_shard_size: bytes (or "5GB", "200MB") per file; larger checkpoints are written as
     model-0000X-of-0000N.safetensors + model.safetensors.index.json, as transformers does.
+    dtype: None writes each parameter in its own dtype (a checkpoint loaded with dtype="auto" goes back
+    in its stored dtype, bfloat16 bit for bit); "bfloat16" / "float16" / "float32" casts every tensor.
     """
+    if dtype is not None and dtype not in DTYPES:
+        raise ValueError(f"dtype={dtype!r} is not supported; use one of {sorted(DTYPES)} or None (the params' own).")
     arch = architecture_for(config)
     check_exportable(arch, config)
-    tensors = params_to_tensors(arch, config.replace(scan_layers=False), unscan(params))
-    hf_config = {"model_type": arch.model_type, **arch.config_to_hf(config), **dict(extra_config or {})}
+    tensors = params_to_tensors(arch, config.replace(scan_layers=False), unscan(params), DTYPES.get(dtype or ""))
+    stored = sorted({np.dtype(t.dtype).name for t in tensors.values()})
+    hf_config = {"model_type": arch.model_type, **arch.config_to_hf(config)}
+    if stored != ["float32"]:  # transformers' dtype="auto" loads in the stored dtype
+        hf_config["dtype"] = stored[0] if len(stored) == 1 else "float32"
+    hf_config.update(extra_config or {})
     out = Path(out_dir).expanduser()
     files.write_model(out, hf_config, tensors, max_shard_size=files.parse_size(max_shard_size))
     if tokenizer_dir is not None:

@@ -4,20 +4,27 @@ Weights are read with `safetensors.numpy` (torch is not needed). bfloat16
 tensors, which NumPy cannot name, are decoded from the raw file with `ml_dtypes`
 and upcast to float32. `pytorch_model.bin` is a pickle, which can run code when
 loaded, so it is only read with an explicit `allow_pickle=True` (and needs torch).
+
+`stored_tensors(directory)` is the lazy view used by `jaxformer.hf.load`: each safetensors tensor is
+known by its header (name, dtype, shape, byte range) and read from disk alone, in its stored dtype,
+only when converted (`np.asarray(stored)`), so a load never holds the whole checkpoint on the host.
+`write_safetensors` writes any NumPy dtype, bfloat16 included, in the format's byte layout.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 import struct
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import ml_dtypes
 import numpy as np
 from safetensors import SafetensorError
-from safetensors.numpy import load_file, save_file
+from safetensors.numpy import load_file
 
 from jaxformer.errors import CheckpointError, CheckpointNotFoundError, InputError
 
@@ -155,6 +162,126 @@ def read_safetensors_raw(path: Path) -> dict[str, np.ndarray]:
     return tensors
 
 
+STORED_NAMES = {np.dtype(dtype): name for name, dtype in RAW_DTYPES.items()}
+
+
+def read_header(path: Path) -> tuple[dict[str, Any], int]:
+    """(header JSON, byte offset of the data) of a safetensors file, reading only the header."""
+    with path.open("rb") as handle:
+        prefix = handle.read(8)
+        if len(prefix) < 8:
+            raise CheckpointError(f"cannot read {str(path)!r}: not a safetensors file (shorter than its header size).")
+        (size,) = struct.unpack("<Q", prefix)
+        try:
+            header = json.loads(handle.read(size))
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise CheckpointError(f"cannot read {str(path)!r}: its safetensors header is not valid JSON.") from None
+    return header, 8 + size
+
+
+@dataclasses.dataclass(frozen=True)
+class StoredTensor:
+    """One tensor of a safetensors file: header facts now, the values only when asked for.
+
+    `np.asarray(stored)` (or `read()`) reads exactly its bytes from disk into a fresh array of the
+    stored dtype (bfloat16 as `ml_dtypes.bfloat16`); nothing stays cached or memory-mapped.
+    """
+
+    path: Path
+    name: str
+    dtype: np.dtype
+    shape: tuple[int, ...]
+    offset: int  # absolute byte offset in the file
+
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
+
+    @property
+    def size(self) -> int:
+        return int(np.prod(self.shape, dtype=np.int64))
+
+    @property
+    def nbytes(self) -> int:
+        return self.size * self.dtype.itemsize
+
+    def read(self) -> np.ndarray:
+        with self.path.open("rb") as handle:
+            handle.seek(self.offset)
+            array = np.fromfile(handle, dtype=self.dtype, count=self.size)
+        if array.size != self.size:
+            raise CheckpointError(
+                f"{str(self.path)!r}: tensor {self.name!r} is truncated (file shorter than its header)."
+            )
+        return array.reshape(self.shape)
+
+    def __array__(self, dtype: Any = None, copy: bool | None = None) -> np.ndarray:
+        array = self.read()
+        return array if dtype is None else array.astype(dtype, copy=False)
+
+
+def stored_file(path: Path) -> dict[str, StoredTensor]:
+    header, base = read_header(path)
+    out = {}
+    for name, info in header.items():
+        if name == "__metadata__":
+            continue
+        if info["dtype"] not in RAW_DTYPES:
+            raise CheckpointError(f"{str(path)!r}: tensor {name!r} has unsupported dtype {info['dtype']}.")
+        dtype, shape = np.dtype(RAW_DTYPES[info["dtype"]]), tuple(info["shape"])
+        start, end = info["data_offsets"]
+        if end - start != int(np.prod(shape, dtype=np.int64)) * dtype.itemsize:
+            raise CheckpointError(f"{str(path)!r}: tensor {name!r} has {end - start} bytes for shape {list(shape)}.")
+        out[name] = StoredTensor(path, name, dtype, shape, base + start)
+    return out
+
+
+def stored_tensors(directory: Path, allow_pickle: bool = False) -> Mapping[str, Any]:
+    """Weight tensors of the model directory, lazily (`StoredTensor`) when stored as safetensors.
+
+    A pickle checkpoint (allow_pickle=True only) is read whole, as `read_tensors` does.
+    """
+    if (directory / SAFETENSORS).is_file():
+        return stored_file(directory / SAFETENSORS)
+    if (directory / SAFETENSORS_INDEX).is_file():
+        weight_map = read_json(directory / SAFETENSORS_INDEX).get("weight_map", {})
+        tensors: dict[str, StoredTensor] = {}
+        for shard in sorted(set(weight_map.values())):
+            if not (directory / shard).is_file():
+                raise FileNotFoundError(
+                    f"{str(directory / SAFETENSORS_INDEX)!r} names shard {shard!r}, which is missing."
+                )
+            tensors.update(stored_file(directory / shard))
+        return tensors
+    return read_tensors(directory, allow_pickle=allow_pickle)
+
+
+def write_safetensors(path: Path, tensors: Mapping[str, np.ndarray], metadata: Mapping[str, str]) -> None:
+    """One safetensors file: 8-byte little-endian header size, JSON header (padded to 8 bytes), raw data.
+
+    Tensors keep their dtype (bfloat16 arrays of `ml_dtypes` are written as BF16), one at a time.
+    """
+    header: dict[str, Any] = {"__metadata__": dict(metadata)}
+    offset = 0
+    for name, tensor in tensors.items():
+        dtype = np.dtype(tensor.dtype)
+        if dtype not in STORED_NAMES:
+            raise CheckpointError(f"cannot write tensor {name!r}: dtype {dtype} has no safetensors name.")
+        header[name] = {
+            "dtype": STORED_NAMES[dtype],
+            "shape": list(tensor.shape),
+            "data_offsets": [offset, offset + tensor.nbytes],
+        }
+        offset += tensor.nbytes
+    encoded = json.dumps(header, separators=(",", ":")).encode()
+    encoded += b" " * (-len(encoded) % 8)
+    with path.open("wb") as handle:
+        handle.write(struct.pack("<Q", len(encoded)))
+        handle.write(encoded)
+        for tensor in tensors.values():
+            handle.write(np.ascontiguousarray(tensor).tobytes(order="C"))
+
+
 def read_pickle(path: Path) -> dict[str, np.ndarray]:
     try:
         import torch
@@ -205,13 +332,13 @@ def write_model(
     (directory / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
     total = sum(t.nbytes for t in tensors.values())
     if max_shard_size is None or total <= max_shard_size:
-        save_file(tensors, str(directory / SAFETENSORS), metadata={"format": "pt"})
+        write_safetensors(directory / SAFETENSORS, tensors, metadata={"format": "pt"})
         return
     groups = shard_names(tensors, max_shard_size)
     weight_map = {}
     for index, names in enumerate(groups, start=1):
         shard = f"model-{index:05d}-of-{len(groups):05d}.safetensors"
-        save_file({n: tensors[n] for n in names}, str(directory / shard), metadata={"format": "pt"})
+        write_safetensors(directory / shard, {n: tensors[n] for n in names}, metadata={"format": "pt"})
         weight_map.update(dict.fromkeys(names, shard))
     index_json = {"metadata": {"total_size": total}, "weight_map": weight_map}
     (directory / SAFETENSORS_INDEX).write_text(json.dumps(index_json, indent=2, sort_keys=True) + "\n")

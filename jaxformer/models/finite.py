@@ -58,7 +58,11 @@ def check_finite(named: Mapping[str, Any] | Any, where: str, allow_nonfinite: bo
     """Raise NonFiniteWeightsError naming the tensors of `named` (a {name: array} dict or a pytree) that hold
     NaN/inf; with `allow_nonfinite` print the same report as a warning instead."""
     flat = isinstance(named, Mapping) and all(not isinstance(v, Mapping) for v in named.values())
-    found = nonfinite_tensors(named.items() if flat else named_leaves(named))
+    report(nonfinite_tensors(named.items() if flat else named_leaves(named)), where, allow_nonfinite)
+
+
+def report(found: list[tuple[str, int, int]], where: str, allow_nonfinite: bool = False) -> None:
+    """Raise (or with `allow_nonfinite` warn) about `found` = nonfinite_tensors(...) of the weights of `where`."""
     if not found:
         return
     shown = ", ".join(f"{name} ({bad} of {size})" for name, bad, size in found[:5])
