@@ -21,10 +21,15 @@ def lm_text_of_record(pipeline, split: str, record: int) -> str:
 
 
 # TFDS ------------------------------------------------------------------------
-tfds = pytest.importorskip("tensorflow_datasets")
+# The TFDS tests take the `tfds` fixture: without tensorflow-datasets they alone skip, not the whole file.
 
 
-def test_tfds_lm_dataset_with_mock_data():
+@pytest.fixture
+def tfds():
+    return pytest.importorskip("tensorflow_datasets")
+
+
+def test_tfds_lm_dataset_with_mock_data(tfds):
     config = DataConfig(source="tfds", tfds_name="tiny_shakespeare", task="lm", tokenizer="char", max_length=8)
     with tfds.testing.mock_data(num_examples=6):
         raw = tfds.data_source("tiny_shakespeare", split="train")
@@ -41,7 +46,7 @@ def test_tfds_lm_dataset_with_mock_data():
     assert validation and sum(float(b["weights"].sum()) for b in validation) > 0
 
 
-def test_tfds_translation_dataset_with_mock_data():
+def test_tfds_translation_dataset_with_mock_data(tfds):
     config = DataConfig(
         source="tfds",
         tfds_name="wmt14_translate/de-en",
@@ -65,7 +70,7 @@ def test_tfds_translation_dataset_with_mock_data():
     assert (batch["target_in"][:5, 0] == pipeline.tokenizer.bos_id).all()
 
 
-def test_tfds_classification_dataset_with_mock_data():
+def test_tfds_classification_dataset_with_mock_data(tfds):
     config = DataConfig(
         source="tfds", tfds_name="glue/sst2", task="classification", text_field="sentence", tokenizer="byte"
     )
@@ -76,7 +81,7 @@ def test_tfds_classification_dataset_with_mock_data():
     assert set(batch["labels"].tolist()) <= {0, 1} and pipeline.num_classes in (1, 2)
 
 
-def test_tfds_dataset_not_prepared_stops_with_instructions(tmp_path: Path):
+def test_tfds_dataset_not_prepared_stops_with_instructions(tfds, tmp_path: Path):
     config = DataConfig(
         source="tfds", tfds_name="tiny_shakespeare", task="lm", tokenizer="char", tfds_data_dir=str(tmp_path)
     )
@@ -87,7 +92,7 @@ def test_tfds_dataset_not_prepared_stops_with_instructions(tmp_path: Path):
     assert "\n" not in message
 
 
-def test_tfds_unknown_name_suggests_the_nearest(tmp_path: Path):
+def test_tfds_unknown_name_suggests_the_nearest(tfds, tmp_path: Path):
     config = DataConfig(
         source="tfds", tfds_name="tiny_shakespear", task="lm", tokenizer="char", tfds_data_dir=str(tmp_path)
     )
