@@ -99,7 +99,13 @@ class TransformerStack(nn.Module):
                 x = layer(x, *args, window)
         if cfg.norm_position == "pre":
             x = make_norm(
-                cfg.norm, cfg.norm_eps, cfg.use_bias, dtype_of(cfg.dtype), dtype_of(cfg.param_dtype), name="final_norm"
+                cfg.norm,
+                cfg.norm_eps,
+                cfg.use_bias,
+                dtype_of(cfg.dtype),
+                dtype_of(cfg.param_dtype),
+                name="final_norm",
+                scale_offset=cfg.norm_scale_offset,
             )(x)
         return x
 
