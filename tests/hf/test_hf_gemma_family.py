@@ -135,8 +135,11 @@ def test_logits_on_a_left_padded_batch_match_transformers(checkpoint, scan):
 
 
 def test_greedy_generation_matches_transformers_generate(checkpoint):
-    _, model, directory = checkpoint
+    model_type, model, directory = checkpoint
     _, params, config = hf.load(directory)
+    if model_type == "gemma3_text":  # the KV-cache decode with per-layer windows and RoPE bases as scanned data
+        config = config.replace(scan_layers=True)
+        params = {**params, "decoder": models.stack_layer_params(params["decoder"], config.num_layers)}
     tokens, valid, _ = left_padded()
     got = decoding.generate(config, params, PROMPTS, max_new_tokens=32)
     with torch.no_grad():

@@ -52,6 +52,12 @@ def np_attention(q, k, v, scale, cap=None, mask=None):
     return np.einsum("bnts,bsnh->btnh", np_softmax(logits), v)
 
 
+def forward(config, params, tokens):
+    """Logits [B, T, V] of `config`'s model, jitted (one compile instead of op-by-op dispatch)."""
+    module = models.build(config)
+    return jax.jit(lambda p, t: module.apply({"params": p}, t))(params, tokens)
+
+
 def test_rmsnorm_scale_offset_is_gemmas_one_plus_w():
     x = RNG.randn(2, 5, 11).astype(np.float32)
     norm = RMSNorm(eps=1e-6, scale_offset=1.0)
@@ -97,8 +103,8 @@ def test_final_logit_softcap_is_c_tanh_x_over_c():
     config = presets.get("tiny-gemma", final_logit_softcap=0.3)
     tokens = jnp.asarray(RNG.randint(0, config.vocab_size, (2, 7)), jnp.int32)
     params = models.init_params(config, jax.random.PRNGKey(2))
-    capped = np.asarray(models.build(config).apply({"params": params}, tokens), np.float64)
-    raw = np.asarray(models.build(config.replace(final_logit_softcap=None)).apply({"params": params}, tokens))
+    capped = np.asarray(forward(config, params, tokens), np.float64)
+    raw = np.asarray(forward(config.replace(final_logit_softcap=None), params, tokens))
     np.testing.assert_allclose(capped, 0.3 * np.tanh(raw.astype(np.float64) / 0.3), rtol=1e-5, atol=1e-6)
     assert np.abs(raw).max() > 0.3  # some logits beyond the cap, so tanh's bend is tested
 
@@ -126,7 +132,7 @@ def test_query_pre_attn_scalar_scales_queries_by_its_inverse_root():
     params = models.init_params(config, jax.random.PRNGKey(3))
 
     def logits(scalar):
-        return np.asarray(models.build(config.replace(query_pre_attn_scalar=scalar)).apply({"params": params}, tokens))
+        return np.asarray(forward(config.replace(query_pre_attn_scalar=scalar), params, tokens))
 
     np.testing.assert_allclose(logits(float(config.dim_per_head)), logits(None), rtol=1e-6, atol=1e-6)
     assert np.abs(logits(0.01) - logits(None)).max() > 1e-4
@@ -191,12 +197,12 @@ def tiny_gemma3(**overrides):
 
 
 def test_local_rope_base_changes_only_the_local_layers():
-    config = tiny_gemma3(num_layers=6, sliding_window_layers=(0, 1, 2, 3, 4))  # layer 5 global
+    config = tiny_gemma3(num_layers=6, sliding_window_layers=(0, 1, 2, 3, 4), scan_layers=True)  # layer 5 global
     tokens = jnp.asarray(RNG.randint(0, config.vocab_size, (2, 12)), jnp.int32)
     params = models.init_params(config, jax.random.PRNGKey(6))
 
     def logits(**changes):
-        return np.asarray(models.build(config.replace(**changes)).apply({"params": params}, tokens))
+        return np.asarray(forward(config.replace(**changes), params, tokens))
 
     same_base = logits(rope_local_base=config.rotary_base)  # == one base everywhere
     np.testing.assert_allclose(same_base, logits(rope_local_base=None, sliding_window=5), rtol=1e-6, atol=1e-6)
@@ -211,12 +217,7 @@ def test_gemma3_scanned_equals_unrolled_and_compiles_flat_in_depth():
     params = models.init_params(config, jax.random.PRNGKey(7))
     scanned = config.replace(scan_layers=True)
     stacked = {**params, "decoder": models.stack_layer_params(params["decoder"], config.num_layers)}
-    np.testing.assert_allclose(
-        models.build(scanned).apply({"params": stacked}, tokens),
-        models.build(config).apply({"params": params}, tokens),
-        rtol=1e-5,
-        atol=1e-5,
-    )
+    np.testing.assert_allclose(forward(scanned, stacked, tokens), forward(config, params, tokens), rtol=1e-5, atol=1e-5)
 
     def program_size(layers):
         cfg = scanned.replace(num_layers=layers, sliding_window_layers=tuple(i for i in range(layers) if (i + 1) % 6))
