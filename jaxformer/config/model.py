@@ -126,6 +126,13 @@ class ModelConfig:
     qk_norm: bool = False  # per-head RMSNorm of queries and keys before RoPE (Qwen3, Gemma 3)
     sliding_window: int | None = None  # keys within `sliding_window` slots of the query (Mistral)
     sliding_window_layers: tuple[int, ...] | None = None  # layers that slide; None: all of them
+    # --- issue 19: Gemma, Gemma 2, Gemma 3 ---------------------------------------------------------
+    norm_scale_offset: float = 0.0  # RMSNorm multiplies by (offset + w); Gemma: 1.0 (w initialised to 0)
+    query_pre_attn_scalar: float | None = None  # queries scaled by s**-0.5 instead of head_dim**-0.5 (Gemma 2/3)
+    attn_logit_softcap: float | None = None  # attention logits -> c * tanh(logits / c) before the mask (Gemma 2)
+    final_logit_softcap: float | None = None  # output logits -> c * tanh(logits / c) (Gemma 2)
+    sandwich_norms: bool = False  # extra norms on each sub-layer's output before the residual (Gemma 2/3)
+    rope_local_base: float | None = None  # RoPE base of the sliding-window layers (Gemma 3); None: rotary_base
 
     def __post_init__(self) -> None:
         check_choice("family", self.family, Family)
@@ -165,6 +172,7 @@ class ModelConfig:
         if self.position == "relative" and self.relative_buckets < 2:
             raise ConfigError(f"relative_buckets={self.relative_buckets} must be >= 2.")
         check_llm_fields(self)
+        check_gemma_fields(self)
 
     # Derived sizes --------------------------------------------------------
     @property
@@ -265,4 +273,39 @@ def check_llm_fields(config: ModelConfig) -> None:
         if bad:
             raise ConfigError(
                 f"sliding_window_layers has {bad}; layer indices must lie in [0, {config.decoder_layers})."
+            )
+
+
+def check_gemma_fields(config: ModelConfig) -> None:
+    """Validate the Gemma fields (norm offset, query scalar, soft-capping, sandwich norms, local RoPE base)."""
+    if not isinstance(config.norm_scale_offset, (int, float)) or isinstance(config.norm_scale_offset, bool):
+        raise ConfigError(f"norm_scale_offset={config.norm_scale_offset!r} must be a number (Gemma: 1.0).")
+    if config.norm_scale_offset != 0.0 and config.norm != "rmsnorm":
+        raise ConfigError(
+            f"norm_scale_offset={config.norm_scale_offset} applies to RMSNorm (Gemma's (1 + w)); "
+            f"it needs norm='rmsnorm', got {config.norm!r}."
+        )
+    for name in ("query_pre_attn_scalar", "attn_logit_softcap", "final_logit_softcap", "rope_local_base"):
+        value = getattr(config, name)
+        if value is not None and (
+            not isinstance(value, (int, float)) or isinstance(value, bool) or not float(value) > 0.0
+        ):
+            raise ConfigError(f"{name}={value!r} must be a positive number or None (off).")
+    if config.query_pre_attn_scalar is not None and not config.scale_attention_logits:
+        raise ConfigError(
+            "query_pre_attn_scalar is set but scale_attention_logits=False turns query scaling off; "
+            "set scale_attention_logits=True or query_pre_attn_scalar=None."
+        )
+    if config.sandwich_norms and config.norm_position != "pre":
+        raise ConfigError(
+            f"sandwich_norms=True adds norms after pre-norm sub-layers; it needs norm_position='pre', "
+            f"got {config.norm_position!r}."
+        )
+    if config.rope_local_base is not None:
+        if config.position != "rotary":
+            raise ConfigError(f"rope_local_base needs position='rotary', got {config.position!r}.")
+        if config.sliding_window is None:
+            raise ConfigError(
+                "rope_local_base is the RoPE base of the sliding-window (local) layers, but sliding_window "
+                "is None; set sliding_window (and sliding_window_layers) or rope_local_base=None."
             )

@@ -26,7 +26,7 @@ from flax.traverse_util import flatten_dict, unflatten_dict
 from jaxformer import models, sharding
 from jaxformer.config import DEFAULT_RULES, ModelConfig
 from jaxformer.errors import CheckpointError, ConfigError
-from jaxformer.hf import bert, files, gpt2, hub, llama, marian, t5
+from jaxformer.hf import bert, files, gemma, gpt2, hub, llama, marian, t5
 from jaxformer.hf.common import Architecture, Rule, check_exportable, match_name
 from jaxformer.models import finite
 
@@ -35,6 +35,7 @@ ARCHITECTURES: dict[str, Architecture] = {
     a.model_type: a for a in (gpt2.ARCHITECTURE, bert.ARCHITECTURE, t5.ARCHITECTURE, marian.ARCHITECTURE)
 }
 ARCHITECTURES.update(llama.ARCHITECTURES)
+ARCHITECTURES.update(gemma.ARCHITECTURES)
 SUPPORTED_MODEL_TYPES = tuple(ARCHITECTURES)
 HEAD_MODULES = ("lm_head", "mlm_head", "classifier", "pooler")  # what finetune_init may initialise afresh
 STACKS = ("encoder", "decoder")
@@ -235,6 +236,9 @@ def architecture_of(hf_config: Mapping[str, Any], where: str) -> Architecture:
 
 def architecture_for(config: ModelConfig) -> Architecture:
     """The HF architecture a jaxformer config exports to."""
+    gemma_type = gemma.model_type_for(config)
+    if gemma_type is not None:
+        return ARCHITECTURES[gemma_type]
     if config.family == "decoder_only" and config.position == "rotary":  # Llama-like: pick by the fields
         if config.qk_norm:
             return ARCHITECTURES["qwen3"]

@@ -17,12 +17,19 @@ import jax.numpy as jnp
 from jaxformer.config import AttentionImpl, allowed_values, check_choice, check_heads
 from jaxformer.layers.axes import constrain, param
 from jaxformer.layers.masks import check_mask, combine, window_mask
-from jaxformer.layers.norms import rms_normalize
+from jaxformer.layers.norms import offset_scale, rms_normalize
 from jaxformer.layers.positions import apply_rotary
-from jaxformer.layers.rope import Rope, apply_rope
+from jaxformer.layers.rope import Rope, apply_rope, layer_frequencies, rotate
 
 MASKED_LOGIT = -1e30
 IMPLEMENTATIONS = allowed_values(AttentionImpl)
+
+
+def softcap(logits: jax.Array, cap: float | None) -> jax.Array:
+    """Soft-capping (Gemma 2): cap * tanh(logits / cap), smooth and bounded by +-cap; None: unchanged."""
+    if cap is None:
+        return logits
+    return jnp.tanh(logits / cap) * cap
 
 
 def reference_attention(
@@ -34,8 +41,9 @@ def reference_attention(
     scale: float | None = None,
     dropout_rate: float = 0.0,
     dropout_rng: jax.Array | None = None,
+    logit_softcap: float | None = None,
 ) -> tuple[jax.Array, jax.Array]:
-    """Plain einsum attention: softmax(scale * Q K^T + bias, masked) V, softmax in float32.
+    """Plain einsum attention: softmax(softcap(scale * Q K^T) + bias, masked) V, softmax in float32.
 
     query [B, T, N, H], key/value [B, S, K, H] with K dividing N (grouped-query),
     bias [B|1, N|1, T, S], mask bool [B|1, N|1, T, S] (True = attend).
@@ -48,7 +56,7 @@ def reference_attention(
     scale = head_dim**-0.5 if scale is None else scale
     q = query.reshape(batch, q_len, kv_heads, groups, head_dim)  # [B, T, K, G, H]
     logits = jnp.einsum("btkgh,bskh->bkgts", q, key, preferred_element_type=jnp.float32) * scale
-    logits = logits.reshape(batch, num_heads, q_len, key.shape[1])  # [B, N, T, S]
+    logits = softcap(logits.reshape(batch, num_heads, q_len, key.shape[1]), logit_softcap)  # [B, N, T, S]
     if bias is not None:
         logits = logits + bias.astype(jnp.float32)
     if mask is not None:
@@ -72,12 +80,13 @@ def dot_product_attention(
     implementation: str = "xla",
     dropout_rate: float = 0.0,
     dropout_rng: jax.Array | None = None,
+    logit_softcap: float | None = None,
 ) -> jax.Array:
     """Attention with a choice of kernel; shapes as in `reference_attention`. Returns [B, T, N, H].
 
     'xla' and 'cudnn' call `jax.nn.dot_product_attention` (cuDNN flash attention on
-    GPU). Attention dropout is only available in the reference kernel, so it is
-    used whenever dropout is active.
+    GPU). Attention dropout and logit soft-capping are only available in the reference
+    kernel, so it is used whenever either is active.
     """
     check_choice("attention_impl", implementation, AttentionImpl)
     check_heads(query.shape[2], key.shape[2])
@@ -85,8 +94,8 @@ def dot_product_attention(
         check_mask(mask, query.shape[0], query.shape[2], query.shape[1], key.shape[1])
     if bias is not None:
         check_mask(bias, query.shape[0], query.shape[2], query.shape[1], key.shape[1], name="bias")
-    if implementation == "reference" or (dropout_rate > 0.0 and dropout_rng is not None):
-        out, _ = reference_attention(query, key, value, bias, mask, scale, dropout_rate, dropout_rng)
+    if implementation == "reference" or logit_softcap is not None or (dropout_rate > 0.0 and dropout_rng is not None):
+        out, _ = reference_attention(query, key, value, bias, mask, scale, dropout_rate, dropout_rng, logit_softcap)
         return out
     if bias is not None:
         bias = bias.astype(query.dtype)
@@ -124,6 +133,10 @@ class MultiHeadAttention(nn.Module):
     qkv_bias: bool = False  # biases on query/key/value even when use_bias=False (Qwen2)
     qk_norm: bool = False  # RMSNorm over H of each query and key head before RoPE (Qwen3)
     norm_eps: float = 1e-6
+    query_scale: float | None = None  # logits scale instead of head_dim**-0.5 (Gemma's query_pre_attn_scalar**-0.5)
+    logit_softcap: float | None = None  # logits -> c * tanh(logits / c) before the mask (Gemma 2)
+    local_rope: Rope | None = None  # RoPE of the sliding-window layers (window > 0); None: `rope` everywhere
+    norm_scale_offset: float = 0.0  # qk_norm multiplies by (offset + w) (Gemma 3: 1.0)
     dtype: Any = jnp.float32
     param_dtype: Any = jnp.float32
 
@@ -198,7 +211,7 @@ class MultiHeadAttention(nn.Module):
                     kv_positions = (
                         positions if kv_inputs is None else jnp.broadcast_to(jnp.arange(key.shape[1]), key.shape[:2])
                     )
-                key = self._rotate(key, kv_positions)
+                key = self._rotate(key, kv_positions, window)
             if self.is_cross_attention and decode:
                 for name, array in (("cross_key", key), ("cross_value", value)):
                     stored = to_cache_layout(array)
@@ -206,10 +219,10 @@ class MultiHeadAttention(nn.Module):
         if self.rotary:
             if positions is None:
                 positions = jnp.broadcast_to(jnp.arange(q_len), (batch, q_len))
-            query = self._rotate(query, positions)
+            query = self._rotate(query, positions, window)
 
         query = constrain(query, ("activation_batch", "activation_length", "activation_heads", "activation_kv"))
-        scale = None if self.scale_logits else 1.0
+        scale = self.query_scale if self.query_scale is not None else (None if self.scale_logits else 1.0)
         one_step = q_len == 1 and not self.is_mutable_collection("intermediates")
         if decode and not self.is_cross_attention and one_step and self.has_variable("cache", "cached_key"):
             out = self._attend_one_step(query, key, value, kv_valid, bias, scale, window)
@@ -223,26 +236,44 @@ class MultiHeadAttention(nn.Module):
         if not deterministic and self.dropout_rate > 0.0:
             dropout_rng = self.make_rng("dropout")
         if self.is_mutable_collection("intermediates"):
-            out, probs = reference_attention(query, key, value, bias, mask, scale, self.dropout_rate, dropout_rng)
+            out, probs = reference_attention(
+                query, key, value, bias, mask, scale, self.dropout_rate, dropout_rng, self.logit_softcap
+            )
             self.sow("intermediates", "attention_weights", probs)
         else:
             out = dot_product_attention(
-                query, key, value, bias, mask, scale, self.implementation, self.dropout_rate, dropout_rng
+                query,
+                key,
+                value,
+                bias,
+                mask,
+                scale,
+                self.implementation,
+                self.dropout_rate,
+                dropout_rng,
+                self.logit_softcap,
             )
         return self._output(out, d_model)
 
-    def _rotate(self, x: jax.Array, positions: jax.Array) -> jax.Array:
-        """Rotary embedding of x [B, T, N|K, H] at positions [B, T] (scaled/partial when `rope` is set)."""
+    def _rotate(self, x: jax.Array, positions: jax.Array, window: jax.Array | int | None = None) -> jax.Array:
+        """Rotary embedding of x [B, T, N|K, H] at positions [B, T] (scaled/partial when `rope` is set).
+
+        With `local_rope`, layers whose window is > 0 (sliding, possibly traced) rotate by its rule instead.
+        """
         if self.rope is None:
             return apply_rotary(x, positions, self.rotary_base)
-        return apply_rope(x, positions, self.rope)
+        if self.local_rope is None or window is None:
+            return apply_rope(x, positions, self.rope)
+        inv_freq, scale = layer_frequencies(positions, self.rope, self.local_rope, jnp.asarray(window) > 0)
+        return rotate(x, positions, inv_freq, scale, self.rope.rotary_dim)
 
     def _head_norm(self, name: str, x: jax.Array) -> jax.Array:
         """qk_norm: RMSNorm of x [B, T, N|K, H] over H with one learned scale [H] shared by the heads."""
         if not self.qk_norm:
             return x
-        scale = param(self, f"{name}_scale", nn.initializers.ones, (self.head_dim,), ("kv",), self.param_dtype)
-        return (rms_normalize(x, self.norm_eps) * scale.astype(jnp.float32)).astype(self.dtype)
+        init = nn.initializers.constant(1.0 - self.norm_scale_offset)
+        scale = param(self, f"{name}_scale", init, (self.head_dim,), ("kv",), self.param_dtype)
+        return (rms_normalize(x, self.norm_eps) * offset_scale(scale, self.norm_scale_offset)).astype(self.dtype)
 
     def _output(self, out: jax.Array, d_model: int) -> jax.Array:
         """Heads [B, T, N, H] -> [B, T, D] through the output projection."""
@@ -349,6 +380,7 @@ class MultiHeadAttention(nn.Module):
         old_logits = jnp.einsum("bkgh,bkhs->bkgs", q, old_key, preferred_element_type=jnp.float32)
         new_logit = jnp.einsum("bkgh,bkh->bkg", q, key[:, 0], preferred_element_type=jnp.float32)
         logits = jnp.where(is_new, new_logit[..., None], old_logits).reshape(batch, num_heads, max_len) * scale
+        logits = softcap(logits, self.logit_softcap)
         if bias is not None:
             logits = logits + bias.astype(jnp.float32)[:, :, 0, :]  # [B|1, N|1, S_max]
         probs = jax.nn.softmax(jnp.where(mask[:, None, :], logits, MASKED_LOGIT), axis=-1)  # [B, N, S_max]

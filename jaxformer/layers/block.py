@@ -31,12 +31,28 @@ class TransformerBlock(nn.Module):
     decode: bool = False  # autoregressive decoding with a KV cache
     scan_output: bool = False  # return (x, None), the carry/output pair `nn.scan` expects
 
-    def _sublayer(self, x: jax.Array, name: str, fn: Any) -> jax.Array:
+    def _norm(self, name: str) -> nn.Module:
         cfg = self.config
-        norm = make_norm(cfg.norm, cfg.norm_eps, cfg.use_bias, cfg.jnp_dtype, cfg.jnp_param_dtype, name=f"{name}_norm")
+        return make_norm(
+            cfg.norm,
+            cfg.norm_eps,
+            cfg.use_bias,
+            cfg.jnp_dtype,
+            cfg.jnp_param_dtype,
+            name=name,
+            scale_offset=cfg.norm_scale_offset,
+        )
+
+    def _sublayer(self, x: jax.Array, name: str, fn: Any) -> jax.Array:
+        """Pre-norm: x + fn(norm(x)) (sandwich: x + post_norm(fn(norm(x))), Gemma 2/3); post-norm: norm(x + fn(x))."""
+        cfg = self.config
+        norm = self._norm(f"{name}_norm")
         drop = nn.Dropout(cfg.dropout_rate)
         if cfg.norm_position == "pre":
-            return x + drop(fn(norm(x)), deterministic=self.deterministic)
+            y = fn(norm(x))
+            if cfg.sandwich_norms:
+                y = self._norm(f"{name}_post_norm")(y)
+            return x + drop(y, deterministic=self.deterministic)
         return norm(x + drop(fn(x), deterministic=self.deterministic))
 
     def _attention(self, name: str, cross: bool) -> MultiHeadAttention:
@@ -53,6 +69,10 @@ class TransformerBlock(nn.Module):
             qkv_bias=cfg.qkv_bias and not cross,
             qk_norm=cfg.qk_norm,
             norm_eps=cfg.norm_eps,
+            query_scale=None if cfg.query_pre_attn_scalar is None else cfg.query_pre_attn_scalar**-0.5,
+            logit_softcap=cfg.attn_logit_softcap,
+            local_rope=Rope.local_from_config(cfg) if cfg.position == "rotary" and not cross else None,
+            norm_scale_offset=cfg.norm_scale_offset,
             dropout_rate=cfg.attention_dropout_rate,
             implementation=cfg.attention_impl,
             is_cross_attention=cross,

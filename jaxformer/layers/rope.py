@@ -42,6 +42,13 @@ class Rope:
     truncate: bool = True
 
     @classmethod
+    def local_from_config(cls, config: Any) -> Rope | None:
+        """The plain rule of the sliding-window layers at `rope_local_base` (Gemma 3); None when unset."""
+        if getattr(config, "rope_local_base", None) is None:
+            return None
+        return cls(rotary_dim=config.rotary_dim, base=config.rope_local_base)
+
+    @classmethod
     def from_config(cls, config: Any) -> Rope:
         """The rule a ModelConfig asks for."""
         return cls(
@@ -121,8 +128,28 @@ def llama3_inv_freq(
 
 def apply_rope(x: jax.Array, positions: jax.Array, rope: Rope) -> jax.Array:
     """Rotate the first R dims of x [B, T, N, H] ("rotate-half" layout) by positions [B, T]; the rest pass."""
-    dim = rope.rotary_dim
     inv_freq, scale = rope.frequencies(positions)
+    return rotate(x, positions, inv_freq, scale, rope.rotary_dim)
+
+
+def layer_frequencies(
+    positions: jax.Array, rope: Rope, local_rope: Rope | None, is_local: jax.Array | bool
+) -> tuple[jax.Array, jax.Array | float]:
+    """(inverse frequencies [R/2], cos/sin scale) of one layer: `local_rope`'s where `is_local`, else `rope`'s.
+
+    `is_local` may be traced (a per-layer flag scanned as data, e.g. window > 0), so one compiled
+    layer serves both kinds (Gemma 3: local layers at base 10k, global ones at 1M).
+    """
+    inv, scale = rope.frequencies(positions)
+    if local_rope is None:
+        return inv, scale
+    local_inv, local_scale = local_rope.frequencies(positions)
+    flag = jnp.asarray(is_local)
+    return jnp.where(flag, local_inv, inv), jnp.where(flag, local_scale, scale)
+
+
+def rotate(x: jax.Array, positions: jax.Array, inv_freq: jax.Array, scale: jax.Array | float, dim: int) -> jax.Array:
+    """x [B, T, N, H]: its first `dim` dims rotated by positions [B, T] at inv_freq [dim/2], cos/sin times scale."""
     angles = positions.astype(jnp.float32)[..., None] * inv_freq  # [B, T, R/2]
     cos = (jnp.cos(angles) * scale)[:, :, None, :]  # [B, T, 1, R/2]
     sin = (jnp.sin(angles) * scale)[:, :, None, :]

@@ -77,8 +77,8 @@ class InputEmbedding(nn.Module):
         cfg = self.config
         dtype, param_dtype = cfg.jnp_dtype, cfg.jnp_param_dtype
         x = self.embed(tokens)
-        if cfg.embed_scale:
-            x = x * math.sqrt(cfg.d_model)
+        if cfg.embed_scale:  # sqrt(D) rounded to the embedding dtype first, as transformers (Gemma) does
+            x = x * jnp.asarray(math.sqrt(cfg.d_model), x.dtype)
         if cfg.position == "learned":
             x = x + LearnedPositions(
                 cfg.max_len, cfg.d_model, cfg.initializer_range, dtype, param_dtype, name="positions"

@@ -10,6 +10,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxformer.config import ModelConfig
+from jaxformer.layers.attention import softcap
 from jaxformer.layers.axes import constrain, param
 from jaxformer.layers.embed import Embed
 from jaxformer.layers.feedforward import activation_fn
@@ -74,7 +75,7 @@ class LMHead(nn.Module):
         if cfg.final_logits_bias:
             logits = logits + param(self, "final_logits_bias", nn.initializers.zeros, (cfg.vocab_size,), ("vocab",))
         logits = constrain(logits, ("activation_batch", "activation_length", "activation_vocab"))
-        return logits.astype(jnp.float32)
+        return softcap(logits.astype(jnp.float32), cfg.final_logit_softcap)
 
 
 class Pooler(nn.Module):

@@ -98,9 +98,15 @@ class TransformerStack(nn.Module):
                 layer = block(cfg, self.has_cross_attention, self.deterministic, self.decode, name=f"layers_{i}")
                 x = layer(x, *args, window)
         if cfg.norm_position == "pre":
-            x = make_norm(cfg.norm, cfg.norm_eps, cfg.use_bias, cfg.jnp_dtype, cfg.jnp_param_dtype, name="final_norm")(
-                x
-            )
+            x = make_norm(
+                cfg.norm,
+                cfg.norm_eps,
+                cfg.use_bias,
+                cfg.jnp_dtype,
+                cfg.jnp_param_dtype,
+                name="final_norm",
+                scale_offset=cfg.norm_scale_offset,
+            )(x)
         return x
 
     def _cached_positions(self, positions: jax.Array) -> jax.Array:
