@@ -1,7 +1,7 @@
 """Configs on the ground floor: typed, frozen dataclasses validated once where they are built.
 
 `model.py` holds `ModelConfig` (the architecture); `run.py` the run's `TrainConfig`, `CheckpointConfig`
-and `MeshConfig`. Nothing here imports from the rest of the package.
+and `MeshConfig`; `search.py` the decoding settings `SearchConfig`. Nothing here imports from the rest of the package.
 """
 
 from jaxformer.config.model import (
@@ -31,8 +31,11 @@ from jaxformer.config.run import (
     Schedule,
     TrainConfig,
 )
+from jaxformer.config.search import GENERATE_NEW_TOKENS, MAX_BEAM_SIZE, Method, SearchConfig
 
 __all__ = [
+    "GENERATE_NEW_TOKENS",
+    "MAX_BEAM_SIZE",
     "Activation",
     "AttentionImpl",
     "CheckpointConfig",
@@ -41,6 +44,7 @@ __all__ = [
     "EncoderHead",
     "Family",
     "MeshConfig",
+    "Method",
     "ModelConfig",
     "NormKind",
     "NormPosition",
@@ -49,6 +53,7 @@ __all__ = [
     "PositionKind",
     "RematPolicy",
     "Schedule",
+    "SearchConfig",
     "SinusoidalLayout",
     "TrainConfig",
     "allowed_values",
