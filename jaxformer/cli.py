@@ -3,7 +3,7 @@
     jaxformer train --config experiments/default.py --workdir W [--config.train.steps=100 ...]
     jaxformer export --workdir W --out DIR
     jaxformer generate --workdir W --prompt TEXT [--max_new_tokens 64 --method sample --top_p 0.9 ...]
-    jaxformer translate --workdir W --text TEXT [--method beam --beam_size 4]   (or --input FILE [--output FILE])
+    jaxformer translate --workdir W --text TEXT [--method beam --beam_size 8]   (or --input FILE [--output FILE])
     jaxformer evaluate --workdir W [--split test --method beam --json OUT]      (alias: eval)
     jaxformer demo --workdir W [--host 127.0.0.1 --port 0]                      (needs the [demo] extra)
 
@@ -14,10 +14,13 @@ Errors a user can fix (bad config, missing file, NaN loss, ...) are printed as o
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any
+
+from jaxformer.config.search import METHODS, SearchConfig
 
 USER_ERRORS: tuple[type[BaseException], ...] = (
     ValueError,
@@ -77,18 +80,7 @@ def cmd_generate(args: argparse.Namespace, overrides: list[str]) -> int:
     from jaxformer import inference
 
     run = inference.load_run(args.workdir, args.step)
-    outputs = inference.generate(
-        run,
-        args.prompt,
-        max_new_tokens=args.max_new_tokens,
-        method=args.method,
-        temperature=args.temperature,
-        top_k=args.top_k,
-        top_p=args.top_p,
-        beam_size=args.beam_size,
-        alpha=args.alpha,
-        seed=args.seed,
-    )
+    outputs = inference.generate(run, args.prompt, _search_of(args))
     for prompt, text in zip(args.prompt, outputs, strict=True):
         print(f"{prompt}{text}" if args.echo else text)
     return 0
@@ -106,9 +98,7 @@ def cmd_translate(args: argparse.Namespace, overrides: list[str]) -> int:
     else:
         texts = args.text
     run = inference.load_run(args.workdir, args.step)
-    outputs = inference.translate(
-        run, texts, args.max_new_tokens, args.method, args.beam_size, args.alpha, batch_size=args.batch_size
-    )
+    outputs = inference.translate(run, texts, _search_of(args), batch_size=args.batch_size)
     if args.output:
         Path(args.output).write_text("".join(f"{line}\n" for line in outputs), encoding="utf-8")
         print(f"Wrote {len(outputs)} translations to {args.output}.")
@@ -124,7 +114,7 @@ def cmd_evaluate(args: argparse.Namespace, overrides: list[str]) -> int:
     from jaxformer import inference
 
     run = inference.load_run(args.workdir, args.step)
-    metrics = inference.evaluate(run, args.split, args.method, args.beam_size, args.batch_size)
+    metrics = inference.evaluate(run, args.split, _search_of(args), batch_size=args.batch_size)
     shown = ", ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in metrics.items())
     print(f"{args.split}: {shown}")
     out = Path(args.json) if args.json else Path(args.workdir) / f"eval_{args.split}_{args.method}.json"
@@ -171,22 +161,42 @@ def _run_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--step", type=int, default=None, help="checkpoint step (default: the newest intact one)")
 
 
-def _search_arguments(parser: argparse.ArgumentParser, methods: tuple[str, ...], max_new_tokens: int | None) -> None:
-    parser.add_argument("--max_new_tokens", type=int, default=max_new_tokens, help="tokens to generate at most")
-    parser.add_argument("--method", choices=methods, default="greedy", help="search method (default greedy)")
-    parser.add_argument("--beam_size", type=int, default=4, help="beams for --method beam")
-    parser.add_argument("--alpha", type=float, default=0.6, help="GNMT length penalty for --method beam")
+SEARCH_HELP = {
+    "method": "search method",
+    "max_new_tokens": "tokens to generate at most (default: 64 for generate, the training target length otherwise)",
+    "beam_size": "beams for --method beam",
+    "alpha": "GNMT length penalty for --method beam",
+    "temperature": "softmax temperature for sampling",
+    "top_k": "sample from the k most likely tokens (0: all)",
+    "top_p": "nucleus sampling mass in (0, 1] (1: all)",
+    "seed": "sampling seed",
+}
+
+
+def _search_arguments(parser: argparse.ArgumentParser, methods: tuple[str, ...], names: Sequence[str]) -> None:
+    """--NAME options for these `SearchConfig` fields, their defaults taken from the dataclass."""
+    for field in dataclasses.fields(SearchConfig):
+        if field.name not in names:
+            continue
+        help_text = SEARCH_HELP[field.name] + ("" if field.default is None else f" (default {field.default})")
+        if field.name == "method":
+            parser.add_argument("--method", choices=methods, default=field.default, help=help_text)
+        else:
+            kind = int if field.name == "max_new_tokens" else type(field.default)
+            parser.add_argument(f"--{field.name}", type=kind, default=field.default, help=help_text)
+
+
+def _search_of(args: argparse.Namespace) -> SearchConfig:
+    """The SearchConfig of the parsed --method/--beam_size/... options (validated once, here)."""
+    names = [f.name for f in dataclasses.fields(SearchConfig) if hasattr(args, f.name)]
+    return SearchConfig.of(None, **{name: getattr(args, name) for name in names})
 
 
 def _add_use_commands(sub: Any) -> None:
     generate = sub.add_parser("generate", help="continue a prompt with a decoder-only run")
     _run_arguments(generate)
     generate.add_argument("--prompt", required=True, action="append", help="prompt text (repeat for a batch)")
-    _search_arguments(generate, ("greedy", "sample", "beam"), 64)
-    generate.add_argument("--temperature", type=float, default=1.0, help="softmax temperature for sampling")
-    generate.add_argument("--top_k", type=int, default=0, help="sample from the k most likely tokens (0: all)")
-    generate.add_argument("--top_p", type=float, default=1.0, help="nucleus sampling mass in (0, 1] (1: all)")
-    generate.add_argument("--seed", type=int, default=0, help="sampling seed")
+    _search_arguments(generate, METHODS, [f.name for f in dataclasses.fields(SearchConfig)])
     generate.add_argument("--echo", action="store_true", help="print the prompt before its continuation")
     generate.set_defaults(handler=cmd_generate)
 
@@ -196,7 +206,7 @@ def _add_use_commands(sub: Any) -> None:
     given.add_argument("--text", action="append", help="text to translate (repeat for a batch)")
     given.add_argument("--input", help="file with one text per line")
     translate.add_argument("--output", help="write the translations here, one per line (default: stdout)")
-    _search_arguments(translate, ("greedy", "beam"), None)
+    _search_arguments(translate, ("greedy", "beam"), ("method", "max_new_tokens", "beam_size", "alpha"))
     translate.add_argument("--batch_size", type=int, default=64, help="texts decoded together")
     translate.set_defaults(handler=cmd_translate)
 
@@ -205,8 +215,7 @@ def _add_use_commands(sub: Any) -> None:
     )
     _run_arguments(evaluate)
     evaluate.add_argument("--split", default="test", choices=("train", "validation", "test"), help="default test")
-    evaluate.add_argument("--method", choices=("greedy", "beam"), default="greedy", help="translation search")
-    evaluate.add_argument("--beam_size", type=int, default=4, help="beams for --method beam")
+    _search_arguments(evaluate, ("greedy", "beam"), ("method", "beam_size", "alpha"))
     evaluate.add_argument("--batch_size", type=int, default=64, help="sentences decoded together")
     evaluate.add_argument("--json", help="write the metrics here (default: WORKDIR/eval_SPLIT_METHOD.json)")
     evaluate.set_defaults(handler=cmd_evaluate)
