@@ -146,8 +146,8 @@ def _generation_page(gr: Any, run: Run, initial: str | None) -> Event:
     output = gr.Textbox(label="Continuation", lines=6)
 
     def generate(text: str, n: Any, how: str, temp: Any, k: Any, p: Any, beams: Any, s: Any) -> str:
-        search = SearchConfig(how, _int(n), _int(beams), temperature=temp, top_k=_int(k), top_p=p, seed=_int(s) or 0)
-        return inference.generate(run, [text or ""], search)[0]
+        search = dict(method=how, max_new_tokens=_int(n), beam_size=_int(beams), temperature=temp, top_k=_int(k))
+        return inference.generate(run, [text or ""], top_p=p, seed=_int(s) or 0, **search)[0]
 
     inputs = [prompt, max_new, method, temperature, top_k, top_p, beam_size, seed]
     _examples(gr, run, prompt, "Held-out prompts")
@@ -167,8 +167,8 @@ def _translation_page(gr: Any, run: Run, initial: str | None) -> Event:
     output = gr.Textbox(label="Output", lines=3)
 
     def translate(source: str, n: Any, how: str, beams: Any, a: Any, temp: Any, k: Any, p: Any, s: Any) -> str:
-        search = SearchConfig(how, _int(n), _int(beams), a, temp, _int(k), p, _int(s) or 0)
-        return inference.translate(run, [source or ""], search)[0]
+        search = dict(method=how, max_new_tokens=_int(n), beam_size=_int(beams), alpha=a, temperature=temp)
+        return inference.translate(run, [source or ""], top_k=_int(k), top_p=p, seed=_int(s) or 0, **search)[0]
 
     inputs = [text, max_new, method, beam_size, alpha, temperature, top_k, top_p, seed]
     _examples(gr, run, text, "Held-out inputs")
