@@ -25,6 +25,7 @@ import numpy as np
 import optax
 
 from jaxformer import models, presets
+from jaxformer.config import CheckpointConfig
 from jaxformer.train.checkpoint import Checkpointer
 from jaxformer.train.state import init_state
 from jaxformer.train.step import make_train_step
@@ -92,7 +93,9 @@ def main(argv: list[str] | None = None) -> int:
         for mode, async_save in modes.items():
             checkpointer = None
             if async_save is not None:
-                checkpointer = Checkpointer(root / f"{mode}-{round_index}", keep=2, async_save=async_save)
+                checkpointer = Checkpointer(
+                    root / f"{mode}-{round_index}", CheckpointConfig(keep=2, async_save=async_save)
+                )
             began = time.perf_counter()
             state, round_times, round_blocked = run_round(
                 state, step, batch, args.steps, checkpointer, args.every, position

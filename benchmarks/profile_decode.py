@@ -42,17 +42,17 @@ def hlo_lines(text: str) -> dict[str, tuple[str, str]]:
 def compiled_generate_text(call: Any) -> str:
     """The compiled HLO of the jitted loop that `call()` runs (captured from the arguments `generate` passes)."""
     captured: dict[str, str] = {}
-    original = search._generate_jit
+    original = search._token_search
 
     def capture(*args: Any, **kwargs: Any) -> Any:
         captured["text"] = original.lower(*args, **kwargs).compile().as_text()
         return original(*args, **kwargs)
 
-    search._generate_jit = capture
+    search._token_search = capture
     try:
         call()
     finally:
-        search._generate_jit = original
+        search._token_search = original
     return captured["text"]
 
 

@@ -4,7 +4,7 @@
     jaxformer export --workdir W --out DIR
     jaxformer generate --workdir W --prompt TEXT [--max_new_tokens 64 --method sample --top_p 0.9 ...]
     jaxformer generate --model DIR_OR_REPO [--revision R] --prompt TEXT   (or --chat MESSAGE: its chat template)
-    jaxformer translate --workdir W --text TEXT [--method beam --beam_size 4]   (or --input FILE [--output FILE])
+    jaxformer translate --workdir W --text TEXT [--method beam --beam_size 8]   (or --input FILE [--output FILE])
     jaxformer evaluate --workdir W [--split test --method beam --json OUT]      (alias: eval)
     jaxformer demo --workdir W [--host 127.0.0.1 --port 0]                      (needs the [demo] extra)
 translate, evaluate and demo take --model DIR_OR_REPO (a Hugging Face checkpoint) instead of --workdir too;
@@ -20,6 +20,7 @@ exit status 1. Set JAXFORMER_DEBUG=1 to let every error propagate with its trace
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -32,6 +33,7 @@ import jax
 
 from jaxformer import demo, distributed, experiment, inference
 from jaxformer import outputs as outputs_io
+from jaxformer.config.search import METHODS, SearchConfig
 from jaxformer.errors import REPORT_BUG, InputError, UserError
 from jaxformer.train.checkpoint import export_params
 from jaxformer.train.loop import train_and_evaluate
@@ -125,19 +127,7 @@ def cmd_generate(args: argparse.Namespace, overrides: list[str]) -> int:
     if args.print_ids:
         for ids in inference.prompt_ids(run, prompts, chat):
             print(json.dumps({"prompt_ids": ids}))
-    outputs = inference.generate(
-        run,
-        prompts,
-        max_new_tokens=args.max_new_tokens,
-        method=args.method,
-        temperature=args.temperature,
-        top_k=args.top_k,
-        top_p=args.top_p,
-        beam_size=args.beam_size,
-        alpha=args.alpha,
-        seed=args.seed,
-        chat=chat,
-    )
+    outputs = inference.generate(run, prompts, _search_of(args), chat=chat)
     for prompt, text in zip(prompts, outputs, strict=True):
         print(f"{prompt}{text}" if args.echo else text)
     return 0
@@ -153,9 +143,7 @@ def cmd_translate(args: argparse.Namespace, overrides: list[str]) -> int:
     if args.output:
         outputs_io.check_writable(args.output, "--output")  # before decoding, not after
     run = _load(args)
-    outputs = inference.translate(
-        run, texts, args.max_new_tokens, args.method, args.beam_size, args.alpha, batch_size=args.batch_size
-    )
+    outputs = inference.translate(run, texts, _search_of(args), batch_size=args.batch_size)
     if args.output:
         outputs_io.write_text(args.output, "".join(f"{line}\n" for line in outputs), "--output")
         print(f"Wrote {len(outputs)} translations to {args.output}.")
@@ -170,7 +158,7 @@ def cmd_evaluate(args: argparse.Namespace, overrides: list[str]) -> int:
     run = _load(args)
     if args.input is not None:
         run = inference.with_eval_data(run, args.input)
-    metrics = inference.evaluate(run, args.split, args.method, args.beam_size, args.batch_size)
+    metrics = inference.evaluate(run, args.split, _search_of(args), batch_size=args.batch_size)
     shown = ", ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in metrics.items())
     print(f"{args.input or args.split}: {shown}")
     if args.json is None and args.workdir is None:
@@ -231,11 +219,35 @@ def _run_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--revision", help="Hub revision (branch, tag or commit) for --model org/name")
 
 
-def _search_arguments(parser: argparse.ArgumentParser, methods: tuple[str, ...], max_new_tokens: int | None) -> None:
-    parser.add_argument("--max_new_tokens", type=int, default=max_new_tokens, help="tokens to generate at most")
-    parser.add_argument("--method", choices=methods, default="greedy", help="search method (default greedy)")
-    parser.add_argument("--beam_size", type=int, default=4, help="beams for --method beam")
-    parser.add_argument("--alpha", type=float, default=0.6, help="GNMT length penalty for --method beam")
+SEARCH_HELP = {
+    "method": "search method",
+    "max_new_tokens": "tokens to generate at most (default: 64 for generate, the training target length otherwise)",
+    "beam_size": "beams for --method beam",
+    "alpha": "GNMT length penalty for --method beam",
+    "temperature": "softmax temperature for sampling",
+    "top_k": "sample from the k most likely tokens (0: all)",
+    "top_p": "nucleus sampling mass in (0, 1] (1: all)",
+    "seed": "sampling seed",
+}
+
+
+def _search_arguments(parser: argparse.ArgumentParser, methods: tuple[str, ...], names: Sequence[str]) -> None:
+    """--NAME options for these `SearchConfig` fields, their defaults taken from the dataclass."""
+    for field in dataclasses.fields(SearchConfig):
+        if field.name not in names:
+            continue
+        help_text = SEARCH_HELP[field.name] + ("" if field.default is None else f" (default {field.default})")
+        if field.name == "method":
+            parser.add_argument("--method", choices=methods, default=field.default, help=help_text)
+        else:
+            kind = int if field.name == "max_new_tokens" else type(field.default)
+            parser.add_argument(f"--{field.name}", type=kind, default=field.default, help=help_text)
+
+
+def _search_of(args: argparse.Namespace) -> SearchConfig:
+    """The SearchConfig of the parsed --method/--beam_size/... options (validated once, here)."""
+    names = [f.name for f in dataclasses.fields(SearchConfig) if hasattr(args, f.name)]
+    return SearchConfig.of(None, **{name: getattr(args, name) for name in names})
 
 
 def _add_use_commands(sub: Any) -> None:
@@ -246,11 +258,7 @@ def _add_use_commands(sub: Any) -> None:
         "--chat", action="append", help="a user message, rendered with the --model checkpoint's chat template"
     )
     generate.add_argument("--print_ids", action="store_true", help='print {"prompt_ids": [...]} per prompt first')
-    _search_arguments(generate, ("greedy", "sample", "beam"), 64)
-    generate.add_argument("--temperature", type=float, default=1.0, help="softmax temperature for sampling")
-    generate.add_argument("--top_k", type=int, default=0, help="sample from the k most likely tokens (0: all)")
-    generate.add_argument("--top_p", type=float, default=1.0, help="nucleus sampling mass in (0, 1] (1: all)")
-    generate.add_argument("--seed", type=int, default=0, help="sampling seed")
+    _search_arguments(generate, METHODS, [f.name for f in dataclasses.fields(SearchConfig)])
     generate.add_argument("--echo", action="store_true", help="print the prompt before its continuation")
     generate.set_defaults(handler=cmd_generate)
 
@@ -260,7 +268,7 @@ def _add_use_commands(sub: Any) -> None:
     given.add_argument("--text", action="append", help="text to translate (repeat for a batch)")
     given.add_argument("--input", help="file with one text per line")
     translate.add_argument("--output", help="write the translations here, one per line (default: stdout)")
-    _search_arguments(translate, ("greedy", "beam"), None)
+    _search_arguments(translate, ("greedy", "beam"), ("method", "max_new_tokens", "beam_size", "alpha"))
     translate.add_argument("--batch_size", type=int, default=64, help="texts decoded together")
     translate.set_defaults(handler=cmd_translate)
 
@@ -269,8 +277,7 @@ def _add_use_commands(sub: Any) -> None:
     )
     _run_arguments(evaluate)
     evaluate.add_argument("--split", default="test", choices=("train", "validation", "test"), help="default test")
-    evaluate.add_argument("--method", choices=("greedy", "beam"), default="greedy", help="translation search")
-    evaluate.add_argument("--beam_size", type=int, default=4, help="beams for --method beam")
+    _search_arguments(evaluate, ("greedy", "beam"), ("method", "beam_size", "alpha"))
     evaluate.add_argument("--batch_size", type=int, default=64, help="sentences decoded together")
     evaluate.add_argument("--json", help="write the metrics here (default: WORKDIR/eval_SPLIT_METHOD.json)")
     evaluate.add_argument(

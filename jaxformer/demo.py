@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from jaxformer import inference
+from jaxformer.config import GENERATE_NEW_TOKENS, SearchConfig
 from jaxformer.errors import UserError
 from jaxformer.inference import InferenceError, Run
 
@@ -103,22 +104,15 @@ def _examples(gr: Any, run: Run, box: Any, label: str) -> None:
         gr.Examples([[e] for e in examples], [box], label=label)
 
 
-# The controls start at these settings; `answer` computes what the page shows for them.
-DEFAULTS: dict[str, Any] = {
-    "method": "greedy",
-    "beam_size": 4,
-    "alpha": 0.6,
-    "temperature": 1.0,
-    "top_k": 0,
-    "top_p": 1.0,
-    "seed": 0,
-}
+# The controls start at SearchConfig's defaults; `answer` computes what the page shows for them.
+DEFAULTS = SearchConfig()
 
 
 def default_new_tokens(run: Run) -> int:
-    """Generation: 64 or half the positions; translation: the training target length (both within max_len)."""
+    """Generation: GENERATE_NEW_TOKENS or half the positions; translation: the training target length
+    (both within max_len)."""
     if run.family == "decoder_only":
-        return max(1, min(64, run.config.max_len // 2))
+        return max(1, min(GENERATE_NEW_TOKENS, run.config.max_len // 2))
     return min(run.pipeline.widths[1], run.config.max_len)
 
 
@@ -127,7 +121,7 @@ def answer(run: Run, text: str) -> Any:
     if run.family == "encoder_only":
         return inference.classify(run, [text])[0]
     decode = inference.translate if run.family == "encoder_decoder" else inference.generate
-    return decode(run, [text], max_new_tokens=default_new_tokens(run), **DEFAULTS)[0]
+    return decode(run, [text], DEFAULTS, max_new_tokens=default_new_tokens(run))[0]
 
 
 # The three pages ------------------------------------------------------------------------------
@@ -135,12 +129,12 @@ def answer(run: Run, text: str) -> Any:
 
 def _sampling_controls(gr: Any, run: Run) -> tuple[Any, Any, Any, Any]:
     with gr.Row():
-        temperature = gr.Number(value=DEFAULTS["temperature"], step=0.1, label="temperature (sample; > 0)")
+        temperature = gr.Number(value=DEFAULTS.temperature, step=0.1, label="temperature (sample; > 0)")
         top_k = gr.Number(
-            value=DEFAULTS["top_k"], precision=0, label=f"top-k (sample; 0 = off, <= {run.config.vocab_size})"
+            value=DEFAULTS.top_k, precision=0, label=f"top-k (sample; 0 = off, <= {run.config.vocab_size})"
         )
-        top_p = gr.Number(value=DEFAULTS["top_p"], step=0.05, label="top-p (sample; in (0, 1], 1 = off)")
-        seed = gr.Number(value=DEFAULTS["seed"], precision=0, label="seed (sample)")
+        top_p = gr.Number(value=DEFAULTS.top_p, step=0.05, label="top-p (sample; in (0, 1], 1 = off)")
+        seed = gr.Number(value=DEFAULTS.seed, precision=0, label="seed (sample)")
     return temperature, top_k, top_p, seed
 
 
@@ -149,15 +143,15 @@ def _generation_page(gr: Any, run: Run, initial: str | None) -> Event:
     prompt = gr.Textbox(initial, label="Prompt", lines=3, placeholder="Type the start of a text")
     with gr.Row():
         max_new = gr.Number(default_new_tokens(run), precision=0, label=f"max new tokens (prompt + new <= {limit + 1})")
-        method = gr.Radio(["greedy", "sample", "beam"], value=DEFAULTS["method"], label="method")
-        beam_size = gr.Number(value=DEFAULTS["beam_size"], precision=0, label="beam size (beam)")
+        method = gr.Radio(["greedy", "sample", "beam"], value=DEFAULTS.method, label="method")
+        beam_size = gr.Number(value=DEFAULTS.beam_size, precision=0, label="beam size (beam)")
     temperature, top_k, top_p, seed = _sampling_controls(gr, run)
     button = gr.Button("Generate", variant="primary")
     output = gr.Textbox(label="Continuation", lines=6)
 
     def generate(text: str, n: Any, how: str, temp: Any, k: Any, p: Any, beams: Any, s: Any) -> str:
-        options = dict(temperature=temp, top_k=_int(k), top_p=p, beam_size=_int(beams), seed=_int(s) or 0)
-        return inference.generate(run, [text or ""], _int(n), how, **options)[0]
+        search = dict(method=how, max_new_tokens=_int(n), beam_size=_int(beams), temperature=temp, top_k=_int(k))
+        return inference.generate(run, [text or ""], top_p=p, seed=_int(s) or 0, **search)[0]
 
     inputs = [prompt, max_new, method, temperature, top_k, top_p, beam_size, seed]
     _examples(gr, run, prompt, "Held-out prompts")
@@ -169,16 +163,16 @@ def _translation_page(gr: Any, run: Run, initial: str | None) -> Event:
     text = gr.Textbox(initial, label="Input", lines=3, placeholder="Type a sentence to translate")
     with gr.Row():
         max_new = gr.Number(default_new_tokens(run), precision=0, label=f"max new tokens (1..{limit})")
-        method = gr.Radio(["greedy", "beam", "sample"], value=DEFAULTS["method"], label="method")
-        beam_size = gr.Number(value=DEFAULTS["beam_size"], precision=0, label="beam size (beam)")
-        alpha = gr.Number(value=DEFAULTS["alpha"], step=0.1, label="length penalty alpha (beam; >= 0)")
+        method = gr.Radio(["greedy", "beam", "sample"], value=DEFAULTS.method, label="method")
+        beam_size = gr.Number(value=DEFAULTS.beam_size, precision=0, label="beam size (beam)")
+        alpha = gr.Number(value=DEFAULTS.alpha, step=0.1, label="length penalty alpha (beam; >= 0)")
     temperature, top_k, top_p, seed = _sampling_controls(gr, run)
     button = gr.Button("Translate", variant="primary")
     output = gr.Textbox(label="Output", lines=3)
 
     def translate(source: str, n: Any, how: str, beams: Any, a: Any, temp: Any, k: Any, p: Any, s: Any) -> str:
-        options = dict(temperature=temp, top_k=_int(k), top_p=p, seed=_int(s) or 0)
-        return inference.translate(run, [source or ""], _int(n), how, _int(beams), a, **options)[0]
+        search = dict(method=how, max_new_tokens=_int(n), beam_size=_int(beams), alpha=a, temperature=temp)
+        return inference.translate(run, [source or ""], top_k=_int(k), top_p=p, seed=_int(s) or 0, **search)[0]
 
     inputs = [text, max_new, method, beam_size, alpha, temperature, top_k, top_p, seed]
     _examples(gr, run, text, "Held-out inputs")

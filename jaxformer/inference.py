@@ -4,7 +4,9 @@
     translate(run, ["12345"])                                   # encoder-decoder  -> ["54321"]
     generate(run, ["ROMEO:"], max_new_tokens=64, method="sample", top_p=0.9, seed=1)   # decoder-only
     classify(run, ["3141592"])                                  # encoder-only     -> [(label, probs)]
-    evaluate_bleu(run, "test", method="beam", beam_size=4)      # BLEU / chrF over a whole split
+    evaluate_bleu(run, "test", SearchConfig(method="beam"))     # BLEU / chrF over a whole split
+
+Decoding settings are one `SearchConfig` (or its field names as keywords), checked once.
 
     run = load_model("Qwen/Qwen3-0.6B")                         # any supported HF checkpoint dir or repo id
     generate(run, ["Hello"]); generate(run, ["Name a colour."], chat=True)   # chat: its chat template
@@ -33,22 +35,24 @@ import jax
 import ml_collections
 import numpy as np
 
-from jaxformer import decoding, hf
 from jaxformer import experiment as experiments
-from jaxformer.config import ModelConfig
+from jaxformer import hf
+from jaxformer.config import GENERATE_NEW_TOKENS, ConfigError, ModelConfig, SearchConfig
 from jaxformer.data import build_pipeline, tokenizer_store
 from jaxformer.data.errors import DataFileNotFoundError
 from jaxformer.data.pipeline import Pipeline
 from jaxformer.data.tokenizer_factory import sentencepiece_file
+from jaxformer.decoding.evaluate import split_metrics, text_scores
+from jaxformer.decoding.texts import bucket, generate_texts, translate_batched
 from jaxformer.errors import InputError
 from jaxformer.experiment import Experiment
 from jaxformer.hf import convert, files, hub
 from jaxformer.hf.tokenizer import CheckpointTokenizer, load_checkpoint_tokenizer
 from jaxformer.models import build, param_count
 from jaxformer.train.checkpoint import load_params
+from jaxformer.train.step import make_eval_step
 
 MAX_TEXT_CHARS = 20_000  # longer inputs are rejected before tokenizing
-METHODS = ("greedy", "sample", "beam")
 
 
 class InferenceError(InputError):
@@ -228,7 +232,7 @@ def _columns(rows: list[list[int]], batch: int, cap: int) -> tuple[np.ndarray, n
     """rows -> (ids [batch, W], segment ids [batch, W]: 1 on real tokens); W a power of two (at most `cap`, the
     model's max_len, which no row exceeds); a missing row gets one real token (weight 0), so no attention is empty."""
     rows = rows + [[0]] * (batch - len(rows))
-    width = min(_bucket(max(len(r) for r in rows)), cap)
+    width = min(bucket(max(len(r) for r in rows)), cap)
     ids, segments = np.zeros((batch, width), np.int32), np.zeros((batch, width), np.int32)
     for i, row in enumerate(rows):
         ids[i, : len(row)], segments[i, : len(row)] = row, 1
@@ -419,137 +423,73 @@ def _check_split(split: str) -> None:
         raise InferenceError(f"split={split!r} is unknown; choose 'train', 'validation' or 'test'.")
 
 
-def _check_method(method: str) -> None:
-    if method not in METHODS:
-        raise InferenceError(f"method={method!r} is not allowed; choose one of {list(METHODS)}.")
+def _search(search: SearchConfig | None, settings: dict[str, Any]) -> SearchConfig:
+    """The request's search settings, checked once by `SearchConfig` (a bad one: an InferenceError)."""
+    try:
+        return SearchConfig.of(search, **settings)
+    except ConfigError as err:
+        raise InferenceError(str(err)) from None
 
 
-def _number(name: str, value: Any, low: float, high: float, hint: str = "", open_low: bool = False) -> float:
-    ok = isinstance(value, (int, float, np.floating)) and not isinstance(value, bool) and math.isfinite(value)
-    if not ok or value > high or value < low or (open_low and value == low):
-        span = f"({low}, {high}]" if open_low else f"[{low}, {high}]"
-        raise InferenceError(f"{name}={value!r} must be a number in {span}{hint}.")
-    return float(value)
-
-
-def _search_options(run: Run, method: str, **given: Any) -> dict[str, Any]:
-    """Validated, typed search settings (the decoding module checks them too, less kindly for a UI).
-
-    given: temperature, top_k, top_p, beam_size, alpha, seed.
-    """
-    _check_method(method)
-    sampling = method == "sample"
-    return {
-        "method": method,
-        "temperature": _number("temperature", given["temperature"], 0.0, 100.0, open_low=sampling),
-        "top_k": _check_int("top_k", given["top_k"], 0, run.config.vocab_size, " (0 keeps every token)"),
-        "top_p": _number("top_p", given["top_p"], 0.0, 1.0, " (1 keeps every token)", open_low=True),
-        "beam_size": _check_int("beam_size", given["beam_size"], 1, max(1, min(64, run.config.vocab_size // 2))),
-        "alpha": _number("alpha", given["alpha"], 0.0, 10.0, " (0 = no length penalty)"),
-        "seed": _check_int("seed", given["seed"], 0, 2**31 - 1),
-    }
+def _checked_search(run: Run, search: SearchConfig, max_new_tokens: int) -> SearchConfig:
+    """`search` with the checked `max_new_tokens` and the model's limits (2 * beam_size, top_k) applied."""
+    search = dataclasses.replace(search, max_new_tokens=max_new_tokens)
+    try:
+        search.check_model(run.config)
+    except ConfigError as err:
+        raise InferenceError(str(err)) from None
+    return search
 
 
 # Generation, translation, classification ----------------------------------------------------
 
 
 def generate(
-    run: Run,
-    prompts: Sequence[str],
-    max_new_tokens: int = 64,
-    method: str = "greedy",
-    temperature: float = 1.0,
-    top_k: int = 0,
-    top_p: float = 1.0,
-    beam_size: int = 4,
-    alpha: float = 0.6,
-    seed: int = 0,
-    chat: bool = False,
+    run: Run, prompts: Sequence[str], search: SearchConfig | None = None, *, chat: bool = False, **settings: Any
 ) -> list[str]:
     """Continue each prompt with a decoder-only model; returns the new text only (stops at EOS).
 
+    search: a `SearchConfig` (default greedy); settings: changes to it by field name (max_new_tokens
+    (default `GENERATE_NEW_TOKENS`), method, temperature, top_k, top_p, seed, beam_size, alpha).
     chat: each prompt is a user message, rendered by the checkpoint's chat template (load_model runs).
-
-    method: "greedy" | "sample" (temperature, top_k 0 = off, top_p 1 = off, seed) | "beam"
-    (beam_size, GNMT length penalty alpha). Prompts + new tokens must fit in max_len.
+    Prompts + new tokens must fit in max_len.
     """
     _require_family(run, "decoder_only", "generate")
+    search = _search(search, settings)
     rows = prompt_ids(run, prompts, chat)
     longest = max(len(r) for r in rows)
     room = run.config.max_len - longest
     if room < 1:
         raise InputTooLongError(f"the prompt fills the model's max_len={run.config.max_len}; shorten it.")
     max_new_tokens = _check_int(
-        "max_new_tokens", max_new_tokens, 1, room, f" (max_len {run.config.max_len} - prompt length {longest})"
+        "max_new_tokens",
+        search.new_tokens(GENERATE_NEW_TOKENS),
+        1,
+        room,
+        f" (max_len {run.config.max_len} - prompt length {longest})",
     )
-    options = _search_options(
-        run, method, temperature=temperature, top_k=top_k, top_p=top_p, beam_size=beam_size, alpha=alpha, seed=seed
-    )
-    tokenizer = run.tokenizer
-    out = decoding.generate(
-        run.config,
-        run.params,
-        rows,
-        max_new_tokens=max_new_tokens,
-        eos_id=tokenizer.eos_id,
-        pad_id=tokenizer.pad_id,
-        **options,
-    )
-    return [tokenizer.decode([int(t) for t in row]) for row in np.asarray(out)]
+    search = _checked_search(run, search, max_new_tokens)
+    return generate_texts(run.config, run.params, run.tokenizer, rows, search)
 
 
 def translate(
-    run: Run,
-    texts: Sequence[str],
-    max_new_tokens: int | None = None,
-    method: str = "greedy",
-    beam_size: int = 4,
-    alpha: float = 0.6,
-    temperature: float = 1.0,
-    top_k: int = 0,
-    top_p: float = 1.0,
-    seed: int = 0,
-    batch_size: int = 64,
+    run: Run, texts: Sequence[str], search: SearchConfig | None = None, *, batch_size: int = 64, **settings: Any
 ) -> list[str]:
     """Translate each text with an encoder-decoder model, `batch_size` at a time (sorted by length).
 
-    max_new_tokens: default the training target length (`data.max_target_length`, capped at max_len).
+    search / settings as in `generate`; max_new_tokens default: the training target length
+    (`data.max_target_length`, capped at max_len).
     """
     _require_family(run, "encoder_decoder", "translate")
+    search = _search(search, settings)
     texts = _check_texts(texts, "text")
     _encode(run, texts, "text")  # length checks before any decoding
     limit = run.config.max_len
-    if max_new_tokens is None:
-        max_new_tokens = min(run.pipeline.widths[1], limit)
+    max_new_tokens = search.new_tokens(min(run.pipeline.widths[1], limit))
     max_new_tokens = _check_int("max_new_tokens", max_new_tokens, 1, limit, f" (the model's max_len is {limit})")
-    options = _search_options(
-        run, method, temperature=temperature, top_k=top_k, top_p=top_p, beam_size=beam_size, alpha=alpha, seed=seed
-    )
+    search = _checked_search(run, search, max_new_tokens)
     batch_size = _check_int("batch_size", batch_size, 1, 4096)
-    return _translate_batched(run, texts, max_new_tokens, batch_size, options)
-
-
-def _translate_batched(run: Run, texts: list[str], max_new_tokens: int, batch_size: int, options: dict) -> list[str]:
-    """Sort by length, decode fixed-size batches padded to a width bucket (few compilations), restore order."""
-    from jaxformer.train.samples import translate_texts
-
-    lengths = [len(run.pipeline.encode_input(t)) for t in texts]
-    order = sorted(range(len(texts)), key=lambda i: lengths[i])
-    rows = min(batch_size, len(texts))
-    results: list[str] = [""] * len(texts)
-    for first in range(0, len(order), rows):
-        chunk = order[first : first + rows]
-        batch = [texts[i] for i in chunk] + [texts[chunk[-1]]] * (rows - len(chunk))  # same batch shape
-        width = min(run.config.max_len, _bucket(max(lengths[i] for i in chunk)))
-        outputs = translate_texts(run.config, run.params, run.pipeline, batch, max_new_tokens, width=width, **options)
-        for i, text in zip(chunk, outputs, strict=False):
-            results[i] = text
-    return results
-
-
-def _bucket(length: int) -> int:
-    """The padded width for sources of `length` tokens: a power of two >= 8 (each width compiles once)."""
-    return max(8, 1 << (length - 1).bit_length())
+    return translate_batched(run.config, run.params, run.pipeline, texts, search, batch_size)
 
 
 @functools.lru_cache(maxsize=8)
@@ -585,38 +525,37 @@ def classify(run: Run, texts: Sequence[str]) -> list[tuple[int, list[float]]]:
 # Evaluation ---------------------------------------------------------------------------------
 
 
+TRANSLATION_EVAL_METHODS = ("greedy", "beam")
+
+
 def evaluate_bleu(
     run: Run,
     split: str = "test",
-    method: str = "greedy",
-    beam_size: int = 4,
-    alpha: float = 0.6,
+    search: SearchConfig | None = None,
+    *,
     batch_size: int = 64,
     max_examples: int = 0,
+    **settings: Any,
 ) -> dict[str, Any]:
-    """Translate every example of `split` (or the first `max_examples`); sacrebleu BLEU and chrF, exact match."""
+    """Translate every example of `split` (or the first `max_examples`); sacrebleu BLEU and chrF, exact match.
+
+    search / settings as in `translate` (method greedy or beam); max_new_tokens default: the training target length.
+    """
     _require_family(run, "encoder_decoder", "evaluate_bleu")
-    if method not in ("greedy", "beam"):
-        raise InferenceError(f"method={method!r} is not allowed for evaluation; choose 'greedy' or 'beam'.")
+    search = _search(search, settings)
+    if search.method not in TRANSLATION_EVAL_METHODS:
+        raise InferenceError(
+            f"method={search.method!r} is not allowed for evaluation; choose one of {list(TRANSLATION_EVAL_METHODS)}."
+        )
     pairs = split_pairs(run, split, max_examples)
     start = time.perf_counter()
-    limit = run.config.max_len
-    hypotheses = translate(
-        run, [s for s, _ in pairs], min(run.pipeline.widths[1], limit), method, beam_size, alpha, batch_size=batch_size
-    )
+    hypotheses = translate(run, [s for s, _ in pairs], search, batch_size=batch_size)
     seconds = time.perf_counter() - start
-    references = [r for _, r in pairs]
-    result: dict[str, Any] = {
-        "split": split,
-        "examples": len(pairs),
-        "method": method,
-        "bleu": decoding.bleu(hypotheses, references),
-        "chrf": decoding.chrf(hypotheses, references),
-        "exact_match": decoding.exact_match(hypotheses, references),
-        "decode_seconds": seconds,
-    }
-    if method == "beam":
-        result.update(beam_size=int(beam_size), alpha=float(alpha))
+    result: dict[str, Any] = {"split": split, "examples": len(pairs), "method": search.method}
+    result.update(text_scores(hypotheses, [r for _, r in pairs]))
+    result["decode_seconds"] = seconds
+    if search.method == "beam":
+        result.update(beam_size=search.beam_size, alpha=search.alpha)
     return result
 
 
@@ -631,22 +570,22 @@ def split_pairs(run: Run, split: str, max_examples: int = 0) -> list[tuple[str, 
 
 
 def evaluate(
-    run: Run, split: str = "test", method: str = "greedy", beam_size: int = 4, batch_size: int = 64
+    run: Run, split: str = "test", search: SearchConfig | None = None, *, batch_size: int = 64, **settings: Any
 ) -> dict[str, Any]:
-    """Loss, perplexity and accuracy over `split` for any family; plus BLEU/chrF/exact match for translation."""
-    from jaxformer.train.loop import evaluate as mean_metrics
-    from jaxformer.train.step import make_eval_step
+    """Loss, perplexity and accuracy over `split` for any family; plus BLEU/chrF/exact match for translation
+    (decoded with search / settings as in `translate`)."""
+    search = _search(search, settings)
 
     _check_split(split)
     if run.pipeline.infinite and split == "train":
         raise InferenceError("the synthetic training split is endless; evaluate 'validation' or 'test'.")
     examples = len(run.pipeline.split_examples(split))  # rows of max_length tokens for a language model
     eval_step = jax.jit(make_eval_step(build(run.config), run.config))
-    sums = mean_metrics(eval_step, run.params, run.pipeline.eval_batches(split))
+    sums = split_metrics(eval_step, run.params, run.pipeline.eval_batches(split))
     result: dict[str, Any] = {"split": split, "step": run.step, "examples": examples}
     result.update({key.removeprefix("eval_"): value for key, value in sums.items()})
     if run.family == "encoder_decoder":
-        result.update(evaluate_bleu(run, split, method, beam_size, batch_size=batch_size))
+        result.update(evaluate_bleu(run, split, search, batch_size=batch_size))
     return result
 
 

@@ -76,7 +76,14 @@ def test_generation_demo_equals_inference(generator: tuple[Client, str], charlm:
     for method, temperature, top_k, top_p, seed in [("greedy", 1.0, 0, 1.0, 0), ("sample", 0.8, 0, 0.9, 11)]:
         shown = client.predict("the ", 10, method, temperature, top_k, top_p, 4, seed, api_name="/generate")
         direct = inference.generate(
-            charlm, ["the "], 10, method, temperature=temperature, top_k=top_k, top_p=top_p, seed=seed
+            charlm,
+            ["the "],
+            max_new_tokens=10,
+            method=method,
+            temperature=temperature,
+            top_k=top_k,
+            top_p=top_p,
+            seed=seed,
         )
         assert shown == direct[0] and len(shown) > 0
 

@@ -2,8 +2,8 @@
 
 `model.py` holds `ModelConfig` (the architecture); `run.py` the run's `TrainConfig`, `CheckpointConfig`,
 `MeshConfig` and the default logical-axis rules; `lora.py` the `LoraConfig` of adapter fine-tuning;
-`suggest.py` the one "Did you mean" helper. Nothing here imports from the rest of the package
-(tests/test_import_graph.py checks it).
+`search.py` the decoding settings `SearchConfig`; `suggest.py` the one "Did you mean" helper. Nothing
+here imports from the rest of the package (tests/test_import_graph.py checks it).
 """
 
 from jaxformer.config.lora import LORA_MODULES, LoraConfig
@@ -35,12 +35,15 @@ from jaxformer.config.run import (
     Schedule,
     TrainConfig,
 )
+from jaxformer.config.search import GENERATE_NEW_TOKENS, MAX_BEAM_SIZE, Method, SearchConfig
 from jaxformer.config.suggest import suggest
 from jaxformer.errors import ConfigError
 
 __all__ = [
     "DEFAULT_RULES",
+    "GENERATE_NEW_TOKENS",
     "LORA_MODULES",
+    "MAX_BEAM_SIZE",
     "Activation",
     "AttentionImpl",
     "CheckpointConfig",
@@ -50,6 +53,7 @@ __all__ = [
     "Family",
     "LoraConfig",
     "MeshConfig",
+    "Method",
     "ModelConfig",
     "NormKind",
     "NormPosition",
@@ -58,6 +62,7 @@ __all__ = [
     "PositionKind",
     "RematPolicy",
     "Schedule",
+    "SearchConfig",
     "SinusoidalLayout",
     "TrainConfig",
     "allowed_values",

@@ -1,13 +1,16 @@
 """Autoregressive decoding over the KV cache and text metrics.
 
-    generate(config, params, prompts, ...)      decoder-only: greedy / sample / beam   -> [B, N]
+    generate(config, params, prompts, ..., search)  decoder-only: greedy / sample / beam   -> [B, N]
     translate(config, params, source, ...)      encoder-decoder: greedy / sample / beam -> [B, N]
     beam_search(config, params, inputs, ...)    both families -> BeamResult([B, W, N], [B, W], [B, W])
     init_cache(config, batch, cache_length)     a zero "cache" collection for manual decoding
     bleu / chrf / exact_match / perplexity      evaluation helpers
 
+Settings: one `jaxformer.config.SearchConfig` (or its field names as keywords), checked once.
+
 Modules: inputs (checks, prompt packing), cache, steps (prefill and one-token
-step per family), sampling, search (greedy/sampling loop), beam, metrics.
+step per family), sampling, search (greedy/sampling loop), beam, metrics,
+texts (text in, text out with a run's pipeline), evaluate (a split's loss/accuracy, text scores).
 """
 
 from jaxformer.decoding.beam import BeamResult, beam_search, length_penalty

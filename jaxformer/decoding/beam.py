@@ -31,11 +31,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxformer.config import ModelConfig
+from jaxformer.config import ModelConfig, SearchConfig
 from jaxformer.decoding import inputs as checks
 from jaxformer.decoding.cache import gather_beams, resize_slots, slot_count
 from jaxformer.decoding.sampling import largest_k
-from jaxformer.decoding.steps import LOOP_COMPILER_OPTIONS, DecodeState, prefill_decoder_only, prefill_encoder_decoder
+from jaxformer.decoding.steps import LOOP_COMPILER_OPTIONS, DecodeInputs, DecodeState, prefill
 from jaxformer.errors import InputError
 
 
@@ -194,63 +194,54 @@ _STATIC = ("config", "max_new_tokens", "beam_size", "pad_id")
 
 
 @functools.partial(jax.jit, static_argnames=_STATIC, compiler_options=LOOP_COMPILER_OPTIONS)
-def _beam_decoder_only(params, tokens, valid, positions, eos_id, alpha, *, config, max_new_tokens, beam_size, pad_id):
-    state = prefill_decoder_only(config, params, tokens, valid, positions, tokens.shape[1] + max_new_tokens - 1)
+def _beam_search(params, inputs, eos_id, alpha, *, config, max_new_tokens, beam_size, pad_id):
+    """Prefill (either family) then the beam loop: one compiled program."""
+    state = prefill(config, params, inputs, max_new_tokens)
     return beam_loop(
         params, state, beam_size=beam_size, max_new_tokens=max_new_tokens, alpha=alpha, eos_id=eos_id, pad_id=pad_id
     )
 
 
-@functools.partial(jax.jit, static_argnames=_STATIC, compiler_options=LOOP_COMPILER_OPTIONS)
-def _beam_encoder_decoder(
-    params, source, source_valid, bos_id, eos_id, alpha, *, config, max_new_tokens, beam_size, pad_id
-):
-    state = prefill_encoder_decoder(config, params, source, source_valid, bos_id, max_new_tokens)
-    return beam_loop(
-        params, state, beam_size=beam_size, max_new_tokens=max_new_tokens, alpha=alpha, eos_id=eos_id, pad_id=pad_id
-    )
+def beam_tokens(
+    config: ModelConfig, params: Any, inputs: DecodeInputs, search: SearchConfig, eos_id: int | None, pad_id: int
+) -> BeamResult:
+    """Beam search from checked `inputs` with search.beam_size and search.alpha (its method is ignored)."""
+    search = dataclasses.replace(search, method="beam")
+    search.check_model(config)
+    checks.check_id(config, "eos_id", eos_id)
+    checks.check_id(config, "pad_id", pad_id, required=True)
+    options = dict(max_new_tokens=checks.required_new_tokens(search), beam_size=search.beam_size, pad_id=int(pad_id))
+    dynamic = (jnp.int32(-1 if eos_id is None else eos_id), jnp.float32(search.alpha))  # traced: no recompilation
+    seqs, scores, lens = _beam_search(params, inputs, *dynamic, config=config, **options)
+    return BeamResult(np.asarray(seqs), np.asarray(scores), np.asarray(lens))
 
 
 def beam_search(
     config: ModelConfig,
     params: Any,
     inputs: Sequence[Sequence[int]] | np.ndarray,
+    search: SearchConfig | None = None,
     *,
-    max_new_tokens: int,
-    beam_size: int = 4,
-    alpha: float = 0.6,
     eos_id: int | None = None,
     pad_id: int = 0,
     lengths: Sequence[int] | np.ndarray | None = None,
     source_valid: np.ndarray | None = None,
     bos_id: int | None = None,
+    **settings: Any,
 ) -> BeamResult:
     """Beam search for a decoder-only model (inputs = prompts, as in `generate`, with optional `lengths`)
     or an encoder-decoder (inputs = source [B, S] with `source_valid` [B, S] and the decoder's `bos_id`).
 
+    search / settings: a `SearchConfig` and changes to it (max_new_tokens, beam_size, alpha).
     Returns a `BeamResult` with W = beam_size hypotheses per row, best first.
     eos_id None: no hypothesis ends early; all have length max_new_tokens.
     """
-    checks.check_max_new_tokens(max_new_tokens)
-    checks.check_beam(config, beam_size, alpha)
-    checks.check_id(config, "eos_id", eos_id)
-    checks.check_id(config, "pad_id", pad_id, required=True)
-    options = dict(config=config, max_new_tokens=int(max_new_tokens), beam_size=int(beam_size), pad_id=int(pad_id))
-    dynamic = (jnp.int32(-1 if eos_id is None else eos_id), jnp.float32(alpha))  # traced: no recompilation
+    search = SearchConfig.of(search, **settings)
+    max_new_tokens = checks.required_new_tokens(search)
     if config.family == "decoder_only":
-        tokens, valid = checks.pack_prompts(inputs, lengths, pad_id)
-        checks.check_token_ids(config, tokens, valid, "prompts")
-        checks.check_total_length(config, tokens.shape[1], max_new_tokens)
-        positions = checks.positions_from_valid(valid)
-        seqs, scores, lens = _beam_decoder_only(params, tokens, valid, positions, *dynamic, **options)
+        decode_inputs = checks.prompt_inputs(config, inputs, lengths, pad_id, max_new_tokens)
     elif config.family == "encoder_decoder":
-        checks.check_id(config, "bos_id", bos_id, required=True)
-        source = np.asarray(inputs)
-        source_valid = checks.check_source(config, source, source_valid)
-        checks.check_target_length(config, max_new_tokens)
-        seqs, scores, lens = _beam_encoder_decoder(
-            params, source.astype(np.int32), source_valid, jnp.int32(bos_id), *dynamic, **options
-        )
+        decode_inputs = checks.source_inputs(config, np.asarray(inputs), source_valid, bos_id, max_new_tokens)
     else:
         raise InputError(f"beam_search() needs a decoder; family={config.family!r} has none.")
-    return BeamResult(np.asarray(seqs), np.asarray(scores), np.asarray(lens))
+    return beam_tokens(config, params, decode_inputs, search, eos_id, pad_id)

@@ -1,4 +1,5 @@
-"""Checking and packing decoding inputs: prompts, sources and search settings.
+"""Checking and packing decoding inputs: prompts and sources (the search settings check themselves:
+`jaxformer.config.SearchConfig`).
 
 Prompts of different lengths share one batch by left padding, so that every
 row's last prompt token sits in the same (last) column and new tokens are
@@ -12,12 +13,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import jax.numpy as jnp
 import numpy as np
 
-from jaxformer.config import ModelConfig
+from jaxformer.config import ModelConfig, SearchConfig
+from jaxformer.decoding.steps import DecodeInputs
 from jaxformer.errors import InputError
-
-METHODS = ("greedy", "sample", "beam")
 
 
 def pack_prompts(
@@ -94,11 +95,6 @@ def check_family(config: ModelConfig, family: str, function: str) -> None:
         )
 
 
-def check_max_new_tokens(max_new_tokens: int) -> None:
-    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, (int, np.integer)) or max_new_tokens < 1:
-        raise InputError(f"max_new_tokens={max_new_tokens!r} must be a positive integer.")
-
-
 def check_total_length(config: ModelConfig, prompt_length: int, max_new_tokens: int, what: str = "prompt") -> None:
     """Every position used while decoding must be below config.max_len."""
     total = prompt_length + max_new_tokens
@@ -117,30 +113,6 @@ def check_target_length(config: ModelConfig, max_new_tokens: int) -> None:
         )
 
 
-def check_method(method: str, allowed: Sequence[str] = METHODS) -> None:
-    if method not in allowed:
-        raise InputError(f"method={method!r} is not allowed; choose one of {list(allowed)}.")
-
-
-def check_sampling(temperature: float, top_k: int, top_p: float, sampling: bool = True) -> None:
-    """Sampling settings: top_k >= 0 (0 = off), 0 < top_p <= 1 (1 = off), and when sampling temperature > 0."""
-    if isinstance(top_k, bool) or not isinstance(top_k, (int, np.integer)) or top_k < 0:
-        raise InputError(f"top_k={top_k!r} must be an integer >= 0 (0 keeps every token).")
-    if not isinstance(top_p, (int, float)) or not 0.0 < float(top_p) <= 1.0:
-        raise InputError(f"top_p={top_p!r} must be in (0, 1] (1 keeps every token).")
-    if sampling and (not isinstance(temperature, (int, float)) or not float(temperature) > 0.0):
-        raise InputError(f"temperature={temperature!r} must be > 0 for sampling; use method='greedy' for argmax.")
-
-
-def check_beam(config: ModelConfig, beam_size: int, alpha: float) -> None:
-    if isinstance(beam_size, bool) or not isinstance(beam_size, (int, np.integer)) or beam_size < 1:
-        raise InputError(f"beam_size={beam_size!r} must be an integer >= 1.")
-    if 2 * beam_size > config.vocab_size:
-        raise InputError(f"beam_size={beam_size} needs 2 * beam_size <= vocab_size={config.vocab_size}.")
-    if not isinstance(alpha, (int, float)) or not float(alpha) >= 0.0:
-        raise InputError(f"alpha={alpha!r} must be >= 0 (0 = no length penalty).")
-
-
 def check_source(config: ModelConfig, source: np.ndarray, source_valid: np.ndarray | None) -> np.ndarray:
     """Validate source [B, S] ids and return its validity mask [B, S] (all True when None)."""
     if source.ndim != 2 or source.shape[0] == 0 or source.shape[1] == 0:
@@ -157,3 +129,35 @@ def check_source(config: ModelConfig, source: np.ndarray, source_valid: np.ndarr
         raise InputError(f"source row {int(empty[0])} has no valid token; every source needs at least one.")
     check_token_ids(config, source, valid, "source")
     return valid
+
+
+def required_new_tokens(search: SearchConfig) -> int:
+    """The search's max_new_tokens, which decoding needs explicitly."""
+    if search.max_new_tokens is None:
+        raise ValueError("max_new_tokens is required for decoding; pass max_new_tokens=N (N >= 1).")
+    return search.max_new_tokens
+
+
+def prompt_inputs(
+    config: ModelConfig,
+    prompts: Sequence[Sequence[int]] | np.ndarray,
+    lengths: Sequence[int] | np.ndarray | None,
+    pad_id: int,
+    max_new_tokens: int,
+) -> DecodeInputs:
+    """Checked, left-padded decoder-only inputs (tokens, valid, positions [B, P])."""
+    tokens, valid = pack_prompts(prompts, lengths, pad_id)
+    check_token_ids(config, tokens, valid, "prompts")
+    check_total_length(config, tokens.shape[1], max_new_tokens)
+    return DecodeInputs(tokens, valid, positions_from_valid(valid))
+
+
+def source_inputs(
+    config: ModelConfig, source: np.ndarray, source_valid: np.ndarray | None, bos_id: int | None, max_new_tokens: int
+) -> DecodeInputs:
+    """Checked encoder-decoder inputs (source [B, S], source_valid [B, S], bos_id)."""
+    check_id(config, "bos_id", bos_id, required=True)
+    source = np.asarray(source)
+    valid = check_source(config, source, source_valid)
+    check_target_length(config, max_new_tokens)
+    return DecodeInputs(source.astype(np.int32), valid, None, jnp.int32(bos_id))

@@ -25,8 +25,8 @@ def largest_k(values: jax.Array, k: int, block: int = 128) -> tuple[jax.Array, j
     Two stages: the k blocks of `block` entries with the largest maxima hold the k largest
     entries (a block outranked by k others, by maximum then position, has k better entries
     before each of its own), so `lax.top_k` runs over the block maxima, then over those k
-    blocks in index order (which keeps the lower index first among equal values). XLA:CPU's
-    TopK over [64, 32000] (beam search: 8 of 4 beams x 8000 tokens) took 3.1 ms; this 0.8 ms.
+    blocks in index order (which keeps the lower index first among equal values). Faster than
+    XLA:CPU's TopK over a long row (benchmarks/results/PERFORMANCE.md, beam search).
     """
     rows, size = values.shape
     blocks = -(-size // block)
@@ -42,8 +42,8 @@ def largest_k(values: jax.Array, k: int, block: int = 128) -> tuple[jax.Array, j
 
 def top_k_kept_whole(values: jax.Array, k: int) -> tuple[jax.Array, jax.Array]:
     """`jax.lax.top_k` whose results XLA may not rewrite: when only slices of the top-k values are
-    used (e.g. the k-th largest), XLA:CPU turned TopK into a full sort of the row (13 ms instead of
-    0.2 ms for 256 of 50257 entries)."""
+    used (e.g. the k-th largest), XLA:CPU turned TopK into a full sort of the row (measured in
+    benchmarks/results/PERFORMANCE.md)."""
     top, ids = jax.lax.optimization_barrier(jax.lax.top_k(values, k))
     return top, ids
 
@@ -75,8 +75,7 @@ def apply_top_p(logits: jax.Array, top_p: jax.Array) -> jax.Array:
     mass (so the most likely is always kept, and ties are kept together). The cut-off is the
     smallest key k (`order_keys` of the logits) whose "mass above k" is below `top_p`; that mass
     only falls as k grows, so 32 halvings of the uint32 key range find k exactly, each one masked
-    sum over the row. No sort: over a 50257-token row it took 12 ms (188 ms for 16 rows) on the
-    2-core CPU, this ~1 ms.
+    sum over the row. No sort (the timings against a sort: benchmarks/results/PERFORMANCE.md).
     """
     probs = jax.nn.softmax(logits.astype(jnp.float32), axis=-1)  # [B, V]
     keys = order_keys(logits)  # [B, V]
@@ -102,7 +101,7 @@ def draw_tokens(rng: jax.Array, logits: jax.Array, block: int = 128) -> jax.Arra
     the masses of blocks of `block` ids, then inside the chosen block. A token of probability 0
     (logit -inf) is never drawn; where rounding puts u past the last cumulative mass, the last token
     of positive probability is. `jax.random.categorical` draws Gumbel noise for every entry
-    instead: 2.3 ms per 50257-token row on the 2-core CPU (13 ms for 16 rows), this ~0.1 ms.
+    instead, which is much slower on the CPU (benchmarks/results/PERFORMANCE.md, sampling).
     """
     rows, size = logits.shape
     blocks = -(-size // block)
@@ -148,9 +147,7 @@ def sample_logits(
     With top-p, the nucleus usually lies among the few most likely tokens: the draw is made
     among the `CANDIDATES` largest logits when the filters keep nothing outside them
     (`_sample_candidates`), else over the whole vocabulary, the same distribution either way.
-    Over a 50257-token vocabulary on the 2-core CPU (batch 1 / 16): top-p over the candidates
-    0.26 / 3.7 ms, over the whole row 1.2 / 14 ms. Top-k alone goes straight to the whole row
-    (0.27 / 2.4 ms, vs 0.22 / 3.4 ms through the candidates).
+    Top-k alone goes straight to the whole row (why, with the timings: benchmarks/results/PERFORMANCE.md).
     """
     scaled = logits.astype(jnp.float32) / temperature
     count = max(CANDIDATES, 2 * top_k)

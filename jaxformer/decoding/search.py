@@ -18,11 +18,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxformer.config import ModelConfig
+from jaxformer.config import ModelConfig, SearchConfig
 from jaxformer.decoding import inputs as checks
-from jaxformer.decoding.beam import beam_search
+from jaxformer.decoding.beam import beam_tokens
 from jaxformer.decoding.sampling import greedy_tokens, sample_logits
-from jaxformer.decoding.steps import LOOP_COMPILER_OPTIONS, DecodeState, prefill_decoder_only, prefill_encoder_decoder
+from jaxformer.decoding.steps import LOOP_COMPILER_OPTIONS, DecodeInputs, DecodeState, prefill
 
 
 def token_loop(
@@ -72,48 +72,40 @@ _STATIC = ("config", "max_new_tokens", "method", "top_k", "use_top_p", "pad_id")
 
 
 @functools.partial(jax.jit, static_argnames=_STATIC, compiler_options=LOOP_COMPILER_OPTIONS)
-def _generate_jit(
-    params, tokens, valid, positions, rng, temperature, top_p, eos_id, *, config, max_new_tokens, **options
-):
-    state = prefill_decoder_only(config, params, tokens, valid, positions, tokens.shape[1] + max_new_tokens - 1)
-    return token_loop(params, state, rng, temperature, top_p, eos_id=eos_id, max_new_tokens=max_new_tokens, **options)
-
-
-@functools.partial(jax.jit, static_argnames=_STATIC, compiler_options=LOOP_COMPILER_OPTIONS)
-def _translate_jit(
-    params, source, source_valid, bos_id, rng, temperature, top_p, eos_id, *, config, max_new_tokens, **options
-):
-    state = prefill_encoder_decoder(config, params, source, source_valid, bos_id, max_new_tokens)
+def _token_search(params, inputs, rng, temperature, top_p, eos_id, *, config, max_new_tokens, **options):
+    """Prefill (either family) then the greedy/sampling loop: one compiled program."""
+    state = prefill(config, params, inputs, max_new_tokens)
     return token_loop(params, state, rng, temperature, top_p, eos_id=eos_id, max_new_tokens=max_new_tokens, **options)
 
 
 def _loop_options(
-    config: ModelConfig,
-    method: str,
-    max_new_tokens: int,
-    temperature: float,
-    top_k: int,
-    top_p: float,
-    eos_id: int | None,
-    pad_id: int,
-    seed: int,
+    config: ModelConfig, search: SearchConfig, eos_id: int | None, pad_id: int
 ) -> tuple[dict[str, Any], tuple[jax.Array, ...]]:
-    """Validate the shared settings; return (static options, traced (rng, temperature, top_p, eos_id))."""
-    checks.check_method(method)
-    checks.check_max_new_tokens(max_new_tokens)
+    """Static options and traced (rng, temperature, top_p, eos_id) of the token loop."""
     checks.check_id(config, "eos_id", eos_id)
     checks.check_id(config, "pad_id", pad_id, required=True)
-    checks.check_sampling(temperature, top_k, top_p, sampling=method == "sample")
+    search.check_model(config)
+    sampling = search.method == "sample"
     options = dict(
-        max_new_tokens=int(max_new_tokens),
-        method=method,
-        top_k=int(top_k) if method == "sample" else 0,
-        use_top_p=method == "sample" and float(top_p) < 1.0,
+        max_new_tokens=checks.required_new_tokens(search),
+        method=search.method,
+        top_k=search.top_k if sampling else 0,
+        use_top_p=sampling and search.top_p < 1.0,
         pad_id=int(pad_id),
     )
     eos = jnp.int32(-1 if eos_id is None else eos_id)  # traced, so a new EOS id needs no recompilation
-    dynamic = (jax.random.PRNGKey(seed), jnp.float32(temperature), jnp.float32(top_p), eos)
+    dynamic = (jax.random.PRNGKey(search.seed), jnp.float32(search.temperature), jnp.float32(search.top_p), eos)
     return options, dynamic
+
+
+def _search(
+    config: ModelConfig, params: Any, inputs: DecodeInputs, search: SearchConfig, eos_id: int | None, pad_id: int
+) -> np.ndarray:
+    """Best tokens [B, N] of `inputs` (checked) by the configured method."""
+    if search.method == "beam":
+        return beam_tokens(config, params, inputs, search, eos_id, pad_id).sequences[:, 0]
+    options, dynamic = _loop_options(config, search, eos_id, pad_id)
+    return np.asarray(_token_search(params, inputs, *dynamic, config=config, **options))
 
 
 def generate(
@@ -121,47 +113,24 @@ def generate(
     params: Any,
     prompts: Sequence[Sequence[int]] | np.ndarray,
     lengths: Sequence[int] | np.ndarray | None = None,
+    search: SearchConfig | None = None,
     *,
-    max_new_tokens: int,
-    method: str = "greedy",
-    temperature: float = 1.0,
-    top_k: int = 0,
-    top_p: float = 1.0,
     eos_id: int | None = None,
     pad_id: int = 0,
-    seed: int = 0,
-    beam_size: int = 4,
-    alpha: float = 0.6,
+    **settings: Any,
 ) -> np.ndarray:
     """Continue each prompt of a decoder-only model. Returns new tokens [B, max_new_tokens] (pad after EOS).
 
     prompts: list of token-id lists (any lengths >= 1), or an int array [B, P] whose
     row b holds `lengths[b]` real tokens first (all P when lengths is None).
-    method: "greedy" (argmax), "sample" (temperature, top_k (0 = off), top_p (1 = off),
-    seed) or "beam" (the best of `beam_search` with beam_size and length penalty alpha).
+    search: a `SearchConfig`; `settings` (its field names: max_new_tokens, method, temperature, top_k,
+    top_p, seed, beam_size, alpha) change it. method "beam" returns the best of `beam_search`.
     eos_id None: never stop early. Needs longest prompt + max_new_tokens <= config.max_len.
     """
     checks.check_family(config, "decoder_only", "generate")
-    options, dynamic = _loop_options(config, method, max_new_tokens, temperature, top_k, top_p, eos_id, pad_id, seed)
-    tokens, valid = checks.pack_prompts(prompts, lengths, pad_id)
-    checks.check_token_ids(config, tokens, valid, "prompts")
-    checks.check_total_length(config, tokens.shape[1], max_new_tokens)
-    if method == "beam":
-        result = beam_search(
-            config,
-            params,
-            prompts,
-            lengths=lengths,
-            max_new_tokens=max_new_tokens,
-            beam_size=beam_size,
-            alpha=alpha,
-            eos_id=eos_id,
-            pad_id=pad_id,
-        )
-        return result.sequences[:, 0]
-    positions = checks.positions_from_valid(valid)
-    out = _generate_jit(params, tokens, valid, positions, *dynamic, config=config, **options)
-    return np.asarray(out)
+    search = SearchConfig.of(search, **settings)
+    inputs = checks.prompt_inputs(config, prompts, lengths, pad_id, checks.required_new_tokens(search))
+    return _search(config, params, inputs, search, eos_id, pad_id)
 
 
 def translate(
@@ -169,43 +138,19 @@ def translate(
     params: Any,
     source: np.ndarray,
     source_valid: np.ndarray | None = None,
+    search: SearchConfig | None = None,
     *,
     bos_id: int,
-    max_new_tokens: int,
     eos_id: int | None = None,
-    method: str = "greedy",
-    beam_size: int = 4,
-    alpha: float = 0.6,
-    temperature: float = 1.0,
-    top_k: int = 0,
-    top_p: float = 1.0,
     pad_id: int = 0,
-    seed: int = 0,
+    **settings: Any,
 ) -> np.ndarray:
     """Decode each source row [B, S] (valid [B, S], e.g. right padding) with an encoder-decoder model.
 
     The encoder runs once; the decoder starts from `bos_id`. Returns the output
-    tokens [B, max_new_tokens] (BOS not included, pad after EOS). method as in `generate`.
+    tokens [B, max_new_tokens] (BOS not included, pad after EOS). search/settings as in `generate`.
     """
     checks.check_family(config, "encoder_decoder", "translate")
-    options, dynamic = _loop_options(config, method, max_new_tokens, temperature, top_k, top_p, eos_id, pad_id, seed)
-    checks.check_id(config, "bos_id", bos_id, required=True)
-    source = np.asarray(source)
-    valid = checks.check_source(config, source, source_valid)
-    checks.check_target_length(config, max_new_tokens)
-    if method == "beam":
-        result = beam_search(
-            config,
-            params,
-            source,
-            source_valid=valid,
-            bos_id=bos_id,
-            max_new_tokens=max_new_tokens,
-            beam_size=beam_size,
-            alpha=alpha,
-            eos_id=eos_id,
-            pad_id=pad_id,
-        )
-        return result.sequences[:, 0]
-    out = _translate_jit(params, source.astype(np.int32), valid, jnp.int32(bos_id), *dynamic, config=config, **options)
-    return np.asarray(out)
+    search = SearchConfig.of(search, **settings)
+    inputs = checks.source_inputs(config, source, source_valid, bos_id, checks.required_new_tokens(search))
+    return _search(config, params, inputs, search, eos_id, pad_id)

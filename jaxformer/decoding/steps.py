@@ -11,13 +11,16 @@ Encoder-decoder: the source is encoded once; the first decoder call feeds BOS
 together with `encoded`, which caches every layer's cross-attention keys/values,
 and later calls pass `encoded=None`.
 
+`prefill(config, params, inputs, max_new_tokens)` picks the family's prefill from `DecodeInputs`
+(a pytree, so one jitted search function serves both families).
+
 Legend: B batch, P prompt length, S source length, D model width, V vocabulary.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import Any, NamedTuple
 
 import flax.linen as nn
 import jax
@@ -29,8 +32,8 @@ from jaxformer.decoding.cache import Cache, cache_batch_axes, cache_slot_axes, i
 
 # XLA:CPU's default copy insertion copies every layer's KV cache at every step of the token loop
 # (it cannot see that the cache's in-place update comes after the matmuls that read it); the
-# region analysis removes those copies (0.3 ms of a 3.5 ms batch-1 step of the GPT-2-shaped
-# benchmark). A debug option other backends ignore.
+# region analysis removes those copies (measured in benchmarks/results/PERFORMANCE.md).
+# A debug option other backends ignore.
 LOOP_COMPILER_OPTIONS = {"xla_cpu_copy_insertion_use_region_analysis": True}
 
 
@@ -147,3 +150,22 @@ def prefill_encoder_decoder(
         cache_slot_axes(config, cache_length, source_length),
         1,
     )
+
+
+class DecodeInputs(NamedTuple):
+    """What a search starts from. Decoder-only: left-padded prompt `tokens` [B, P], `valid` [B, P] and
+    `positions` [B, P]; encoder-decoder: `tokens` = source [B, S], `valid` = source_valid [B, S] and the
+    decoder's `bos_id` (a traced int32 scalar; `positions` is unused and None)."""
+
+    tokens: jax.Array
+    valid: jax.Array
+    positions: jax.Array | None = None
+    bos_id: jax.Array | None = None
+
+
+def prefill(config: ModelConfig, params: Any, inputs: DecodeInputs, max_new_tokens: int) -> DecodeState:
+    """The family's prefill with a cache long enough for `max_new_tokens` new tokens (traceable)."""
+    if config.family == "encoder_decoder":
+        return prefill_encoder_decoder(config, params, inputs.tokens, inputs.valid, inputs.bos_id, max_new_tokens)
+    cache_length = inputs.tokens.shape[1] + max_new_tokens - 1
+    return prefill_decoder_only(config, params, inputs.tokens, inputs.valid, inputs.positions, cache_length)

@@ -33,7 +33,7 @@ import orbax.checkpoint as ocp
 from jax.experimental import multihost_utils
 from orbax.checkpoint import checkpoint_managers as policies
 
-from jaxformer.config import ModelConfig
+from jaxformer.config import CheckpointConfig, ModelConfig
 from jaxformer.errors import CheckpointError, CheckpointNotFoundError
 from jaxformer.models import finite
 from jaxformer.train import integrity
@@ -66,9 +66,10 @@ def _warn(message: str) -> None:
         print(f"warning: {message}", file=sys.stderr, flush=True)
 
 
-def _preservation(keep: int, best_metric: str) -> tuple[Any, Callable[[Any], float] | None, str]:
-    """Keep the latest `keep` steps, plus the best one by `best_metric` when set."""
-    kept: list[Any] = [policies.LatestN(n=keep)]
+def _preservation(config: CheckpointConfig) -> tuple[Any, Callable[[Any], float] | None, str]:
+    """Keep the latest `config.keep` steps, plus the best one by `config.keep_best` when set."""
+    best_metric = config.keep_best
+    kept: list[Any] = [policies.LatestN(n=config.keep)]
     best_fn = None
     mode = "min" if best_metric.endswith(("loss", "perplexity")) else "max"
     if best_metric:
@@ -80,21 +81,21 @@ def _preservation(keep: int, best_metric: str) -> tuple[Any, Callable[[Any], flo
 
 
 class Checkpointer:
-    """Saves (async by default), keeps the last `keep` (+ the best by `best_metric`), restores the latest good step."""
+    """Saves (async by default), keeps the last `config.keep` (+ the best by `config.keep_best`), restores the
+    latest good step. `config`: the run's `CheckpointConfig` (its `every` and `start_fresh_if_corrupt` are the
+    loop's business)."""
 
     def __init__(
         self,
         workdir: str | Path,
-        keep: int = 3,
-        async_save: bool = True,
-        best_metric: str = "",
+        config: CheckpointConfig | None = None,
         *,
         warn: Callable[[str], None] = _warn,
     ):
+        config = config or CheckpointConfig()
         self.workdir = Path(workdir).resolve()
         self.directory = self.workdir / "checkpoints"
-        self.async_save = async_save
-        self.best_metric = best_metric
+        self.config = config
         self._warn = warn
         self._pending_step: int | None = None
         self._warned_missing_metric = False
@@ -102,7 +103,7 @@ class Checkpointer:
         self._purge_deleted()
         if jax.process_count() > 1:  # the others open the directory only once process 0 has tidied it
             multihost_utils.sync_global_devices("jaxformer_checkpointer_open")
-        preservation, best_fn, mode = _preservation(keep, best_metric)
+        preservation, best_fn, mode = _preservation(config)
         options = ocp.CheckpointManagerOptions(
             create=True,
             cleanup_tmp_directories=True,  # half-written steps of a killed run
@@ -164,10 +165,10 @@ class Checkpointer:
         self.manager.wait_until_finished()  # one save at a time; Orbax would wait here anyway
         if step in self.manager.all_steps():
             return False
-        if metrics is not None and self.best_metric and self.best_metric not in metrics:
+        if metrics is not None and self.config.keep_best and self.config.keep_best not in metrics:
             if not self._warned_missing_metric:
                 self._warn(
-                    f"checkpoint.keep_best={self.best_metric!r} is not among the eval metrics "
+                    f"checkpoint.keep_best={self.config.keep_best!r} is not among the eval metrics "
                     f"({', '.join(sorted(metrics))}); only the latest checkpoints are kept."
                 )
                 self._warned_missing_metric = True
@@ -178,8 +179,10 @@ class Checkpointer:
             data=ocp.args.JsonSave(data_state),
             config=ocp.args.JsonSave(config),
         )
-        saved = bool(self.manager.save(step, args=args, metrics=metrics if self.best_metric else None, force=force))
-        if not self.async_save:
+        saved = bool(
+            self.manager.save(step, args=args, metrics=metrics if self.config.keep_best else None, force=force)
+        )
+        if not self.config.async_save:
             self.manager.wait_until_finished()
         return saved
 
@@ -204,7 +207,7 @@ class Checkpointer:
         return self.manager.latest_step()
 
     def best_step(self) -> int | None:
-        return self.manager.best_step() if self.best_metric else None
+        return self.manager.best_step() if self.config.keep_best else None
 
     def restore(self, step: int, abstract_state: Any) -> Restored:
         """Verify, check against the model, then restore `step` onto the shapes/shardings of `abstract_state`."""

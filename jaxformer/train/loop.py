@@ -15,6 +15,7 @@ import numpy as np
 
 from jaxformer.config import ConfigError, ModelConfig
 from jaxformer.data import build_pipeline, tokenizer_store
+from jaxformer.decoding.evaluate import split_metrics
 from jaxformer.errors import UserError
 from jaxformer.experiment import Experiment, check_model_fits_data
 from jaxformer.train import samples
@@ -39,20 +40,6 @@ def model_config_for(experiment: Experiment, vocab_size: int, num_classes: int |
     return experiment.model.replace(**changes) if changes else experiment.model
 
 
-def evaluate(eval_step: Any, params: Any, batches: Any, max_batches: int = 0) -> dict[str, float]:
-    """Mean loss, accuracy and perplexity over the batches of one split."""
-    totals = {"loss_sum": 0.0, "weight_sum": 0.0, "correct_sum": 0.0}
-    for index, batch in enumerate(batches):
-        if max_batches and index >= max_batches:
-            break
-        sums = eval_step(params, batch)
-        for key in totals:
-            totals[key] += float(sums[key])
-    denom = max(totals["weight_sum"], 1.0)
-    loss = totals["loss_sum"] / denom
-    return {"eval_loss": loss, "eval_accuracy": totals["correct_sum"] / denom, "eval_perplexity": perplexity(loss)}
-
-
 def train_and_evaluate(experiment: Experiment, workdir: str | Path) -> dict[str, float]:
     """Train `experiment` in `workdir` (resuming from its latest checkpoint); return the last eval metrics."""
     workdir = prepare_workdir(workdir)
@@ -74,12 +61,10 @@ def train_and_evaluate(experiment: Experiment, workdir: str | Path) -> dict[str,
     )
     model_config = model_config_for(experiment, pipeline.vocab_size, pipeline.num_classes)
     tx, schedule = make_optimizer(train_cfg, model_config.d_model)
-    runtime = make_runtime(experiment, model_config, tx, schedule, sizes)  # vocab changes nothing checked
+    runtime = make_runtime(experiment, model_config, tx, schedule, sizes)  # the mesh resolved once, above
 
     state = runtime.init_state(rng)
-    checkpointer = Checkpointer(
-        workdir, experiment.checkpoint.keep, experiment.checkpoint.async_save, experiment.checkpoint.keep_best
-    )
+    checkpointer = Checkpointer(workdir, experiment.checkpoint)
     start_step = 0
     restored = checkpointer.restore_latest(
         runtime.abstract_state(state), start_fresh_if_corrupt=experiment.checkpoint.start_fresh_if_corrupt
@@ -130,7 +115,7 @@ def train_and_evaluate(experiment: Experiment, workdir: str | Path) -> dict[str,
             if is_eval:
                 _check_finite(flags, checkpointer)  # evaluating or sampling NaN parameters helps nobody
                 eval_batches = (runtime.put_batch(b) for b in pipeline.eval_batches("validation"))
-                last_eval = evaluate(runtime.eval_step, state.params, eval_batches, train_cfg.eval_batches)
+                last_eval = split_metrics(runtime.eval_step, state.params, eval_batches, train_cfg.eval_batches)
                 params = runtime.host_params(state)
                 last_eval.update(samples.task_metrics(model_config, params, pipeline, train_cfg.num_samples, writer))
                 writer.write(step, last_eval)

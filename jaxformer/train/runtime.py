@@ -40,32 +40,60 @@ class Runtime:
     host_params: Callable[[TrainState], Any]  # state -> params usable by single-device code (decoding)
 
 
-def _train_model(model_config: ModelConfig) -> Any:
-    """The model for training: dropout on when the config asks for it."""
+@dataclasses.dataclass(frozen=True)
+class Steps:
+    """The run's step functions, built once and not yet placed: each placement below only wraps them."""
+
+    init: Callable[[jax.Array], TrainState]  # rng -> state
+    train: Callable[[TrainState, Batch], tuple[TrainState, dict[str, Any]]]
+    eval: Callable[[Any, Batch], dict[str, Any]]
+
+
+def build_steps(
+    model_config: ModelConfig,
+    tx: optax.GradientTransformation,
+    schedule: optax.Schedule,
+    train: Any,
+    axis_name: str | None = None,
+) -> Steps:
+    """init / train / eval steps for `model_config`; `axis_name` (pmap) sums gradients and metrics over it.
+
+    Training uses dropout when the config asks for it; evaluation never does.
+    """
     deterministic = model_config.dropout_rate == 0 and model_config.attention_dropout_rate == 0
-    return models.build(model_config, deterministic=deterministic)
+    train_model = models.build(model_config, deterministic=deterministic)
+    return Steps(
+        init=lambda rng: init_state(model_config, tx, rng),
+        train=make_train_step(
+            train_model,
+            model_config,
+            tx,
+            schedule,
+            train.grad_accum_steps,
+            train.label_smoothing,
+            axis_name=axis_name,
+        ),
+        eval=make_eval_step(models.build(model_config), model_config, axis_name=axis_name),
+    )
+
+
+def _shapes_with_shardings(state: Any) -> Any:
+    return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=getattr(x, "sharding", None)), state)
 
 
 def single_device_runtime(
     model_config: ModelConfig, tx: optax.GradientTransformation, schedule: optax.Schedule, train: Any
 ) -> Runtime:
     """Everything on the default device with `jax.jit`."""
-    train_model = _train_model(model_config)
-    step = make_train_step(train_model, model_config, tx, schedule, train.grad_accum_steps, train.label_smoothing)
+    steps = build_steps(model_config, tx, schedule, train)
     return Runtime(
-        init_state=jax.jit(lambda rng: init_state(model_config, tx, rng)),
-        train_step=jax.jit(step, donate_argnums=(0,)),
-        eval_step=jax.jit(make_eval_step(models.build(model_config), model_config)),
+        init_state=jax.jit(steps.init),
+        train_step=jax.jit(steps.train, donate_argnums=(0,)),
+        eval_step=jax.jit(steps.eval),
         put_batch=lambda batch: batch,
-        abstract_state=lambda state: jax.tree.map(
-            lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=getattr(x, "sharding", None)), state
-        ),
+        abstract_state=_shapes_with_shardings,
         host_params=lambda state: state.params,
     )
-
-
-def _shapes_with_shardings(state: Any) -> Any:
-    return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), state)
 
 
 def sharded_runtime(
@@ -85,18 +113,12 @@ def sharded_runtime(
         log.warning("sharding: these parameter axes stay whole (replicated), their sizes do not split: %s", kept)
     rows = sharding.batch_sharding(mesh)
     whole = sharding.replicated(mesh)
-    step = make_train_step(
-        _train_model(model_config), model_config, tx, schedule, train.grad_accum_steps, train.label_smoothing
-    )
-    jit_init = jax.jit(lambda rng: init_state(model_config, tx, rng), out_shardings=state_shardings)
+    steps = build_steps(model_config, tx, schedule, train)
+    jit_init = jax.jit(steps.init, out_shardings=state_shardings)
     jit_train = jax.jit(
-        step, in_shardings=(state_shardings, rows), out_shardings=(state_shardings, whole), donate_argnums=(0,)
+        steps.train, in_shardings=(state_shardings, rows), out_shardings=(state_shardings, whole), donate_argnums=(0,)
     )
-    jit_eval = jax.jit(
-        make_eval_step(models.build(model_config), model_config),
-        in_shardings=(state_shardings.params, rows),
-        out_shardings=whole,
-    )
+    jit_eval = jax.jit(steps.eval, in_shardings=(state_shardings.params, rows), out_shardings=whole)
     jit_gather = jax.jit(lambda params: params, out_shardings=whole)
     # Rows this process must supply per batch: its share of the data-parallel shards.
     local_multiple = max(1, sharding.data_parallel_size(mesh) // jax.process_count())
@@ -144,23 +166,10 @@ def pmap_runtime(
     """
     devices = jax.local_devices()
     whole = NamedSharding(Mesh(np.asarray(devices), ("batch",)), P())
-    step = make_train_step(
-        _train_model(model_config),
-        model_config,
-        tx,
-        schedule,
-        train.grad_accum_steps,
-        train.label_smoothing,
-        axis_name="batch",
-    )
-    p_train = jax.pmap(step, axis_name="batch", in_axes=(None, 0), out_axes=None, donate_argnums=(0,))
-    p_eval = jax.pmap(
-        make_eval_step(models.build(model_config), model_config, axis_name="batch"),
-        axis_name="batch",
-        in_axes=(None, 0),
-        out_axes=None,
-    )
-    jit_init = jax.jit(lambda rng: init_state(model_config, tx, rng), out_shardings=whole)
+    steps = build_steps(model_config, tx, schedule, train, axis_name="batch")
+
+    def pmapped(step: Callable[..., Any], **options: Any) -> Any:
+        return jax.pmap(step, axis_name="batch", in_axes=(None, 0), out_axes=None, **options)
 
     def put_batch(batch: Batch) -> Batch:
         batch = sharding.pad_rows(batch, len(devices))
@@ -170,9 +179,9 @@ def pmap_runtime(
         }
 
     return Runtime(
-        init_state=jit_init,
-        train_step=p_train,
-        eval_step=p_eval,
+        init_state=jax.jit(steps.init, out_shardings=whole),
+        train_step=pmapped(steps.train, donate_argnums=(0,)),
+        eval_step=pmapped(steps.eval),
         put_batch=put_batch,
         abstract_state=_shapes_with_shardings,
         host_params=lambda state: jax.tree.map(lambda x: x.addressable_data(0), state.params),
@@ -215,8 +224,9 @@ def make_runtime(
     """The runtime the experiment asks for. `sizes`: the mesh sizes `check_parallelism` returned
     (a caller that checked first passes them, so the check runs once); None: check here.
 
-    parallelism="pmap": data parallel over every device. Otherwise `jax.jit` on a mesh; with a single
-    device (and a mesh that asks for no more) the plain single-device runtime.
+    sizes: the mesh `check_parallelism` resolved (the runner resolves it once, before the data);
+    None: resolve it here. parallelism="pmap": data parallel over every device. Otherwise `jax.jit`
+    on a mesh; with a single device (and a mesh that asks for no more) the plain single-device runtime.
     """
     sizes = check_parallelism(experiment, model_config) if sizes is None else sizes
     train = experiment.train

@@ -172,6 +172,7 @@ def multihost(port: int, count: int, index: int) -> dict[str, Any] | None:
     import jax
 
     from jaxformer import distributed
+    from jaxformer.config import CheckpointConfig
     from jaxformer.train.checkpoint import Checkpointer
 
     how = distributed.maybe_initialize(f"127.0.0.1:{port}", count, index)
@@ -189,7 +190,7 @@ def multihost(port: int, count: int, index: int) -> dict[str, Any] | None:
     result["eval"] = {"data=8": eval_loss(runtime, state, rows=slice(index * 7, (index + 1) * 7))}
     # All processes save together; restoring onto the same shardings gives the same state back.
     workdir = sys.argv[5] if len(sys.argv) > 5 else tempfile.mkdtemp()
-    checkpointer = Checkpointer(workdir, keep=1, async_save=False)
+    checkpointer = Checkpointer(workdir, CheckpointConfig(keep=1, async_save=False))
     checkpointer.save(steps, state, {"position": steps}, {"note": "multihost test"})
     checkpointer.wait()
     restored = checkpointer.restore(steps, runtime.abstract_state(state))

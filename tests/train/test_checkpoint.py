@@ -15,6 +15,7 @@ import optax
 import pytest
 
 from jaxformer import presets
+from jaxformer.config import CheckpointConfig
 from jaxformer.train import checkpoint as ck
 from jaxformer.train import integrity
 from jaxformer.train.preemption import Preempted, PreemptionGuard
@@ -48,7 +49,7 @@ class Warnings(list):
 
 
 def save_steps(workdir, state, config, steps, **kwargs):
-    checkpointer = ck.Checkpointer(workdir, warn=Warnings(), **kwargs)
+    checkpointer = ck.Checkpointer(workdir, CheckpointConfig(**kwargs), warn=Warnings())
     for step in steps:
         checkpointer.save(step, state.replace(step=jnp.int32(step)), {"position": step}, {"model": config.to_dict()})
     checkpointer.close()
@@ -61,7 +62,7 @@ def largest_file(step_dir: Path) -> Path:
 
 def test_round_trip_is_bit_exact(tmp_path):
     config, state = make_state()
-    checkpointer = ck.Checkpointer(tmp_path, keep=2)
+    checkpointer = ck.Checkpointer(tmp_path, CheckpointConfig(keep=2))
     assert checkpointer.save(7, state, {"epoch": 1, "offset": 42}, {"model": config.to_dict()})
     checkpointer.wait()
     assert checkpointer.latest_step() == 7
@@ -86,7 +87,7 @@ def test_save_is_asynchronous_and_survives_buffer_donation(tmp_path):
 
     config, state = make_state()
     expected = host_copy(state)
-    checkpointer = HeldCheckpointer(tmp_path, keep=2)
+    checkpointer = HeldCheckpointer(tmp_path, CheckpointConfig(keep=2))
     checkpointer.save(1, state, {}, {"model": config.to_dict()})
     assert checkpointer.manager.is_saving_in_progress()
     assert not checkpointer.step_path(1).exists()  # not yet renamed into place: still being written
@@ -102,7 +103,7 @@ def test_save_is_asynchronous_and_survives_buffer_donation(tmp_path):
 
 def test_synchronous_save_is_sealed_when_it_returns(tmp_path):
     _config, state = make_state()
-    checkpointer = ck.Checkpointer(tmp_path, async_save=False)
+    checkpointer = ck.Checkpointer(tmp_path, CheckpointConfig(async_save=False))
     checkpointer.save(2, state, {}, {})
     assert not checkpointer.manager.is_saving_in_progress()
     assert integrity.verify(checkpointer.step_path(2)) is None
@@ -111,7 +112,7 @@ def test_synchronous_save_is_sealed_when_it_returns(tmp_path):
 
 def test_keeps_last_k_plus_best(tmp_path):
     _config, state = make_state()
-    checkpointer = ck.Checkpointer(tmp_path, keep=2, best_metric="eval_loss")
+    checkpointer = ck.Checkpointer(tmp_path, CheckpointConfig(keep=2, keep_best="eval_loss"))
     losses = {1: 5.0, 2: 1.0, 3: 4.0, 4: 3.0, 5: 6.0, 6: 7.0}
     for step, loss in losses.items():
         checkpointer.save(step, state, {}, {}, metrics={"eval_loss": loss})
@@ -125,7 +126,7 @@ def test_keeps_last_k_plus_best(tmp_path):
 
 def test_keep_best_max_mode_for_accuracy(tmp_path):
     _config, state = make_state()
-    checkpointer = ck.Checkpointer(tmp_path, keep=1, best_metric="eval_accuracy")
+    checkpointer = ck.Checkpointer(tmp_path, CheckpointConfig(keep=1, keep_best="eval_accuracy"))
     for step, accuracy in {1: 0.2, 2: 0.9, 3: 0.5, 4: 0.1}.items():
         checkpointer.save(step, state, {}, {}, metrics={"eval_accuracy": accuracy})
     checkpointer.close()
@@ -189,13 +190,13 @@ def test_garbled_bytes_change_the_checksum_only(tmp_path):
 
 def test_unreadable_metrics_file_does_not_stop_the_manager(tmp_path):
     config, state = make_state()
-    save_steps(tmp_path, state, config, [1], best_metric="eval_loss")
-    checkpointer = ck.Checkpointer(tmp_path, best_metric="eval_loss", warn=Warnings())
+    save_steps(tmp_path, state, config, [1], keep_best="eval_loss")
+    checkpointer = ck.Checkpointer(tmp_path, CheckpointConfig(keep_best="eval_loss"), warn=Warnings())
     checkpointer.save(2, state, {}, {}, metrics={"eval_loss": 1.0})
     checkpointer.close()
     (tmp_path / "checkpoints" / "2" / "metrics" / "metrics").write_bytes(b"\x00{garbage")
     warnings = Warnings()
-    checkpointer = ck.Checkpointer(tmp_path, best_metric="eval_loss", warn=warnings)
+    checkpointer = ck.Checkpointer(tmp_path, CheckpointConfig(keep_best="eval_loss"), warn=warnings)
     assert checkpointer.restore_latest(abstract_of(state)).step == 1
     checkpointer.close()
     assert any("metrics" in w for w in warnings)

@@ -34,13 +34,14 @@ WORKER = textwrap.dedent(
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
     jax.distributed.initialize(coordinator_address=f"localhost:{port}", num_processes=2, process_id=process_id)
     from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+    from jaxformer.config import CheckpointConfig
     from jaxformer.train.checkpoint import Checkpointer
     from jaxformer.train.preemption import PreemptionGuard
 
     mesh = Mesh(np.array(jax.devices()), ("fsdp",))
     values = np.arange(24, dtype=np.float32).reshape(8, 3)
     state = {"w": jax.make_array_from_callback((8, 3), NamedSharding(mesh, P("fsdp")), lambda index: values[index])}
-    checkpointer = Checkpointer(workdir, keep=2)
+    checkpointer = Checkpointer(workdir, CheckpointConfig(keep=2))
     guard = PreemptionGuard().install()
     (workdir.parent / f"ready{process_id}").touch()
     step = 0
