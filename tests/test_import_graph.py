@@ -76,19 +76,10 @@ OPTIONAL_DEPS = frozenset(
     }
 )
 
-# Findings tolerated for now, each with the reason and who removes it (both must stay needed).
-# TEMPORARY (issue 18 item 3, the "search" helper's branch): inference.py decodes texts and
-# evaluates a split through train/samples.py and train/loop.evaluate (+ train/step), imported
-# inside those functions; that decoding moves into jaxformer/decoding/, after which these local
-# imports disappear: delete this allowlist when that branch is merged.
+# Findings tolerated for now, each with the reason and who removes it (an entry must stay needed:
+# test_local_import_allowlist_entries_are_still_needed fails on a stale one). Empty: nothing tolerated.
 UPWARD_ALLOWLIST: frozenset[tuple[str, str]] = frozenset()
-LOCAL_IMPORT_ALLOWLIST: frozenset[tuple[str, str]] = frozenset(
-    {
-        ("jaxformer.inference", "jaxformer.train.samples"),
-        ("jaxformer.inference", "jaxformer.train.loop"),
-        ("jaxformer.inference", "jaxformer.train.step"),
-    }
-)
+LOCAL_IMPORT_ALLOWLIST: frozenset[tuple[str, str]] = frozenset()
 
 
 @dataclass(frozen=True)
