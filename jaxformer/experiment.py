@@ -217,9 +217,7 @@ def to_dataclass(cls: type, values: dict[str, Any], section: str, base: Any = No
         typed[key] = _as_hinted(value, hints[key])
     try:
         return cls(**typed) if base is None else base.replace(**typed)
-    except ConfigError:
-        raise
-    except (ValueError, TypeError) as err:
+    except (ValueError, TypeError) as err:  # ConfigError too: the dataclass names `key`, we add its section
         raise ConfigError(_qualify(section, str(err), fields)) from None
 
 

@@ -42,8 +42,8 @@ from jaxformer.data import build_pipeline, tokenizer_store
 from jaxformer.data.errors import DataFileNotFoundError
 from jaxformer.data.pipeline import Pipeline
 from jaxformer.data.tokenizer_factory import sentencepiece_file
-from jaxformer.decoding.evaluate import split_metrics, text_scores
-from jaxformer.decoding.texts import bucket, generate_texts, translate_batched
+from jaxformer.decoding.evaluate import lm_batch, seq2seq_batch, split_metrics, text_scores
+from jaxformer.decoding.texts import generate_texts, translate_batched
 from jaxformer.errors import InputError
 from jaxformer.experiment import Experiment
 from jaxformer.hf import convert, files, hub
@@ -221,54 +221,11 @@ class CheckpointPipeline:
             chunk = self.data[first : first + self.batch_rows]
             if self.task == "lm":
                 rows = [self.encode_input(text)[: limit + 1] for text, _ in chunk]
-                yield _checkpoint_lm_batch(rows, self.batch_rows, limit)
+                yield lm_batch(rows, self.batch_rows, limit)
             else:
                 sources = [self.encode_input(text)[:limit] for text, _ in chunk]
                 targets = [self.encode_input(ref)[:limit] for _, ref in chunk]
-                yield _checkpoint_seq2seq_batch(sources, targets, self.tokenizer.bos_id, self.batch_rows, limit)
-
-
-def _columns(rows: list[list[int]], batch: int, cap: int) -> tuple[np.ndarray, np.ndarray]:
-    """rows -> (ids [batch, W], segment ids [batch, W]: 1 on real tokens); W a power of two (at most `cap`, the
-    model's max_len, which no row exceeds); a missing row gets one real token (weight 0), so no attention is empty."""
-    rows = rows + [[0]] * (batch - len(rows))
-    width = min(bucket(max(len(r) for r in rows)), cap)
-    ids, segments = np.zeros((batch, width), np.int32), np.zeros((batch, width), np.int32)
-    for i, row in enumerate(rows):
-        ids[i, : len(row)], segments[i, : len(row)] = row, 1
-    return ids, segments
-
-
-def _checkpoint_lm_batch(rows: list[list[int]], batch: int, cap: int) -> dict[str, np.ndarray]:
-    """Next-token prediction over each row: tokens = ids[:-1], targets = ids[1:]."""
-    ids, segments = _columns([r[:-1] or r for r in rows], batch, cap)
-    targets, _ = _columns([r[1:] or r for r in rows], batch, cap)
-    weights = np.zeros(ids.shape, np.float32)
-    for i, row in enumerate(rows):
-        weights[i, : len(row) - 1] = 1.0
-    positions = np.broadcast_to(np.arange(ids.shape[1], dtype=np.int32), ids.shape).copy()
-    return {"tokens": ids, "targets": targets, "weights": weights, "segment_ids": segments, "positions": positions}
-
-
-def _checkpoint_seq2seq_batch(
-    sources: list[list[int]], targets: list[list[int]], start_id: int, batch: int, cap: int
-) -> dict[str, np.ndarray]:
-    """Teacher forcing: the decoder reads [start] + reference[:-1] and predicts the reference."""
-    source, source_segments = _columns(sources, batch, cap)
-    target_in, target_segments = _columns([[start_id, *t[:-1]] for t in targets], batch, cap)
-    target_out, _ = _columns(targets, batch, cap)
-    weights = (target_segments > 0).astype(np.float32)
-    weights[len(targets) :] = 0.0
-    return {
-        "source": source,
-        "target_in": target_in,
-        "targets": target_out,
-        "weights": weights,
-        "source_segment_ids": source_segments,
-        "target_segment_ids": target_segments,
-        "source_positions": np.broadcast_to(np.arange(source.shape[1], dtype=np.int32), source.shape).copy(),
-        "target_positions": np.broadcast_to(np.arange(target_in.shape[1], dtype=np.int32), target_in.shape).copy(),
-    }
+                yield seq2seq_batch(sources, targets, self.tokenizer.bos_id, self.batch_rows, limit)
 
 
 SPLITS = ("train", "validation", "test")
