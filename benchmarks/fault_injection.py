@@ -50,6 +50,7 @@ CHAR_LM = (  # a 1-layer char-level LM on a local text file (the file is made in
     "--config.data.task=lm",
     "--config.data.tokenizer=char",
     "--config.data.max_length=24",
+    "--config.data.holdout_fraction=0.2",
     "--config.train.steps=4",
     "--config.train.batch_size=4",
     "--config.train.warmup_steps=1",

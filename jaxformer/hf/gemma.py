@@ -34,7 +34,7 @@ from jaxformer.hf.common import (
     table,
     unsupported,
 )
-from jaxformer.hf.llama import rope_from_hf, rope_to_hf
+from jaxformer.hf.llama import decoder_llm, rope_from_hf, rope_to_hf
 
 PROJECTIONS: list[Entry] = [  # layers.{i}. <-> decoder/layers_{i}/
     ("self_attn.q_proj.weight", "self_attention/query_kernel", LINEAR_IN),  # [N*H, D] -> [D, N, H]
@@ -277,20 +277,14 @@ EXPORT_FIELDS = dict(
 
 
 def architecture(model_type: str) -> Architecture:
-    return Architecture(
-        model_type=model_type,
-        prefix="model.",
-        head_names=("lm_head.",),
-        config_from_hf=make_config_from_hf(model_type),
-        config_to_hf=make_config_to_hf(model_type),
-        export_fields=EXPORT_FIELDS,
-        rules=rules,
-        uses_prefix=lambda config: True,
-        aliases=lambda config: [("lm_head.weight", "embed_tokens.weight")] if config.tie_embeddings else [],
+    return decoder_llm(
+        model_type,
+        make_config_from_hf(model_type),
+        make_config_to_hf(model_type),
+        EXPORT_FIELDS,
+        rules,
+        check_export(model_type),
         ignored=(r"^layers\.\d+\.self_attn\.rotary_emb\.inv_freq$", r"^rotary_emb(_local)?\.inv_freq$"),
-        head_dim_free=True,
-        grouped_query=True,
-        check_export_extra=check_export(model_type),
     )
 
 

@@ -231,21 +231,42 @@ PLAIN = ("embed_scale", "embedding_norm", "final_logits_bias", "tied_logits_resc
 EXPORT_FIELDS = export_fields(llama_arch.FIXED, (), free=("activation", "norm", "position"), plain=PLAIN)
 
 
-def architecture(model_type: str) -> Architecture:
+def decoder_llm(
+    model_type: str,
+    config_from_hf: Any,
+    config_to_hf: Any,
+    export_fields: Any,
+    rules: Any,
+    check_export_extra: Any,
+    ignored: tuple[str, ...] = (r"^layers\.\d+\.self_attn\.rotary_emb\.inv_freq$", r"^rotary_emb\.inv_freq$"),
+) -> Architecture:
+    """The Architecture of a decoder LLM laid out as `transformers`' *ForCausalLM: body under "model.", an
+    `lm_head` (tied to `embed_tokens` when the config ties), free head_dim, grouped-query attention."""
     return Architecture(
         model_type=model_type,
         prefix="model.",
         head_names=("lm_head.",),
-        config_from_hf=make_config_from_hf(model_type),
-        config_to_hf=make_config_to_hf(model_type),
-        export_fields=EXPORT_FIELDS,
+        config_from_hf=config_from_hf,
+        config_to_hf=config_to_hf,
+        export_fields=export_fields,
         rules=rules,
         uses_prefix=lambda config: True,
         aliases=lambda config: [("lm_head.weight", "embed_tokens.weight")] if config.tie_embeddings else [],
-        ignored=(r"^layers\.\d+\.self_attn\.rotary_emb\.inv_freq$", r"^rotary_emb\.inv_freq$"),
+        ignored=ignored,
         head_dim_free=True,
         grouped_query=True,
-        check_export_extra=check_export(model_type),
+        check_export_extra=check_export_extra,
+    )
+
+
+def architecture(model_type: str) -> Architecture:
+    return decoder_llm(
+        model_type,
+        make_config_from_hf(model_type),
+        make_config_to_hf(model_type),
+        EXPORT_FIELDS,
+        rules,
+        check_export(model_type),
     )
 
 
