@@ -50,6 +50,7 @@ def test_compare_reports_ratios_for_training_and_decoding():
     assert all(positive(p) for peaks in results["matmul_peak_flops"].values() for p in peaks.values())
 
 
+@pytest.mark.slow  # over 20 s on 2 cores; run in the full suite (-m slow)
 def test_sampling_speed_times_every_setting_on_both_sides(capsys):
     results = sampling_speed.run(dict(TINY), batches=[2], new_tokens=4, repeats=1)
     assert [row["setting"] for row in results["rows"]] == list(sampling_speed.SETTINGS)
@@ -107,6 +108,7 @@ def test_decode_profile_finds_the_head_matmul():
     assert all(op["us_per_token"] >= 0 for op in result["ops"])
 
 
+@pytest.mark.slow  # over 20 s on 2 cores; run in the full suite (-m slow)
 def test_beam_speed_times_both_searches():
     result = beam_speed.measure(batch=2, source_len=5, new_tokens=4, beams=3, repeats=1, d_model=32, d_ff=64)
     assert positive(result["greedy_s"]) and positive(result["beam_s"])

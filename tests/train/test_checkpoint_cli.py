@@ -11,6 +11,7 @@ from pathlib import Path
 
 import jax
 import numpy as np
+import pytest
 
 from jaxformer import cli
 from jaxformer.train import checkpoint as ck
@@ -54,6 +55,7 @@ def error_line(result: Result) -> str:
     return lines[0]
 
 
+@pytest.mark.slow  # over 20 s on 2 cores; run in the full suite (-m slow)
 def test_damage_mismatch_fresh_start_and_export(tmp_path, capsys):
     workdir = tmp_path / "run"
     checkpoints = workdir / "checkpoints"

@@ -6,12 +6,15 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+import pytest
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO_ROOT / "benchmarks"))
 
 import kill_storm  # noqa: E402
 
 
+@pytest.mark.slow  # over 20 s on 2 cores; run in the full suite (-m slow)
 def test_kill_storm_five_kills(tmp_path):
     summary = kill_storm.run_storm(kills=5, steps=60, every=2, seed=1, root=tmp_path, window=0.2, log=print)
     assert summary["kills"] == 5, summary
