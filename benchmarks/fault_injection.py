@@ -75,7 +75,7 @@ class Case:
     expect: str = "error"  # error | stop | warn
     contains: str = ""  # a fragment the error/stop line must hold
     setup: Callable[[Path], None] | None = None  # prepares the case's own directory
-    signal_after: str | None = None  # stop cases: SIGTERM once this text is on stdout, or once "path:P" exists
+    signal_after: str | None = None  # stop cases: "path:P", SIGTERM once file P exists
     timeout_s: float = 180.0
 
 
@@ -640,18 +640,12 @@ def run_case(case: Case, scratch: Path, env: dict[str, str]) -> dict[str, object
 
 
 def _signal_when(proc: subprocess.Popen, marker: str, timeout_s: float) -> tuple[str, str, int | None]:
-    """Send SIGTERM once `marker` appears on stdout, or for "path:P" once P exists (a run's workdir is made
-    after the CLI's start-up guard is in place and before the first step, so that is "during start-up")."""
+    """Send SIGTERM once the file `marker` ("path:P") exists: a run's workdir is made after the CLI's start-up
+    guard is in place and before the first step ("during start-up"); metrics.jsonl after the first logged step."""
     deadline = time.monotonic() + timeout_s
-    if marker.startswith("path:"):
-        while not Path(marker[5:]).exists() and time.monotonic() < deadline and proc.poll() is None:
-            time.sleep(0.05)
-    else:
-        seen = ""
-        assert proc.stdout is not None
-        while marker not in seen and time.monotonic() < deadline and proc.poll() is None:
-            line = proc.stdout.readline()
-            seen += line
+    path = Path(marker.removeprefix("path:"))
+    while not path.exists() and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.05)
     if proc.poll() is None:
         proc.send_signal(signal.SIGTERM)
     try:
