@@ -427,7 +427,7 @@ def build_cases(fx: dict[str, Path]) -> list[Case]:
             "train",
             cli(*train, "--workdir", "{dir}/w", "--config.train.steps=100000", "--config.train.log_every=1"),
             expect="stop",
-            signal_after="step",
+            signal_after="path:{dir}/w/checkpoints",
             contains="checkpoint saved",
         ),
         Case(
@@ -641,7 +641,7 @@ def run_case(case: Case, scratch: Path, env: dict[str, str]) -> dict[str, object
 
 def _signal_when(proc: subprocess.Popen, marker: str, timeout_s: float) -> tuple[str, str, int | None]:
     """Send SIGTERM once the file `marker` ("path:P") exists: a run's workdir is made after the CLI's start-up
-    guard is in place and before the first step ("during start-up"); metrics.jsonl after the first logged step."""
+    guard is in place and before the first step ("during start-up"); checkpoints/10 once training is under way."""
     deadline = time.monotonic() + timeout_s
     path = Path(marker.removeprefix("path:"))
     while not path.exists() and time.monotonic() < deadline and proc.poll() is None:
@@ -676,6 +676,16 @@ def classify(case: Case, code: int | None, out: str, err: str) -> str:
     return f"exit {code}"  # another status or several lines: counted as a failure of its own kind
 
 
+def cpu_model() -> str:
+    """The CPU's model name (from /proc/cpuinfo where there is one)."""
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        for line in cpuinfo.read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--jobs", type=int, default=2, help="cases run at once (default 2)")
@@ -707,12 +717,12 @@ def main(argv: list[str] | None = None) -> int:
         "traceback": counts.get("traceback", 0),
         "silent": counts.get("silent", 0),
         "hang": counts.get("hang", 0),
-        "cpu": platform.processor() or platform.machine(),
+        "cpu": cpu_model(),
         "date": time.strftime("%Y-%m-%d"),
         "seconds": round(time.monotonic() - started, 1),
     }
     shown = ", ".join(f"{k} {v}" for k, v in sorted(counts.items()))
-    print(f"\n{len(results)} cases: {shown}; {len(failures)} not as promised.")
+    print(f"\n{len(results)} cases on {summary['cpu']}: {shown}; {len(failures)} not as promised.")
     Path(args.out).write_text(json.dumps({"summary": summary, "results": results}, indent=2) + "\n")
     return 1 if failures else 0
 
