@@ -27,6 +27,7 @@ from jaxformer.hf.common import (
     Entry,
     Rule,
     cannot_export,
+    export_fields,
     is_tied,
     pad_id_from_hf,
     per_layer,
@@ -259,20 +260,11 @@ def check_export(model_type: str):
     return check
 
 
-EXPORT_FIELDS = dict(
-    family="decoder_only",
-    norm="rmsnorm",
-    norm_position="pre",
-    norm_scale_offset=1.0,
-    position="rotary",
-    activation="geglu_tanh",
-    use_bias=False,
-    qkv_bias=False,
-    embed_scale=True,
-    embedding_norm=False,
-    final_logits_bias=False,
-    tied_logits_rescale=False,
-    scale_attention_logits=True,
+EXPORT_FIELDS = export_fields(
+    gemma_arch.FIXED,
+    (),
+    free=("tie_embeddings",),  # config.json's tie_word_embeddings carries it
+    plain=("qkv_bias", "embedding_norm", "final_logits_bias", "tied_logits_rescale", "scale_attention_logits"),
 )
 
 
