@@ -427,7 +427,7 @@ def build_cases(fx: dict[str, Path]) -> list[Case]:
             "train",
             cli(*train, "--workdir", "{dir}/w", "--config.train.steps=100000", "--config.train.log_every=1"),
             expect="stop",
-            signal_after="path:{dir}/w/checkpoints",
+            signal_after="path:{dir}/w/checkpoints/10",  # the first save (every 10 steps): training is under way
             contains="checkpoint saved",
         ),
         Case(

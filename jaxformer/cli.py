@@ -69,8 +69,9 @@ def _split_overrides(argv: Sequence[str]) -> tuple[list[str], list[str]]:
 
 
 def cmd_train(args: argparse.Namespace, overrides: list[str]) -> int:
+    guard = StartupGuard()  # a signal before the first step: nothing to save, a clean stop
     try:
-        with StartupGuard():  # a signal before the first step: nothing to save, a clean stop
+        with guard:
             distributed.maybe_initialize(  # before any device use
                 args.coordinator_address,
                 args.num_processes,
@@ -79,10 +80,12 @@ def cmd_train(args: argparse.Namespace, overrides: list[str]) -> int:
                 if args.coordinator_timeout is None
                 else args.coordinator_timeout,
             )
+            guard.check()
             exp = experiment.validate(experiment.load(args.config, overrides))
-            metrics = train_and_evaluate(exp, args.workdir)
+            guard.check()
+            metrics = train_and_evaluate(exp, args.workdir)  # its loop takes over a signal recorded meanwhile
     except (Preempted, StoppedBeforeStart) as stop:  # SIGTERM/SIGINT: a clean stop, not an error
-        if _is_first_process():
+        if isinstance(stop, StoppedBeforeStart) or _is_first_process():
             print(stop, flush=True)
         return 0
     if metrics and _is_first_process():

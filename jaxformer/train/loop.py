@@ -22,7 +22,7 @@ from jaxformer.train import samples
 from jaxformer.train.checkpoint import Checkpointer
 from jaxformer.train.metrics import MetricsWriter, perplexity
 from jaxformer.train.optim import make_optimizer
-from jaxformer.train.preemption import PreemptionGuard
+from jaxformer.train.preemption import PreemptionGuard, StoppedBeforeStart
 from jaxformer.train.runtime import check_parallelism, make_runtime
 
 
@@ -91,6 +91,8 @@ def train_and_evaluate(experiment: Experiment, workdir: str | Path) -> dict[str,
     flags: list[tuple[int, Any]] = []  # (step, on-device finite flag) not yet checked
     guard = PreemptionGuard().install()  # SIGTERM/SIGINT: finish the step, save, stop (exit 0)
     try:
+        if guard.before_start and process_count == 1:  # several processes stop together at the first step instead
+            raise StoppedBeforeStart(guard.received or "signal")
         while step < train_cfg.steps:
             batch = next(batches)
             state, metrics = runtime.train_step(state, runtime.put_batch(batch))
@@ -140,9 +142,16 @@ def train_and_evaluate(experiment: Experiment, workdir: str | Path) -> dict[str,
     return last_eval
 
 
+DIVERGENCE_FLOOR = 0.01  # nats: losses below this are "solved" for the divergence rule
+
+
 def _divergence(loss: float, floor: float, factor: float, step: int) -> str | None:
-    """The divergence message when `loss` exceeds `factor` x the lowest loss logged so far, else None."""
-    if factor and math.isfinite(floor) and loss > factor * max(floor, 1e-6):
+    """The divergence message when `loss` exceeds `factor` x the lowest loss logged so far, else None.
+
+    The floor counts as at least DIVERGENCE_FLOOR: a run that has learnt its task (loss near 0) moving
+    from 1e-4 to 1e-2 is noise, not an explosion.
+    """
+    if factor and math.isfinite(floor) and loss > factor * max(floor, DIVERGENCE_FLOOR):
         return (
             f"loss {loss:.4g} at step {step} is over {factor:g}x the lowest logged loss {floor:.4g}: the run is "
             "diverging; lower train.learning_rate or enable train.grad_clip"

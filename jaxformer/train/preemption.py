@@ -65,6 +65,7 @@ class PreemptionGuard:
     def __init__(self, signals: tuple[signal.Signals, ...] = DEFAULT_SIGNALS):
         self.signals = signals
         self.received: str | None = None  # name of the first signal caught
+        self.before_start = False  # the signal arrived during start-up (taken over from a StartupGuard)
         self._previous: dict[signal.Signals, Any] = {}
         self._multi_process = jax.process_count() > 1
         self._use_sync_point = self._multi_process and _preemption_service_running()
@@ -82,7 +83,12 @@ class PreemptionGuard:
         for sig in self.signals:
             if self._use_sync_point and sig == signal.SIGTERM:
                 continue  # JAX's preemption notifier listens for SIGTERM itself
-            self._previous[sig] = signal.signal(sig, self._handle)
+            previous = signal.signal(sig, self._handle)
+            self._previous[sig] = previous
+            # A signal the StartupGuard recorded during start-up: this guard takes it over.
+            pending = getattr(getattr(previous, "__self__", None), "received", None)
+            if isinstance(pending, str) and self.received is None:
+                self.received, self.before_start = pending, True
         return self
 
     def uninstall(self) -> None:
@@ -126,19 +132,30 @@ class StoppedBeforeStart(Exception):
 
 
 class StartupGuard:
-    """SIGTERM/SIGINT during start-up (joining hosts, building data, restoring, compiling) -> StoppedBeforeStart.
+    """SIGTERM/SIGINT during start-up (joining hosts, building data, restoring, compiling) is recorded, not fatal.
 
-    Installed by the CLI around the whole run; the training loop's `PreemptionGuard` replaces it
-    for the steps themselves (finish the step, save, stop) and puts it back afterwards.
+    Raising from the handler would interrupt whatever runs at that moment (JAX creating its backend,
+    Orbax restoring) and can leave it broken, so the handler only records the signal. The CLI checks
+    it between start-up stages; the training loop's `PreemptionGuard`, installed after start-up,
+    takes the recorded signal over and stops before the first step (`StoppedBeforeStart`, nothing
+    to save; with several processes it stops at the first step every process agrees on).
     """
 
     def __init__(self, signals: tuple[signal.Signals, ...] = DEFAULT_SIGNALS):
         self.signals = signals
+        self.received: str | None = None  # the signal's name once one arrived
         self._previous: dict[signal.Signals, Any] = {}
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
         del frame
-        raise StoppedBeforeStart(signal.Signals(signum).name)
+        if self.received is not None:
+            raise KeyboardInterrupt(f"second {signal.Signals(signum).name} during start-up")
+        self.received = signal.Signals(signum).name
+
+    def check(self) -> None:
+        """Raise StoppedBeforeStart if a signal arrived."""
+        if self.received is not None:
+            raise StoppedBeforeStart(self.received)
 
     def __enter__(self) -> StartupGuard:
         if threading.current_thread() is threading.main_thread():
