@@ -19,23 +19,18 @@ import pytest
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
+from support.causal_lm_parity import (  # noqa: E402
+    PROMPTS,
+    assert_save_round_trip,
+    hf_greedy,
+    hf_logits,
+    left_padded,
+    random_causal_lm,
+)
+
 from jaxformer import decoding, hf, models, presets  # noqa: E402
 from jaxformer.hf import files  # noqa: E402
 
-COMMON = dict(
-    vocab_size=97,
-    hidden_size=30,
-    intermediate_size=37,
-    num_hidden_layers=3,
-    num_attention_heads=6,
-    num_key_value_heads=2,
-    head_dim=8,
-    max_position_embeddings=64,
-    rms_norm_eps=1e-6,
-    pad_token_id=0,
-    bos_token_id=1,
-    eos_token_id=2,
-)
 SLIDE, FULL = "sliding_attention", "full_attention"
 CASES = {
     "gemma": dict(tie_word_embeddings=False, rope_parameters=dict(rope_type="default", rope_theta=20000.0)),
@@ -58,37 +53,22 @@ CASES = {
         },
     ),
 }
-PROMPTS = [[1, 17, 29, 40, 8, 12, 5, 66, 91], [1, 22, 9, 31], [1, 50, 3, 77, 14, 38]]
+
+
+def perturb(name, tensor):
+    """Large enough that soft-caps bite; norm weights away from 0 so (1 + w) shows."""
+    tensor.normal_(0.0, 0.3 if "norm" in name else 0.15)
 
 
 @pytest.fixture(scope="module", params=sorted(CASES))
 def checkpoint(request, tmp_path_factory):
     model_type = request.param
-    config = transformers.AutoConfig.for_model(model_type, **{**COMMON, **CASES[model_type]})
-    torch.manual_seed(0)
-    model = transformers.AutoModelForCausalLM.from_config(config, attn_implementation="eager").eval()
-    with torch.no_grad():  # large enough that soft-caps bite; norm weights away from 0 so (1 + w) shows
-        for name, tensor in model.named_parameters():
-            tensor.normal_(0.0, 0.3 if "norm" in name else 0.15)
+    directory = tmp_path_factory.mktemp(model_type)
+    model = random_causal_lm(model_type, CASES[model_type], directory, perturb)
     # No end-of-sequence in generate: with one, min_new_tokens masks its logit and greedy picks the runner-up
     # where the argmax is the eos id (jaxformer's generate has no eos here and keeps the argmax).
     model.generation_config.eos_token_id = None
-    directory = tmp_path_factory.mktemp(model_type)
-    model.save_pretrained(directory)
     return model_type, model, directory
-
-
-def left_padded():
-    tokens, valid = decoding.pack_prompts(PROMPTS)
-    return tokens, valid, decoding.positions_from_valid(valid)
-
-
-def hf_logits(model, tokens, valid, positions=None):
-    args = dict(input_ids=torch.tensor(tokens, dtype=torch.long), attention_mask=torch.tensor(valid, dtype=torch.long))
-    if positions is not None:
-        args["position_ids"] = torch.tensor(positions, dtype=torch.long)
-    with torch.no_grad():
-        return model(**args).logits.numpy()
 
 
 def test_config_translation_reads_every_gemma_feature(checkpoint):
@@ -142,38 +122,15 @@ def test_greedy_generation_matches_transformers_generate(checkpoint):
         params = {**params, "decoder": models.stack_layer_params(params["decoder"], config.num_layers)}
     tokens, valid, _ = left_padded()
     got = decoding.generate(config, params, PROMPTS, max_new_tokens=32)
-    with torch.no_grad():
-        out = model.generate(
-            input_ids=torch.tensor(tokens, dtype=torch.long),
-            attention_mask=torch.tensor(valid, dtype=torch.long),
-            max_new_tokens=32,
-            min_new_tokens=32,
-            do_sample=False,
-            pad_token_id=0,
-        )
-    np.testing.assert_array_equal(got, out[:, tokens.shape[1] :].numpy())
+    np.testing.assert_array_equal(got, hf_greedy(model, tokens, valid, 32))
 
 
 @pytest.mark.parametrize("shard", [None, "4KB"], ids=["unsharded", "sharded"])
 def test_save_then_from_pretrained_is_bit_exact(checkpoint, tmp_path, shard):
     model_type, model, directory = checkpoint
-    _, params, config = hf.load(directory)
-    hf.save(config, params, tmp_path, max_shard_size=shard)
+    config, again = assert_save_round_trip(model, directory, tmp_path, model_type, max_shard_size=shard)
     if shard is not None:
         assert (tmp_path / files.SAFETENSORS_INDEX).exists()
-    reloaded = transformers.AutoModelForCausalLM.from_pretrained(tmp_path, attn_implementation="eager").eval()
-    assert reloaded.config.model_type == model_type
-    want, got = model.state_dict(), reloaded.state_dict()
-    assert sorted(got) == sorted(want)
-    for name, tensor in want.items():
-        assert torch.equal(got[name], tensor), name
-    original, written = files.read_tensors(directory), files.read_tensors(tmp_path)
-    assert sorted(written) == sorted(original)  # HF -> jaxformer -> HF: the same files' tensors
-    for name, tensor in original.items():
-        np.testing.assert_array_equal(written[name], tensor)
-    tokens, valid, _ = left_padded()
-    np.testing.assert_array_equal(hf_logits(reloaded, tokens, valid), hf_logits(model, tokens, valid))
-    _, _, again = hf.load(tmp_path)
     assert again == config
 
 

@@ -14,25 +14,18 @@ torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
 import jax.numpy as jnp  # noqa: E402
+from support.causal_lm_parity import (  # noqa: E402
+    PROMPTS,
+    assert_save_round_trip,
+    hf_greedy,
+    hf_logits,
+    left_padded,
+    random_causal_lm,
+)
 
 from jaxformer import decoding, hf  # noqa: E402
-from jaxformer.hf import files  # noqa: E402
 
-COMMON = dict(
-    vocab_size=97,
-    hidden_size=30,
-    intermediate_size=37,
-    num_hidden_layers=3,
-    num_attention_heads=6,
-    num_key_value_heads=2,
-    head_dim=8,
-    max_position_embeddings=64,
-    rms_norm_eps=1e-6,
-    pad_token_id=0,
-    bos_token_id=1,
-    eos_token_id=2,
-    tie_word_embeddings=False,
-)
+UNTIED = dict(tie_word_embeddings=False)
 CASES = {
     "llama": dict(
         rope_parameters=dict(
@@ -57,27 +50,19 @@ CASES = {
         attention_bias=False,
     ),
 }
-PROMPTS = [[1, 17, 29, 40, 8, 12, 5, 66, 91], [1, 22, 9, 31], [1, 50, 3, 77, 14, 38]]
+
+
+def perturb(name, tensor):
+    """Biases and norm scales away from their init values, so a mix-up shows."""
+    if name.endswith("bias") or "norm" in name:
+        tensor.add_(torch.randn_like(tensor) * 0.1)
 
 
 @pytest.fixture(scope="module", params=sorted(CASES))
 def checkpoint(request, tmp_path_factory):
     model_type = request.param
-    config = transformers.AutoConfig.for_model(model_type, **{**COMMON, **CASES[model_type]})
-    torch.manual_seed(0)
-    model = transformers.AutoModelForCausalLM.from_config(config, attn_implementation="eager").eval()
-    with torch.no_grad():  # biases and norm scales away from their init values, so a mix-up shows
-        for name, tensor in model.named_parameters():
-            if name.endswith("bias") or "norm" in name:
-                tensor.add_(torch.randn_like(tensor) * 0.1)
     directory = tmp_path_factory.mktemp(model_type)
-    model.save_pretrained(directory)
-    return model_type, model, directory
-
-
-def left_padded():
-    tokens, valid = decoding.pack_prompts(PROMPTS)
-    return tokens, valid, decoding.positions_from_valid(valid)
+    return model_type, random_causal_lm(model_type, {**UNTIED, **CASES[model_type]}, directory, perturb), directory
 
 
 def test_logits_on_a_left_padded_batch_match_transformers(checkpoint):
@@ -87,12 +72,7 @@ def test_logits_on_a_left_padded_batch_match_transformers(checkpoint):
         assert config.sliding_window is not None and config.sliding_window < len(PROMPTS[0])
     tokens, valid, positions = left_padded()
     got = np.asarray(module.apply({"params": params}, jnp.asarray(tokens), positions=positions, valid=valid))
-    with torch.no_grad():
-        want = model(
-            input_ids=torch.tensor(tokens, dtype=torch.long),
-            attention_mask=torch.tensor(valid, dtype=torch.long),
-            position_ids=torch.tensor(positions, dtype=torch.long),
-        ).logits.numpy()
+    want = hf_logits(model, tokens, valid, positions)
     np.testing.assert_allclose(got[valid], want[valid], atol=1e-5, rtol=1e-5)
 
 
@@ -101,37 +81,10 @@ def test_greedy_generation_matches_transformers_generate(checkpoint):
     _, params, config = hf.load(directory)
     tokens, valid, _ = left_padded()
     got = decoding.generate(config, params, PROMPTS, max_new_tokens=32)
-    with torch.no_grad():
-        out = model.generate(
-            input_ids=torch.tensor(tokens, dtype=torch.long),
-            attention_mask=torch.tensor(valid, dtype=torch.long),
-            max_new_tokens=32,
-            min_new_tokens=32,
-            do_sample=False,
-            pad_token_id=0,
-        )
-    np.testing.assert_array_equal(got, out[:, tokens.shape[1] :].numpy())
+    np.testing.assert_array_equal(got, hf_greedy(model, tokens, valid, 32))
 
 
 def test_save_then_from_pretrained_is_bit_exact(checkpoint, tmp_path):
     model_type, model, directory = checkpoint
-    _, params, config = hf.load(directory)
-    hf.save(config, params, tmp_path)
-    reloaded = transformers.AutoModelForCausalLM.from_pretrained(tmp_path, attn_implementation="eager").eval()
-    assert reloaded.config.model_type == model_type
-    want = model.state_dict()
-    got = reloaded.state_dict()
-    assert sorted(got) == sorted(want)
-    for name, tensor in want.items():
-        assert torch.equal(got[name], tensor), name
-    original = files.read_tensors(directory)
-    written = files.read_tensors(tmp_path)
-    assert sorted(written) == sorted(original)  # HF -> jaxformer -> HF: the same files' tensors
-    for name, tensor in original.items():
-        np.testing.assert_array_equal(written[name], tensor)
-    tokens, valid, _ = left_padded()
-    with torch.no_grad():
-        args = dict(
-            input_ids=torch.tensor(tokens, dtype=torch.long), attention_mask=torch.tensor(valid, dtype=torch.long)
-        )
-        np.testing.assert_array_equal(reloaded(**args).logits.numpy(), model(**args).logits.numpy())
+    config, again = assert_save_round_trip(model, directory, tmp_path, model_type)
+    assert again == config
