@@ -21,8 +21,6 @@ from jaxformer.architectures import gemma as gemma_arch
 from jaxformer.config import ModelConfig
 from jaxformer.hf.common import (
     COPY,
-    LINEAR_IN,
-    LINEAR_OUT,
     Architecture,
     Entry,
     Rule,
@@ -30,42 +28,17 @@ from jaxformer.hf.common import (
     export_fields,
     is_tied,
     pad_id_from_hf,
-    per_layer,
     require,
-    table,
     unsupported,
 )
-from jaxformer.hf.llama import decoder_llm, rope_from_hf, rope_to_hf
+from jaxformer.hf.llama import NORMS, PROJECTIONS, QK_NORM, decoder_llm, decoder_rules, rope_from_hf, rope_to_hf
 
-PROJECTIONS: list[Entry] = [  # layers.{i}. <-> decoder/layers_{i}/
-    ("self_attn.q_proj.weight", "self_attention/query_kernel", LINEAR_IN),  # [N*H, D] -> [D, N, H]
-    ("self_attn.k_proj.weight", "self_attention/key_kernel", LINEAR_IN),  # [K*H, D] -> [D, K, H]
-    ("self_attn.v_proj.weight", "self_attention/value_kernel", LINEAR_IN),
-    ("self_attn.o_proj.weight", "self_attention/out_kernel", LINEAR_OUT),  # [D, N*H] -> [N, H, D]
-    ("mlp.gate_proj.weight", "mlp/gate_kernel", LINEAR_IN),  # [F, D] -> [D, F]
-    ("mlp.up_proj.weight", "mlp/up_kernel", LINEAR_IN),
-    ("mlp.down_proj.weight", "mlp/down_kernel", LINEAR_IN),  # [D, F] -> [F, D]
-]
-NORMS: list[Entry] = [  # Gemma: pre-norms only
-    ("input_layernorm.weight", "self_attention_norm/scale", COPY),  # [D]
-    ("post_attention_layernorm.weight", "mlp_norm/scale", COPY),
-]
-SANDWICH_NORMS: list[Entry] = [  # Gemma 2/3: a norm before and after each sub-layer
+SANDWICH_NORMS: list[Entry] = [  # Gemma 2/3: a norm before and after each sub-layer (Gemma: Llama's NORMS)
     ("input_layernorm.weight", "self_attention_norm/scale", COPY),
     ("post_attention_layernorm.weight", "self_attention_post_norm/scale", COPY),
     ("pre_feedforward_layernorm.weight", "mlp_norm/scale", COPY),
     ("post_feedforward_layernorm.weight", "mlp_post_norm/scale", COPY),
 ]
-QK_NORM: list[Entry] = [
-    ("self_attn.q_norm.weight", "self_attention/query_norm_scale", COPY),  # [H]
-    ("self_attn.k_norm.weight", "self_attention/key_norm_scale", COPY),
-]
-GLOBAL: list[Entry] = [
-    ("embed_tokens.weight", "embed/embedding", COPY),  # [V, D]
-    ("norm.weight", "decoder/final_norm/scale", COPY),
-]
-UNTIED_HEAD = Rule("lm_head.weight", ("lm_head/lm_head/kernel",), LINEAR_IN)  # [V, D] -> [D, V]
-
 FIXED = {"gemma": gemma_arch.FIXED_GEMMA, "gemma2": gemma_arch.FIXED_GEMMA2, "gemma3_text": gemma_arch.FIXED_GEMMA3}
 CLASSES = {"gemma": "GemmaForCausalLM", "gemma2": "Gemma2ForCausalLM", "gemma3_text": "Gemma3ForCausalLM"}
 TANH_GELUS = ("gelu_pytorch_tanh", "gelu_new", "gelu_fast", "gelu_python_tanh")
@@ -73,9 +46,8 @@ SLIDING, FULL = "sliding_attention", "full_attention"
 
 
 def rules(config: ModelConfig) -> list[Rule]:
-    layer = PROJECTIONS + (SANDWICH_NORMS if config.sandwich_norms else NORMS) + (QK_NORM if config.qk_norm else [])
-    out = table("", "", GLOBAL) + per_layer("layers.{i}.", "decoder/layers_{i}/", layer, config.num_layers)
-    return out if config.tie_embeddings else [*out, UNTIED_HEAD]
+    norms = SANDWICH_NORMS if config.sandwich_norms else NORMS
+    return decoder_rules(config, PROJECTIONS + norms + (QK_NORM if config.qk_norm else []))
 
 
 def activation_from_hf(hf: Mapping[str, Any], model_type: str) -> str:

@@ -36,16 +36,18 @@ from jaxformer.hf.common import (
     write_keys,
 )
 
-ATTENTION: list[Entry] = [  # layers.{i}. <-> decoder/layers_{i}/
-    ("input_layernorm.weight", "self_attention_norm/scale", COPY),
+PROJECTIONS: list[Entry] = [  # layers.{i}. <-> decoder/layers_{i}/ (shared with hf/gemma)
     ("self_attn.q_proj.weight", "self_attention/query_kernel", LINEAR_IN),  # [N*H, D] -> [D, N, H]
     ("self_attn.k_proj.weight", "self_attention/key_kernel", LINEAR_IN),  # [K*H, D] -> [D, K, H]
     ("self_attn.v_proj.weight", "self_attention/value_kernel", LINEAR_IN),
     ("self_attn.o_proj.weight", "self_attention/out_kernel", LINEAR_OUT),  # [D, N*H] -> [N, H, D]
-    ("post_attention_layernorm.weight", "mlp_norm/scale", COPY),
     ("mlp.gate_proj.weight", "mlp/gate_kernel", LINEAR_IN),  # [F, D] -> [D, F]
     ("mlp.up_proj.weight", "mlp/up_kernel", LINEAR_IN),
     ("mlp.down_proj.weight", "mlp/down_kernel", LINEAR_IN),  # [D, F] -> [F, D]
+]
+NORMS: list[Entry] = [  # one pre-norm per sub-layer
+    ("input_layernorm.weight", "self_attention_norm/scale", COPY),  # [D]
+    ("post_attention_layernorm.weight", "mlp_norm/scale", COPY),
 ]
 QKV_BIAS: list[Entry] = [
     ("self_attn.q_proj.bias", "self_attention/query_bias", FLAT),  # [N*H] -> [N, H]
@@ -63,10 +65,16 @@ GLOBAL: list[Entry] = [
 UNTIED_HEAD = Rule("lm_head.weight", ("lm_head/lm_head/kernel",), LINEAR_IN)  # [V, D] -> [D, V]
 
 
-def rules(config: ModelConfig) -> list[Rule]:
-    layer = ATTENTION + (QKV_BIAS if config.qkv_bias else []) + (QK_NORM if config.qk_norm else [])
+def decoder_rules(config: ModelConfig, layer: list[Entry]) -> list[Rule]:
+    """The LlamaForCausalLM layout: embeddings, `layer` per decoder layer, final norm, untied head if any."""
     out = table("", "", GLOBAL) + per_layer("layers.{i}.", "decoder/layers_{i}/", layer, config.num_layers)
     return out if config.tie_embeddings else [*out, UNTIED_HEAD]
+
+
+def rules(config: ModelConfig) -> list[Rule]:
+    return decoder_rules(
+        config, NORMS + PROJECTIONS + (QKV_BIAS if config.qkv_bias else []) + (QK_NORM if config.qk_norm else [])
+    )
 
 
 def rope_from_hf(hf: Mapping[str, Any], model_type: str) -> dict[str, Any]:
