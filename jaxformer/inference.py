@@ -42,6 +42,7 @@ from jaxformer.data import build_pipeline, tokenizer_store
 from jaxformer.data.errors import DataFileNotFoundError
 from jaxformer.data.pipeline import Pipeline
 from jaxformer.data.tokenizer_factory import sentencepiece_file
+from jaxformer.decoding import spans
 from jaxformer.decoding.evaluate import lm_batch, seq2seq_batch, split_metrics, text_scores
 from jaxformer.decoding.texts import generate_texts, translate_batched
 from jaxformer.errors import InputError
@@ -546,7 +547,188 @@ def evaluate(
     return result
 
 
+# Question answering, text classification with labels, token tagging (issue 22) ----------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Answer:
+    """An answer span of the context: its text, characters [start, end), tokens, score and probability."""
+
+    text: str
+    start: int  # first character in the context
+    end: int  # one past the last character
+    score: float  # start_logit + end_logit
+    probability: float  # softmax(start)[i] * softmax(end)[j] over the context tokens (the pipeline's score)
+    start_token: int
+    end_token: int
+
+
+def as_run(model: Run | str | Path) -> Run:
+    """A loaded Run as is; a Hugging Face checkpoint directory or repo id (config.json with a model_type), or a
+    training workdir (config.json of an experiment), loaded."""
+    if isinstance(model, Run):
+        return model
+    directory = Path(model).expanduser()
+    config_file = directory / "config.json"
+    if directory.is_dir() and config_file.is_file() and "model_type" not in files.read_config(directory):
+        return load_run(directory)
+    return load_model(model)
+
+
+def _require_head(run: Run, head: str, function: str) -> None:
+    _require_family(run, "encoder_only", function)
+    if run.config.encoder_head != head:
+        what = {"qa": "a question-answering", "classification": "a sequence-classification"}
+        needs = what.get(head, "a token-classification")
+        raise WrongFamilyError(
+            f"{function}() needs {needs} head (encoder_head={head!r}); {run.workdir} has "
+            f"encoder_head={run.config.encoder_head!r}. Use a *For{_HEAD_CLASS[head]} checkpoint, or fine-tune one "
+            f"(hf.finetune_init(path, encoder_head={head!r}))."
+        )
+
+
+_HEAD_CLASS = {
+    "qa": "QuestionAnswering",
+    "classification": "SequenceClassification",
+    "token_classification": "TokenClassification",
+}
+
+
+def _offsets_tokenizer(run: Run, function: str) -> Any:
+    """The `tokenizers.Tokenizer` of a HF checkpoint run (it gives character offsets); else one line."""
+    if not isinstance(run.tokenizer, CheckpointTokenizer):
+        raise InferenceError(
+            f"{function}() maps tokens back to characters with a Hugging Face tokenizer.json; {run.workdir} is a "
+            "training run. Export it (hf.save) with a tokenizer, or pass a Hugging Face checkpoint."
+        )
+    return run.tokenizer.tokenizer
+
+
+def _check_text(text: Any, what: str) -> str:
+    return _check_texts([text], what)[0]
+
+
+def _padded(run: Run, rows: Sequence[Sequence[int]], types: Sequence[Sequence[int]] | None = None) -> dict[str, Any]:
+    """tokens, token_type_ids, valid [B, W] with W the longest row rounded up to 8 (a few compiled shapes)."""
+    limit = run.config.max_len
+    for index, row in enumerate(rows):
+        if len(row) > limit:
+            name = "the input" if len(rows) == 1 else f"input {index}"
+            raise InputTooLongError(
+                f"{name} is {len(row)} tokens long but the model takes at most {limit}; shorten it."
+            )
+    width = min(limit, 8 * math.ceil(max(len(r) for r in rows) / 8))
+    tokens = np.full((len(rows), width), run.tokenizer.pad_id, np.int32)
+    type_ids = np.zeros((len(rows), width), np.int32)
+    valid = np.zeros((len(rows), width), bool)
+    for i, row in enumerate(rows):
+        tokens[i, : len(row)] = row
+        valid[i, : len(row)] = True
+        if types is not None and run.config.num_token_types > 0:
+            type_ids[i, : len(row)] = types[i]
+    return {"tokens": tokens, "token_type_ids": type_ids, "valid": valid}
+
+
+@functools.lru_cache(maxsize=8)
+def _encoder_apply(config: ModelConfig) -> Any:
+    model = build(config)
+
+    @jax.jit
+    def apply(params: Any, tokens: jax.Array, token_type_ids: jax.Array, valid: jax.Array) -> Any:
+        return model.apply({"params": params}, tokens, token_type_ids, valid=valid)
+
+    return apply
+
+
+def encoder_outputs(run: Run, inputs: dict[str, Any]) -> dict[str, np.ndarray]:
+    """The encoder-only model's outputs (float32 NumPy) on `inputs` {tokens, token_type_ids, valid} [B, W]."""
+    out = _encoder_apply(run.config)(run.params, inputs["tokens"], inputs["token_type_ids"], inputs["valid"])
+    return {k: np.asarray(v, np.float32) for k, v in out.items()}
+
+
+def qa_inputs(run: Run, question: str, context: str) -> tuple[Any, dict[str, Any]]:
+    """(the tokenizers.Encoding of the (question, context) pair, model inputs [1, W])."""
+    tokenizer = _offsets_tokenizer(run, "answer")
+    question, context = _check_text(question, "question"), _check_text(context, "context")
+    encoding = tokenizer.encode(question, context, add_special_tokens=True)
+    return encoding, _padded(run, [encoding.ids], [encoding.type_ids])
+
+
+def answer(
+    model: Run | str | Path, question: str, context: str, max_answer_length: int = 30, top_k: int = 1
+) -> list[Answer]:
+    """The `top_k` best answer spans of `context` for `question` (best first) with an extractive QA model.
+
+    The rule of transformers' question-answering pipeline (`jaxformer.decoding.spans`): context tokens
+    only, start <= end, at most `max_answer_length` tokens, ranked by start + end logit.
+    """
+    run = as_run(model)
+    _require_head(run, "qa", "answer")
+    max_answer_length = _check_int("max_answer_length", max_answer_length, 1, run.config.max_len)
+    top_k = _check_int("top_k", top_k, 1, 1000)
+    encoding, inputs = qa_inputs(run, question, context)
+    out = encoder_outputs(run, inputs)
+    length = len(encoding.ids)
+    allowed = spans.context_mask(encoding.sequence_ids)
+    if not allowed.any():
+        raise EmptyInputError("the context gives no tokens after tokenization; pass some text.")
+    found = spans.best_spans(
+        out["start_logits"][0, :length], out["end_logits"][0, :length], allowed, max_answer_length, top_k
+    )
+    answers = []
+    for span in found:
+        begin, end = spans.char_range(encoding.offsets, span)
+        answers.append(Answer(context[begin:end], begin, end, span.score, span.probability, span.start, span.end))
+    return answers
+
+
+def id2label(run: Run) -> list[str]:
+    """Class names: config.json's id2label of a HF checkpoint ("LABEL_i" where it names none)."""
+    names = {}
+    if run.experiment is None and (run.workdir / "config.json").is_file():
+        raw = files.read_config(run.workdir).get("id2label") or {}
+        names = {int(k): str(v) for k, v in raw.items() if str(k).lstrip("-").isdigit()}
+    return [names.get(i, f"LABEL_{i}") for i in range(run.config.num_classes)]
+
+
+def classify_labels(model: Run | str | Path, texts: Sequence[str]) -> list[dict[str, Any]]:
+    """{"label": name, "id": class id, "probabilities": {name: p}} per text (id2label from the checkpoint)."""
+    run = as_run(model)
+    _require_head(run, "classification", "classify")
+    names = id2label(run)
+    return [
+        {"label": names[best], "id": best, "probabilities": dict(zip(names, probs, strict=True))}
+        for best, probs in classify(run, texts)
+    ]
+
+
+def tag(model: Run | str | Path, text: str) -> list[dict[str, Any]]:
+    """Per-word labels of `text` with a token-classification model: the label of each word's first token
+    (transformers' aggregation "first"). [{"word", "start", "end", "label", "probability"}] in order."""
+    run = as_run(model)
+    _require_head(run, "token_classification", "tag")
+    tokenizer = _offsets_tokenizer(run, "tag")
+    text = _check_text(text, "text")
+    encoding = tokenizer.encode(text, add_special_tokens=True)
+    inputs = _padded(run, [encoding.ids], [encoding.type_ids])
+    logits = encoder_outputs(run, inputs)["logits"][0, : len(encoding.ids)]  # [T, C]
+    probs = np.exp(logits - logits.max(-1, keepdims=True))
+    probs /= probs.sum(-1, keepdims=True)
+    names = id2label(run)
+    words: dict[int, dict[str, Any]] = {}
+    for index, word in enumerate(encoding.word_ids):
+        if word is None:
+            continue
+        begin, end = encoding.offsets[index]
+        if word not in words:
+            best = int(probs[index].argmax())
+            words[word] = {"start": begin, "label": names[best], "id": best, "probability": float(probs[index, best])}
+        words[word]["end"] = end
+    return [{"word": text[w["start"] : w["end"]], **w} for w in words.values()]
+
+
 __all__ = [
+    "Answer",
     "CheckpointPipeline",
     "EmptyInputError",
     "InferenceError",
@@ -554,15 +736,20 @@ __all__ = [
     "NoCheckpointError",
     "Run",
     "WrongFamilyError",
+    "answer",
+    "as_run",
     "classify",
+    "classify_labels",
     "evaluate",
     "evaluate_bleu",
     "generate",
+    "id2label",
     "load_model",
     "load_run",
     "prompt_ids",
     "read_eval_file",
     "split_pairs",
+    "tag",
     "translate",
     "with_eval_data",
 ]
