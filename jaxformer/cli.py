@@ -180,7 +180,15 @@ def cmd_demo(args: argparse.Namespace, overrides: list[str]) -> int:
 
 
 def cmd_answer(args: argparse.Namespace, overrides: list[str]) -> int:
-    answers = inference.answer(_load(args), args.question, args.context, args.max_answer_length, args.top_k)
+    answers = inference.answer(
+        _load(args),
+        args.question,
+        args.context,
+        args.max_answer_length,
+        args.top_k,
+        max_seq_len=args.max_seq_len,
+        doc_stride=args.doc_stride,
+    )
     if not answers:
         raise InputError("no answer span fits in the context; pass a longer context or raise --max_answer_length.")
     for found in answers:
@@ -326,6 +334,10 @@ def _add_use_commands(sub: Any) -> None:
     answer.add_argument("--context", required=True, help="the text holding the answer")
     answer.add_argument("--max_answer_length", type=int, default=30, help="tokens in an answer at most (default 30)")
     answer.add_argument("--top_k", type=int, default=1, help="print the k best spans, best first (default 1)")
+    answer.add_argument(
+        "--max_seq_len", type=int, help="tokens per window of a long context (default: min(384, max_len))"
+    )
+    answer.add_argument("--doc_stride", type=int, default=128, help="tokens shared by neighbouring windows")
     answer.add_argument("--json", action="store_true", help="print each span as JSON (text, characters, score)")
     answer.set_defaults(handler=cmd_answer)
 

@@ -34,6 +34,7 @@ from typing import Any
 import jax
 import ml_collections
 import numpy as np
+from tokenizers import Tokenizer
 
 from jaxformer import experiment as experiments
 from jaxformer import hf
@@ -559,8 +560,9 @@ class Answer:
     end: int  # one past the last character
     score: float  # start_logit + end_logit
     probability: float  # softmax(start)[i] * softmax(end)[j] over the context tokens (the pipeline's score)
-    start_token: int
+    start_token: int  # tokens of window `window` (0 unless the context was cut into windows)
     end_token: int
+    window: int = 0
 
 
 def as_run(model: Run | str | Path) -> Run:
@@ -646,40 +648,77 @@ def encoder_outputs(run: Run, inputs: dict[str, Any]) -> dict[str, np.ndarray]:
     return {k: np.asarray(v, np.float32) for k, v in out.items()}
 
 
-def qa_inputs(run: Run, question: str, context: str) -> tuple[Any, dict[str, Any]]:
-    """(the tokenizers.Encoding of the (question, context) pair, model inputs [1, W])."""
+def qa_windows(
+    run: Run, question: str, context: str, max_seq_len: int | None = None, doc_stride: int = 128
+) -> tuple[list[Any], dict[str, Any]]:
+    """(tokenizers.Encoding of each window of the (question, context) pair, model inputs [N, W]).
+
+    A pair longer than `max_seq_len` (default: min(384, the model's max_len), as transformers'
+    pipeline) is cut into windows of the context that overlap by `doc_stride` tokens (at most
+    half a window), each with the whole question: transformers' "only_second" truncation.
+    """
     tokenizer = _offsets_tokenizer(run, "answer")
     question, context = _check_text(question, "question"), _check_text(context, "context")
+    limit = run.config.max_len
+    max_seq_len = min(384, limit) if max_seq_len is None else _check_int("max_seq_len", max_seq_len, 4, limit)
+    doc_stride = min(_check_int("doc_stride", doc_stride, 0, 1 << 20), max_seq_len // 2)
     encoding = tokenizer.encode(question, context, add_special_tokens=True)
-    return encoding, _padded(run, [encoding.ids], [encoding.type_ids])
+    if len(encoding.ids) <= max_seq_len:
+        windows = [encoding]
+    else:
+        cutter = Tokenizer.from_str(tokenizer.to_str())  # a copy: the run's tokenizer keeps its settings
+        cutter.no_padding()
+        cutter.enable_truncation(max_seq_len, stride=doc_stride, strategy="only_second")
+        try:
+            first = cutter.encode(question, context, add_special_tokens=True)
+        except Exception as err:  # tokenizers raises a plain Exception (e.g. the question leaves no room)
+            raise InputTooLongError(
+                f"cannot cut the context into windows of {max_seq_len} tokens with doc_stride {doc_stride} "
+                f"({' '.join(str(err).split())}); shorten the question or lower doc_stride."
+            ) from None
+        windows = [first, *first.overflowing]
+    return windows, _padded(run, [w.ids for w in windows], [w.type_ids for w in windows])
 
 
 def answer(
-    model: Run | str | Path, question: str, context: str, max_answer_length: int = 30, top_k: int = 1
+    model: Run | str | Path,
+    question: str,
+    context: str,
+    max_answer_length: int = 30,
+    top_k: int = 1,
+    *,
+    max_seq_len: int | None = None,
+    doc_stride: int = 128,
 ) -> list[Answer]:
     """The `top_k` best answer spans of `context` for `question` (best first) with an extractive QA model.
 
     The rule of transformers' question-answering pipeline (`jaxformer.decoding.spans`): context tokens
-    only, start <= end, at most `max_answer_length` tokens, ranked by start + end logit.
+    only, start <= end, at most `max_answer_length` tokens, ranked by start + end logit. A long context
+    is read in overlapping windows (`qa_windows`); spans of all windows are ranked together by score
+    (as run_qa's post-processing; ties: the earlier window), the same characters counted once.
     """
     run = as_run(model)
     _require_head(run, "qa", "answer")
     max_answer_length = _check_int("max_answer_length", max_answer_length, 1, run.config.max_len)
     top_k = _check_int("top_k", top_k, 1, 1000)
-    encoding, inputs = qa_inputs(run, question, context)
+    windows, inputs = qa_windows(run, question, context, max_seq_len, doc_stride)
     out = encoder_outputs(run, inputs)
-    length = len(encoding.ids)
-    allowed = spans.context_mask(encoding.sequence_ids)
-    if not allowed.any():
+    found: list[tuple[float, int, spans.Span]] = []
+    for index, encoding in enumerate(windows):
+        length = len(encoding.ids)
+        allowed = spans.context_mask(encoding.sequence_ids)
+        start, end = out["start_logits"][index, :length], out["end_logits"][index, :length]
+        found += [(-s.score, index, s) for s in spans.best_spans(start, end, allowed, max_answer_length, top_k)]
+    if not any(spans.context_mask(w.sequence_ids).any() for w in windows):
         raise EmptyInputError("the context gives no tokens after tokenization; pass some text.")
-    found = spans.best_spans(
-        out["start_logits"][0, :length], out["end_logits"][0, :length], allowed, max_answer_length, top_k
-    )
-    answers = []
-    for span in found:
-        begin, end = spans.char_range(encoding.offsets, span)
-        answers.append(Answer(context[begin:end], begin, end, span.score, span.probability, span.start, span.end))
-    return answers
+    answers: dict[tuple[int, int], Answer] = {}
+    for _, index, span in sorted(found, key=lambda item: (item[0], item[1])):  # stable: a window's own order
+        begin, end = spans.char_range(windows[index].offsets, span)
+        if (begin, end) not in answers and len(answers) < top_k:
+            answers[begin, end] = Answer(
+                context[begin:end], begin, end, span.score, span.probability, span.start, span.end, index
+            )
+    return list(answers.values())
 
 
 def id2label(run: Run) -> list[str]:

@@ -111,7 +111,7 @@ def test_answer_matches_transformers_and_the_cli_prints_the_api_span(tiny, capsy
     encoding = tokenizer.encode(QUESTION, CONTEXT)
     expected = torch_outputs(model, encoding)
     run = inference.load_model(directory)
-    ours = inference.encoder_outputs(run, inference.qa_inputs(run, QUESTION, CONTEXT)[1])
+    ours = inference.encoder_outputs(run, inference.qa_windows(run, QUESTION, CONTEXT)[1])
     width = len(encoding.ids)
     for key in ("start_logits", "end_logits"):
         np.testing.assert_allclose(ours[key][0, :width], getattr(expected, key)[0].numpy(), atol=1e-5)
@@ -184,3 +184,41 @@ def test_tag_labels_each_word_by_its_first_token(tiny, capsys):
     assert [w["label"] for w in words] == [TAGS[int(logits[i].argmax())] for i in first.values()]
     code, out, _ = run_cli(capsys, "tag", "--model", str(directory), "--text", text)
     assert code == 0 and out == " ".join(f"{w['word']}/{w['label']}" for w in words) + "\n"
+
+
+def test_a_long_context_is_read_in_overlapping_windows(tiny, capsys):
+    """Windows of 24 tokens sharing 8: every window's spans, ranked together by score, as run_qa does."""
+    directory, model, tokenizer = tiny["qa"]
+    context = " ".join([CONTEXT, "What flows through it? The river Seine.", CONTEXT.lower(), "It is old and large."])
+    answers = inference.answer(str(directory), QUESTION, context, 5, top_k=6, max_seq_len=24, doc_stride=8)
+    cutter = Tokenizer.from_str(tokenizer.to_str())
+    cutter.enable_truncation(24, stride=8, strategy="only_second")
+    first = cutter.encode(QUESTION, context)
+    windows = [first, *first.overflowing]
+    assert len(windows) >= 3 and all(len(w.ids) <= 24 for w in windows)
+    candidates = []
+    for index, window in enumerate(windows):
+        logits = torch_outputs(model, window)
+        for span in best_spans(
+            logits.start_logits[0].numpy(), logits.end_logits[0].numpy(), context_mask(window.sequence_ids), 5, 6
+        ):
+            chars = (window.offsets[span.start][0], window.offsets[span.end][1])
+            candidates.append((-span.score, index, chars))
+    expected, seen = [], set()
+    for _, index, chars in sorted(candidates, key=lambda c: (c[0], c[1])):
+        if chars not in seen:
+            seen.add(chars)
+            expected.append((index, chars))
+    assert [(a.window, (a.start, a.end)) for a in answers] == expected[:6]
+    assert len({a.window for a in answers}) > 1  # the ranking mixes windows
+    assert all(a.text == context[a.start : a.end] for a in answers)
+    code, out, _ = run_cli(
+        capsys, "answer", "--model", str(directory), "--question", QUESTION, "--context", context,
+        "--max_answer_length", "5", "--max_seq_len", "24", "--doc_stride", "8",
+    )  # fmt: skip
+    assert (code, out) == (0, answers[0].text + "\n")
+    code, _, err = run_cli(
+        capsys, "answer", "--model", str(directory), "--question", QUESTION * 3, "--context", context,
+        "--max_seq_len", "24",
+    )  # fmt: skip
+    assert code == 2 and "cannot cut the context into windows" in err and err.count("\n") == 1
