@@ -707,8 +707,8 @@ def answer(
     for index, encoding in enumerate(windows):
         length = len(encoding.ids)
         allowed = spans.context_mask(encoding.sequence_ids)
-        start, end = out["start_logits"][index, :length], out["end_logits"][index, :length]
-        found += [(-s.score, index, s) for s in spans.best_spans(start, end, allowed, max_answer_length, top_k)]
+        starts, ends = out["start_logits"][index, :length], out["end_logits"][index, :length]
+        found += [(-s.score, index, s) for s in spans.best_spans(starts, ends, allowed, max_answer_length, top_k)]
     if not any(spans.context_mask(w.sequence_ids).any() for w in windows):
         raise EmptyInputError("the context gives no tokens after tokenization; pass some text.")
     answers: dict[tuple[int, int], Answer] = {}
