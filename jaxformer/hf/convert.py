@@ -37,7 +37,8 @@ ARCHITECTURES: dict[str, Architecture] = {
 ARCHITECTURES.update(llama.ARCHITECTURES)
 ARCHITECTURES.update(gemma.ARCHITECTURES)
 SUPPORTED_MODEL_TYPES = tuple(ARCHITECTURES)
-HEAD_MODULES = ("lm_head", "mlm_head", "classifier", "pooler")  # what finetune_init may initialise afresh
+# what finetune_init may initialise afresh
+HEAD_MODULES = ("lm_head", "mlm_head", "classifier", "pooler", "qa_head", "token_classifier")
 STACKS = ("encoder", "decoder")
 
 
