@@ -23,7 +23,7 @@ NormPosition = Literal["pre", "post"]
 PositionKind = Literal["sinusoidal", "learned", "rotary", "relative", "none"]
 SinusoidalLayout = Literal["interleaved", "concat"]
 AttentionImpl = Literal["reference", "xla", "cudnn"]
-EncoderHead = Literal["none", "mlm", "classification"]
+EncoderHead = Literal["none", "mlm", "classification", "qa", "token_classification"]
 RematPolicy = Literal["none", "full", "dots", "dots_no_batch"]
 DType = Literal["float32", "bfloat16", "float16"]
 RopeScaling = Literal["none", "linear", "dynamic", "llama3", "yarn"]
@@ -172,8 +172,8 @@ class ModelConfig:
             raise ConfigError(f"position='sinusoidal' needs an even d_model, got d_model={self.d_model}.")
         if self.num_token_types and self.family != "encoder_only":
             raise ConfigError(f"num_token_types={self.num_token_types} is only supported for family='encoder_only'.")
-        if self.encoder_head == "classification" and self.num_classes < 1:
-            raise ConfigError(f"num_classes={self.num_classes} must be >= 1 for encoder_head='classification'.")
+        if self.encoder_head in ("classification", "token_classification") and self.num_classes < 1:
+            raise ConfigError(f"num_classes={self.num_classes} must be >= 1 for encoder_head={self.encoder_head!r}.")
         if not 0 <= self.pad_token_id < self.vocab_size:
             raise ConfigError(f"pad_token_id={self.pad_token_id} must be in [0, vocab_size={self.vocab_size}).")
         if self.position == "relative" and self.relative_buckets < 2:

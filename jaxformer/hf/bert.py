@@ -1,14 +1,15 @@
 """BERT (Devlin et al. 2019) and MiniLM variants <-> jaxformer encoder-only: mapping table and config fields.
 
-HF names are those of `BertModel` (no prefix); `BertForMaskedLM` and
-`BertForSequenceClassification` put them under "bert." and add their heads
-("cls.predictions.*", "classifier.*"). All weights are nn.Linear [out, in].
+HF names are those of `BertModel` (no prefix); `BertForMaskedLM`, `BertForSequenceClassification`,
+`BertForQuestionAnswering` and `BertForTokenClassification` put them under "bert." and add their
+heads ("cls.predictions.*", "classifier.*" on the pooled vector, "qa_outputs.*", "classifier.*" on
+every token; the last two have no pooler). All weights are nn.Linear [out, in].
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -70,6 +71,14 @@ MLM_HEAD = [  # cls.predictions. <-> mlm_head/ (the decoder is tied to word_embe
     ("bias", "bias", COPY),  # [V]
 ]
 CLASSIFIER = [("weight", "dense/kernel", LINEAR_IN), ("bias", "dense/bias", COPY)]  # [C, D] -> [D, C]
+# encoder_head -> (HF module prefix, jaxformer module, transformers class suffix)
+HEADS: dict[str, tuple[str, str, str]] = {
+    "none": ("", "", "Model"),
+    "mlm": ("cls.predictions.", "mlm_head/", "ForMaskedLM"),
+    "classification": ("classifier.", "classifier/", "ForSequenceClassification"),
+    "qa": ("qa_outputs.", "qa_head/", "ForQuestionAnswering"),  # [2, D]: start, end
+    "token_classification": ("classifier.", "token_classifier/", "ForTokenClassification"),
+}
 # BertForPreTraining's next-sentence head: no jaxformer counterpart, dropped with a warning.
 NSP_HEAD = "cls.seq_relationship."
 
@@ -79,10 +88,9 @@ def rules(config: ModelConfig) -> list[Rule]:
     out += per_layer("encoder.layer.{i}.", "encoder/layers_{i}/", LAYER, config.num_layers)
     if config.pooler or config.encoder_head == "classification":
         out += table("pooler.", "pooler/", POOLER)
-    if config.encoder_head == "mlm":
-        out += table("cls.predictions.", "mlm_head/", MLM_HEAD)
-    elif config.encoder_head == "classification":
-        out += table("classifier.", "classifier/", CLASSIFIER)
+    if config.encoder_head != "none":
+        hf_prefix, module, _ = HEADS[config.encoder_head]
+        out += table(hf_prefix, module, MLM_HEAD if config.encoder_head == "mlm" else CLASSIFIER)
     return out
 
 
@@ -95,12 +103,26 @@ def aliases(config: ModelConfig) -> list[tuple[str, str]]:
     ]
 
 
-def encoder_head(tensors: Mapping[str, np.ndarray]) -> tuple[EncoderHead, int]:
-    """("mlm" | "classification" | "none", number of classes) from the head tensors present."""
+def encoder_head(
+    tensors: Mapping[str, np.ndarray], architectures: Sequence[str] = (), pooler: str = "pooler.dense.weight"
+) -> tuple[EncoderHead, int]:
+    """(encoder_head, number of classes) from the head tensors present.
+
+    "classifier.weight" [C, D] is either head on the pooled vector (*ForSequenceClassification)
+    or on every token (*ForTokenClassification): config.json's `architectures` tells, else the
+    pooler does (transformers builds the token classifier without one).
+    """
     if "cls.predictions.bias" in tensors:
         return "mlm", 2
+    if "qa_outputs.weight" in tensors:
+        return "qa", 2
     if "classifier.weight" in tensors:
-        return "classification", int(tensors["classifier.weight"].shape[0])
+        classes = int(tensors["classifier.weight"].shape[0])
+        if any(str(name).endswith("ForTokenClassification") for name in architectures):
+            return "token_classification", classes
+        if any(str(name).endswith("ForSequenceClassification") for name in architectures):
+            return "classification", classes
+        return ("classification" if pooler in tensors else "token_classification"), classes
     return "none", 2
 
 
@@ -131,7 +153,7 @@ def config_from_hf(hf: Mapping[str, Any], tensors: Mapping[str, np.ndarray]) -> 
     dropped = sorted(name for name in tensors if name.startswith(NSP_HEAD))
     if dropped:
         LOG.warning("BERT checkpoint: dropping the next-sentence-prediction head %s (not part of jaxformer).", dropped)
-    head, num_classes = encoder_head(tensors)
+    head, num_classes = encoder_head(tensors, hf.get("architectures") or ())
     pooler = "pooler.dense.weight" in tensors
     return config_from_keys(
         hf, MODEL_TYPE, bert_arch.FIXED, KEYS, DERIVED, pooler=pooler, encoder_head=head, num_classes=num_classes
@@ -146,15 +168,14 @@ def check_export_extra(config: ModelConfig) -> None:
 
 
 def config_to_hf(config: ModelConfig) -> dict[str, Any]:
-    architecture = {"none": "BertModel", "mlm": "BertForMaskedLM", "classification": "BertForSequenceClassification"}
     out: dict[str, Any] = {
-        "architectures": [architecture[config.encoder_head]],
+        "architectures": ["Bert" + HEADS[config.encoder_head][2]],
         **write_keys(config, KEYS),
         "position_embedding_type": "absolute",
         "pad_token_id": config.pad_token_id,
         "tie_word_embeddings": True,
     }
-    if config.encoder_head == "classification":
+    if config.encoder_head in ("classification", "token_classification"):
         out["id2label"] = {str(i): f"LABEL_{i}" for i in range(config.num_classes)}
         out["label2id"] = {f"LABEL_{i}": i for i in range(config.num_classes)}
     return out
@@ -168,7 +189,7 @@ def rename(name: str) -> str:
 ARCHITECTURE = Architecture(
     model_type=MODEL_TYPE,
     prefix="bert.",
-    head_names=("cls.", "classifier."),
+    head_names=("cls.", "classifier.", "qa_outputs."),
     config_from_hf=config_from_hf,
     config_to_hf=config_to_hf,
     export_fields=EXPORT_FIELDS,

@@ -39,7 +39,8 @@ ARCHITECTURES.update(gemma.ARCHITECTURES)
 ARCHITECTURES.update(roberta.ARCHITECTURES)
 ARCHITECTURES[distilbert.MODEL_TYPE] = distilbert.ARCHITECTURE
 SUPPORTED_MODEL_TYPES = tuple(ARCHITECTURES)
-HEAD_MODULES = ("lm_head", "mlm_head", "classifier", "pooler")  # what finetune_init may initialise afresh
+# what finetune_init may initialise afresh
+HEAD_MODULES = ("lm_head", "mlm_head", "classifier", "pooler", "qa_head", "token_classifier")
 STACKS = ("encoder", "decoder")
 
 

@@ -4,6 +4,8 @@ HF names are those of `DistilBertModel` (no prefix); the head models put them un
   DistilBertForMaskedLM              vocab_transform -> activation -> vocab_layer_norm -> tied vocab_projector + bias
   DistilBertForSequenceClassification pre_classifier -> ReLU -> dropout -> classifier on the first token,
                                      which is jaxformer's pooler (pooler_activation="relu") + classifier.
+  DistilBertForQuestionAnswering      qa_outputs [2, D] on every token (start, end) <-> qa_head
+  DistilBertForTokenClassification    classifier [C, D] on every token <-> token_classifier
 No token types, no pooler, LayerNorm eps fixed at 1e-12. `sinusoidal_pos_embds` only initialises the
 stored position table, so both kinds load as a learned table. All weights are nn.Linear [out, in].
 """
@@ -73,17 +75,30 @@ CLASSIFIER = [  # pre_classifier (+ ReLU) <-> pooler/, classifier <-> classifier
     ("classifier.weight", "classifier/dense/kernel", LINEAR_IN),  # [C, D] -> [D, C]
     ("classifier.bias", "classifier/dense/bias", COPY),
 ]
-HEAD_NAMES = ("vocab_transform.", "vocab_layer_norm.", "vocab_projector.", "pre_classifier.", "classifier.")
+LINEAR = [("weight", "dense/kernel", LINEAR_IN), ("bias", "dense/bias", COPY)]  # [C, D] -> [D, C]
+# encoder_head -> (HF module prefix, jaxformer module, table, transformers class suffix)
+HEADS: dict[str, tuple[str, str, list, str]] = {
+    "none": ("", "", [], "Model"),
+    "mlm": ("", "mlm_head/", MLM_HEAD, "ForMaskedLM"),
+    "classification": ("", "", CLASSIFIER, "ForSequenceClassification"),
+    "qa": ("qa_outputs.", "qa_head/", LINEAR, "ForQuestionAnswering"),  # [2, D]: start, end
+    "token_classification": ("classifier.", "token_classifier/", LINEAR, "ForTokenClassification"),
+}
+HEAD_NAMES = (
+    "vocab_transform.",
+    "vocab_layer_norm.",
+    "vocab_projector.",
+    "pre_classifier.",
+    "classifier.",
+    "qa_outputs.",
+)
 
 
 def rules(config: ModelConfig) -> list[Rule]:
     out = table("embeddings.", "", EMBEDDINGS)
     out += per_layer("transformer.layer.{i}.", "encoder/layers_{i}/", LAYER, config.num_layers)
-    if config.encoder_head == "mlm":
-        out += table("", "mlm_head/", MLM_HEAD)
-    elif config.encoder_head == "classification":
-        out += table("", "", CLASSIFIER)
-    return out
+    hf_prefix, module, entries, _ = HEADS[config.encoder_head]
+    return out + table(hf_prefix, module, entries)
 
 
 def aliases(config: ModelConfig) -> list[tuple[str, str]]:
@@ -93,11 +108,14 @@ def aliases(config: ModelConfig) -> list[tuple[str, str]]:
 
 
 def encoder_head(tensors: Mapping[str, np.ndarray]) -> tuple[EncoderHead, int]:
-    """("mlm" | "classification" | "none", number of classes) from the head tensors present."""
+    """(encoder_head, number of classes) from the head tensors present (a pre_classifier marks sequence classification)."""
     if "vocab_projector.bias" in tensors:
         return "mlm", 2
-    if "pre_classifier.weight" in tensors and "classifier.weight" in tensors:
-        return "classification", int(tensors["classifier.weight"].shape[0])
+    if "qa_outputs.weight" in tensors:
+        return "qa", 2
+    if "classifier.weight" in tensors:
+        head: EncoderHead = "classification" if "pre_classifier.weight" in tensors else "token_classification"
+        return head, int(tensors["classifier.weight"].shape[0])
     return "none", 2
 
 
@@ -141,19 +159,14 @@ def check_export_extra(config: ModelConfig) -> None:
 
 
 def config_to_hf(config: ModelConfig) -> dict[str, Any]:
-    architecture = {
-        "none": "DistilBertModel",
-        "mlm": "DistilBertForMaskedLM",
-        "classification": "DistilBertForSequenceClassification",
-    }
     out: dict[str, Any] = {
-        "architectures": [architecture[config.encoder_head]],
+        "architectures": ["DistilBert" + HEADS[config.encoder_head][3]],
         **write_keys(config, KEYS),
         "sinusoidal_pos_embds": False,  # the table is stored either way
         "pad_token_id": config.pad_token_id,
         "tie_word_embeddings": True,
     }
-    if config.encoder_head == "classification":
+    if config.encoder_head in ("classification", "token_classification"):
         out["id2label"] = {str(i): f"LABEL_{i}" for i in range(config.num_classes)}
         out["label2id"] = {f"LABEL_{i}": i for i in range(config.num_classes)}
     return out

@@ -5,6 +5,8 @@ under "roberta." in the head models (XLM-RoBERTa too). Heads:
   RobertaForMaskedLM              lm_head.dense -> gelu -> lm_head.layer_norm -> tied decoder + lm_head.bias
   RobertaForSequenceClassification classifier.dense -> tanh -> classifier.out_proj on the <s> token,
                                   which is jaxformer's pooler (tanh) + classifier (no separate pooler).
+  RobertaForQuestionAnswering     qa_outputs [2, D] on every token (start, end) <-> qa_head
+  RobertaForTokenClassification   classifier [C, D] on every token <-> token_classifier
 Positions: position_rule="padding_offset" (pads at pad_token_id, real tokens from pad_token_id + 1).
 All weights are nn.Linear [out, in].
 """
@@ -50,18 +52,24 @@ CLASSIFIER = [  # classifier. <-> pooler/ (dense + tanh on <s>) and classifier/ 
     ("out_proj.weight", "classifier/dense/kernel", LINEAR_IN),  # [C, D] -> [D, C]
     ("out_proj.bias", "classifier/dense/bias", COPY),
 ]
+LINEAR = [("weight", "dense/kernel", LINEAR_IN), ("bias", "dense/bias", COPY)]  # [C, D] -> [D, C]
+# encoder_head -> (HF module prefix, jaxformer module, table, transformers class suffix)
+HEADS: dict[str, tuple[str, str, list, str]] = {
+    "none": ("", "", [], "Model"),
+    "mlm": ("lm_head.", "mlm_head/", MLM_HEAD, "ForMaskedLM"),
+    "classification": ("classifier.", "", CLASSIFIER, "ForSequenceClassification"),
+    "qa": ("qa_outputs.", "qa_head/", LINEAR, "ForQuestionAnswering"),  # [2, D]: start, end
+    "token_classification": ("classifier.", "token_classifier/", LINEAR, "ForTokenClassification"),
+}
 
 
 def rules(config: ModelConfig) -> list[Rule]:
     out = table("embeddings.", "", EMBEDDINGS)
     out += per_layer("encoder.layer.{i}.", "encoder/layers_{i}/", LAYER, config.num_layers)
-    if config.encoder_head == "classification":
-        out += table("classifier.", "", CLASSIFIER)
-    elif config.pooler:
+    if config.pooler and config.encoder_head != "classification":  # classification: classifier.dense is the pooler
         out += table("pooler.", "pooler/", POOLER)
-    if config.encoder_head == "mlm":
-        out += table("lm_head.", "mlm_head/", MLM_HEAD)
-    return out
+    hf_prefix, module, entries, _ = HEADS[config.encoder_head]
+    return out + table(hf_prefix, module, entries)
 
 
 def aliases(config: ModelConfig) -> list[tuple[str, str]]:
@@ -74,11 +82,15 @@ def aliases(config: ModelConfig) -> list[tuple[str, str]]:
 
 
 def encoder_head(tensors: Mapping[str, np.ndarray]) -> tuple[EncoderHead, int]:
-    """("mlm" | "classification" | "none", number of classes) from the head tensors present."""
+    """(encoder_head, number of classes) from the head tensors present (their names tell them apart)."""
     if "lm_head.bias" in tensors or "lm_head.decoder.bias" in tensors:
         return "mlm", 2
     if "classifier.out_proj.weight" in tensors:
         return "classification", int(tensors["classifier.out_proj.weight"].shape[0])
+    if "qa_outputs.weight" in tensors:
+        return "qa", 2
+    if "classifier.weight" in tensors:
+        return "token_classification", int(tensors["classifier.weight"].shape[0])
     return "none", 2
 
 
@@ -164,15 +176,14 @@ def check_export(model_type: str):
 
 def make_config_to_hf(model_type: str):
     def config_to_hf(config: ModelConfig) -> dict[str, Any]:
-        suffix = {"none": "Model", "mlm": "ForMaskedLM", "classification": "ForSequenceClassification"}
         out: dict[str, Any] = {
-            "architectures": [CLASS_PREFIX[model_type] + suffix[config.encoder_head]],
+            "architectures": [CLASS_PREFIX[model_type] + HEADS[config.encoder_head][3]],
             **write_keys(config, keys(model_type)),
             "position_embedding_type": "absolute",
             "pad_token_id": config.pad_token_id,
             "tie_word_embeddings": True,
         }
-        if config.encoder_head == "classification":
+        if config.encoder_head in ("classification", "token_classification"):
             out["id2label"] = {str(i): f"LABEL_{i}" for i in range(config.num_classes)}
             out["label2id"] = {f"LABEL_{i}": i for i in range(config.num_classes)}
         return out
@@ -184,7 +195,7 @@ def architecture(model_type: str) -> Architecture:
     return Architecture(
         model_type=model_type,
         prefix="roberta.",
-        head_names=("lm_head.", "classifier."),
+        head_names=("lm_head.", "classifier.", "qa_outputs."),
         config_from_hf=make_config_from_hf(model_type),
         config_to_hf=make_config_to_hf(model_type),
         export_fields=EXPORT_FIELDS,

@@ -10,7 +10,7 @@ import jax
 
 from jaxformer.config import ModelConfig
 from jaxformer.models.embeddings import InputEmbedding, encoder_positions, token_embed
-from jaxformer.models.heads import ClassifierHead, MaskedLMHead, Pooler
+from jaxformer.models.heads import ClassifierHead, MaskedLMHead, Pooler, SpanHead, TokenClassifierHead
 from jaxformer.models.inputs import attention_mask, check_same_shape, check_tokens
 from jaxformer.models.stack import TransformerStack
 
@@ -20,7 +20,8 @@ class EncoderOnly(nn.Module):
 
     __call__(tokens [B, T], token_type_ids [B, T], valid [B, T] bool, positions [B, T],
     segment_ids [B, T]) returns a dict: "hidden" [B, T, D]; "pooled" [B, D] with a
-    pooler; "logits" [B, T, V] for encoder_head="mlm" or [B, C] for "classification".
+    pooler; "logits" [B, T, V] for encoder_head="mlm", [B, C] for "classification", [B, T, C]
+    for "token_classification"; "start_logits" and "end_logits" [B, T] for "qa".
     """
 
     config: ModelConfig
@@ -37,6 +38,10 @@ class EncoderOnly(nn.Module):
             self.mlm_head = MaskedLMHead(cfg, self.embed)
         if cfg.encoder_head == "classification":
             self.classifier = ClassifierHead(cfg, self.deterministic)
+        if cfg.encoder_head == "qa":
+            self.qa_head = SpanHead(cfg)
+        if cfg.encoder_head == "token_classification":
+            self.token_classifier = TokenClassifierHead(cfg, self.deterministic)
 
     def __call__(
         self,
@@ -65,4 +70,8 @@ class EncoderOnly(nn.Module):
             out["logits"] = self.mlm_head(hidden)
         elif cfg.encoder_head == "classification":
             out["logits"] = self.classifier(out["pooled"])
+        elif cfg.encoder_head == "qa":
+            out["start_logits"], out["end_logits"] = self.qa_head(hidden)
+        elif cfg.encoder_head == "token_classification":
+            out["logits"] = self.token_classifier(hidden)
         return out

@@ -1,4 +1,4 @@
-"""Output heads: language-model logits (tied or untied), BERT pooler, MLM and classifier heads.
+"""Output heads: language-model logits (tied or untied), BERT pooler, MLM, classifier, span (QA) and tagging heads.
 
 Legend: B batch, T length, D model width, V vocabulary, C classes.
 """
@@ -119,3 +119,32 @@ class ClassifierHead(nn.Module):
         cfg = self.config
         pooled = nn.Dropout(cfg.dropout_rate)(pooled, deterministic=self.deterministic)
         return dense(cfg, cfg.num_classes, ("embed", "classes"), "dense", use_bias=True)(pooled).astype(jnp.float32)
+
+
+class SpanHead(nn.Module):
+    """Extractive question answering (`*ForQuestionAnswering`): one dense D -> 2 on every token.
+
+    hidden [B, T, D] -> (start_logits [B, T], end_logits [B, T]), float32.
+    """
+
+    config: ModelConfig
+
+    @nn.compact
+    def __call__(self, hidden: jax.Array) -> tuple[jax.Array, jax.Array]:
+        logits = dense(self.config, 2, ("embed", "classes"), "dense", use_bias=True)(hidden)  # [B, T, 2]
+        logits = logits.astype(jnp.float32)
+        return logits[..., 0], logits[..., 1]
+
+
+class TokenClassifierHead(nn.Module):
+    """Token classification (`*ForTokenClassification`): dropout + dense on every token. [B, T, D] -> [B, T, C]."""
+
+    config: ModelConfig
+    deterministic: bool = True
+
+    @nn.compact
+    def __call__(self, hidden: jax.Array) -> jax.Array:
+        cfg = self.config
+        hidden = nn.Dropout(cfg.dropout_rate)(hidden, deterministic=self.deterministic)
+        logits = dense(cfg, cfg.num_classes, ("embed", "classes"), "dense", use_bias=True)(hidden)
+        return constrain(logits.astype(jnp.float32), ("activation_batch", "activation_length", None))
