@@ -371,7 +371,8 @@ def save(
     """Write config.json + model.safetensors (float32) that `transformers` loads; returns the directory.
 
     GPT-2 -> GPT2LMHeadModel; BERT -> BertModel / BertForMaskedLM / BertForSequenceClassification
-    (by encoder_head); T5 -> T5ForConditionalGeneration; Marian -> MarianMTModel. Scanned
+    (by encoder_head; RoBERTa / DistilBERT alike, picked by position_rule / num_token_types=0);
+    T5 -> T5ForConditionalGeneration; Marian -> MarianMTModel. Scanned
     params are unrolled. tokenizer_dir: its tokenizer files are copied along. extra_config:
     keys merged into config.json (e.g. {"eos_token_id": 50256}, see `read_special_tokens`).
     max_shard_size: bytes (or "5GB", "200MB") per file; larger checkpoints are written as
