@@ -27,6 +27,8 @@ EncoderHead = Literal["none", "mlm", "classification", "qa", "token_classificati
 RematPolicy = Literal["none", "full", "dots", "dots_no_batch"]
 DType = Literal["float32", "bfloat16", "float16"]
 RopeScaling = Literal["none", "linear", "dynamic", "llama3", "yarn"]
+PositionRule = Literal["index", "padding_offset"]
+PoolerActivation = Literal["tanh", "relu"]
 
 GATED_ACTIVATIONS = ("swiglu", "geglu", "geglu_tanh", "reglu")
 _JNP_DTYPES: dict[str, Any] = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}  # keys: DType
@@ -133,6 +135,11 @@ class ModelConfig:
     final_logit_softcap: float | None = None  # output logits -> c * tanh(logits / c) (Gemma 2)
     sandwich_norms: bool = False  # extra norms on each sub-layer's output before the residual (Gemma 2/3)
     rope_local_base: float | None = None  # RoPE base of the sliding-window layers (Gemma 3); None: rotary_base
+    # --- issue 22: RoBERTa / XLM-RoBERTa / DistilBERT ------------------------------------------------
+    # Default positions of encoder_only models: "index" 0..T-1; "padding_offset" (RoBERTa)
+    # cumsum(tokens != pad) * (tokens != pad) + pad_token_id, so pads sit at pad_token_id, real tokens from it + 1.
+    position_rule: PositionRule = "index"
+    pooler_activation: PoolerActivation = "tanh"  # pooler: act(W h[:, 0] + b); DistilBERT's classifier: "relu"
 
     def __post_init__(self) -> None:
         check_choice("family", self.family, Family)
@@ -173,6 +180,7 @@ class ModelConfig:
             raise ConfigError(f"relative_buckets={self.relative_buckets} must be >= 2.")
         check_llm_fields(self)
         check_gemma_fields(self)
+        check_encoder_family_fields(self)
 
     # Derived sizes --------------------------------------------------------
     @property
@@ -308,4 +316,21 @@ def check_gemma_fields(config: ModelConfig) -> None:
             raise ConfigError(
                 "rope_local_base is the RoPE base of the sliding-window (local) layers, but sliding_window "
                 "is None; set sliding_window (and sliding_window_layers) or rope_local_base=None."
+            )
+
+
+def check_encoder_family_fields(config: ModelConfig) -> None:
+    """Validate the issue-22 fields (RoBERTa's position rule, the pooler's activation)."""
+    check_choice("position_rule", config.position_rule, PositionRule)
+    check_choice("pooler_activation", config.pooler_activation, PoolerActivation)
+    if config.position_rule == "padding_offset":
+        if config.family != "encoder_only" or config.position != "learned":
+            raise ConfigError(
+                f"position_rule='padding_offset' needs family='encoder_only' and position='learned', "
+                f"got family={config.family!r}, position={config.position!r}."
+            )
+        if config.pad_token_id + 1 >= config.max_len:
+            raise ConfigError(
+                f"position_rule='padding_offset' puts the first token at position pad_token_id + 1 = "
+                f"{config.pad_token_id + 1}, beyond max_len={config.max_len}; raise max_len or lower pad_token_id."
             )

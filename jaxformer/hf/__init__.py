@@ -1,4 +1,5 @@
-"""Hugging Face interop: import GPT-2, BERT (MiniLM), T5 and Marian checkpoints; export them back.
+"""Hugging Face interop: import GPT-2, BERT (MiniLM), RoBERTa / XLM-RoBERTa, DistilBERT, T5, Marian, Llama and
+Gemma family checkpoints; export them back.
 
     model, params, config = jaxformer.hf.load("path/to/hf_model_dir")
     model, params, config = jaxformer.hf.load("Qwen/Qwen3-0.6B", revision="main")   # through the Hub cache
@@ -8,8 +9,9 @@
     jaxformer.hf.save(config, params, "out_dir", dtype="bfloat16")  # default: each parameter's own dtype
     tokenizer = jaxformer.hf.load_tokenizer("path/to/hf_model_dir")
     config, params = jaxformer.hf.finetune_init("path", encoder_head="classification", num_classes=2)
+    jaxformer.hf.save(config, params, "out_dir", model_type="xlm-roberta")  # where the fields cannot tell
 
-One mapping table per architecture (gpt2.py, bert.py, t5.py, marian.py); shared
+One mapping table per architecture (gpt2.py, bert.py, roberta.py, distilbert.py, t5.py, marian.py, ...); shared
 machinery in common.py (transforms, rules), io.py (files) and convert.py.
 NumPy/safetensors only: torch is needed just for pytorch_model.bin (allow_pickle=True).
 """

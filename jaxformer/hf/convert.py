@@ -26,7 +26,7 @@ from flax.traverse_util import flatten_dict, unflatten_dict
 from jaxformer import models, sharding
 from jaxformer.config import DEFAULT_RULES, ModelConfig
 from jaxformer.errors import CheckpointError, ConfigError
-from jaxformer.hf import bert, files, gemma, gpt2, hub, llama, marian, t5
+from jaxformer.hf import bert, distilbert, files, gemma, gpt2, hub, llama, marian, roberta, t5
 from jaxformer.hf.common import Architecture, Rule, check_exportable, match_name
 from jaxformer.models import finite
 
@@ -36,6 +36,8 @@ ARCHITECTURES: dict[str, Architecture] = {
 }
 ARCHITECTURES.update(llama.ARCHITECTURES)
 ARCHITECTURES.update(gemma.ARCHITECTURES)
+ARCHITECTURES.update(roberta.ARCHITECTURES)
+ARCHITECTURES[distilbert.MODEL_TYPE] = distilbert.ARCHITECTURE
 SUPPORTED_MODEL_TYPES = tuple(ARCHITECTURES)
 # what finetune_init may initialise afresh
 HEAD_MODULES = ("lm_head", "mlm_head", "classifier", "pooler", "qa_head", "token_classifier")
@@ -248,8 +250,10 @@ def architecture_for(config: ModelConfig) -> Architecture:
         return ARCHITECTURES["mistral" if config.sliding_window is not None else "llama"]
     if config.family == "decoder_only":
         return ARCHITECTURES["gpt2"]
-    if config.family == "encoder_only":
-        return ARCHITECTURES["bert"]
+    if config.family == "encoder_only":  # RoBERTa by its position rule; BERT without token types is DistilBERT
+        if config.position_rule == "padding_offset":
+            return ARCHITECTURES["roberta"]
+        return ARCHITECTURES["bert" if config.num_token_types else "distilbert"]
     if config.position == "relative":
         return ARCHITECTURES["t5"]
     if config.position == "sinusoidal":
@@ -362,21 +366,27 @@ def save(
     extra_config: Mapping[str, Any] | None = None,
     max_shard_size: int | str | None = None,
     dtype: str | None = None,
+    model_type: str | None = None,
 ) -> Path:
     """Write config.json + model.safetensors (float32) that `transformers` loads; returns the directory.
 
     GPT-2 -> GPT2LMHeadModel; BERT -> BertModel / BertForMaskedLM / BertForSequenceClassification
-    (by encoder_head); T5 -> T5ForConditionalGeneration; Marian -> MarianMTModel. Scanned
+    (by encoder_head; RoBERTa / DistilBERT alike, picked by position_rule / num_token_types=0);
+    T5 -> T5ForConditionalGeneration; Marian -> MarianMTModel. Scanned
     params are unrolled. tokenizer_dir: its tokenizer files are copied along. extra_config:
     keys merged into config.json (e.g. {"eos_token_id": 50256}, see `read_special_tokens`).
     max_shard_size: bytes (or "5GB", "200MB") per file; larger checkpoints are written as
     model-0000X-of-0000N.safetensors + model.safetensors.index.json, as transformers does.
     dtype: None writes each parameter in its own dtype (a checkpoint loaded with dtype="auto" goes back
     in its stored dtype, bfloat16 bit for bit); "bfloat16" / "float16" / "float32" casts every tensor.
+    model_type: the HF model_type to write where the fields cannot tell (e.g. "xlm-roberta", which is
+    RoBERTa with another vocabulary); None picks it from the config's fields.
     """
     if dtype is not None and dtype not in DTYPES:
         raise ValueError(f"dtype={dtype!r} is not supported; use one of {sorted(DTYPES)} or None (the params' own).")
-    arch = architecture_for(config)
+    if model_type is not None and model_type not in ARCHITECTURES:
+        raise ValueError(f"model_type={model_type!r} is not supported; use one of {list(SUPPORTED_MODEL_TYPES)}.")
+    arch = architecture_for(config) if model_type is None else ARCHITECTURES[model_type]
     check_exportable(arch, config)
     tensors = params_to_tensors(arch, config.replace(scan_layers=False), unscan(params), DTYPES.get(dtype or ""))
     stored = sorted({np.dtype(t.dtype).name for t in tensors.values()})

@@ -31,10 +31,19 @@ def token_embed(cfg: ModelConfig, name: str | None = None) -> Embed:
     )
 
 
+def max_tokens(config: ModelConfig) -> int:
+    """The longest input: max_len, less the positions RoBERTa's padding offset reserves (pad id and below)."""
+    if config.position_rule == "padding_offset":
+        return config.max_len - config.pad_token_id - 1
+    return config.max_len
+
+
 def check_length(config: ModelConfig, length: int, what: str = "input") -> None:
-    if length > config.max_len:
+    limit = max_tokens(config)
+    if length > limit:
         raise InputError(
-            f"{what} length {length} exceeds the model's maximum positions max_len={config.max_len}; "
+            f"{what} length {length} exceeds the model's maximum positions {limit} (max_len={config.max_len}"
+            f"{', less the padding offset' if limit != config.max_len else ''}); "
             "truncate the input or use a config with a larger max_len."
         )
 
@@ -42,6 +51,19 @@ def check_length(config: ModelConfig, length: int, what: str = "input") -> None:
 def default_positions(tokens: jax.Array) -> jax.Array:
     """[B, T] positions 0..T-1 for every row."""
     return jnp.broadcast_to(jnp.arange(tokens.shape[1], dtype=jnp.int32), tokens.shape)
+
+
+def padding_offset_positions(tokens: jax.Array, pad_id: int) -> jax.Array:
+    """RoBERTa's rule: [B, T] positions pad_id+1, pad_id+2, ... over non-pad tokens; pad tokens get pad_id."""
+    real = (tokens != pad_id).astype(jnp.int32)
+    return jnp.cumsum(real, axis=1) * real + pad_id
+
+
+def encoder_positions(config: ModelConfig, tokens: jax.Array) -> jax.Array:
+    """The default positions [B, T] of an encoder_only model, by `config.position_rule`."""
+    if config.position_rule == "padding_offset":
+        return padding_offset_positions(tokens, config.pad_token_id)
+    return default_positions(tokens)
 
 
 class DecodePositions(nn.Module):

@@ -9,7 +9,7 @@ import flax.linen as nn
 import jax
 
 from jaxformer.config import ModelConfig
-from jaxformer.models.embeddings import InputEmbedding, default_positions, token_embed
+from jaxformer.models.embeddings import InputEmbedding, encoder_positions, token_embed
 from jaxformer.models.heads import ClassifierHead, MaskedLMHead, Pooler, SpanHead, TokenClassifierHead
 from jaxformer.models.inputs import attention_mask, check_same_shape, check_tokens
 from jaxformer.models.stack import TransformerStack
@@ -60,7 +60,7 @@ class EncoderOnly(nn.Module):
             ("segment_ids", segment_ids),
         ):
             check_same_shape(name, arr, tokens)
-        positions = default_positions(tokens) if positions is None else positions
+        positions = encoder_positions(cfg, tokens) if positions is None else positions
         x = self.embedding(tokens, positions, token_type_ids)
         hidden = self.encoder(x, attention_mask(valid, segment_ids, tokens.shape[1]), positions)
         out = {"hidden": hidden}

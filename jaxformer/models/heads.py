@@ -78,14 +78,18 @@ class LMHead(nn.Module):
         return softcap(logits.astype(jnp.float32), cfg.final_logit_softcap)
 
 
+POOLER_ACTIVATIONS = {"tanh": jnp.tanh, "relu": jax.nn.relu}  # BERT/RoBERTa: tanh; DistilBERT's classifier: relu
+
+
 class Pooler(nn.Module):
-    """BERT pooler: tanh(W h[:, 0] + b). hidden [B, T, D] -> [B, D]."""
+    """BERT pooler: act(W h[:, 0] + b), act = config.pooler_activation. hidden [B, T, D] -> [B, D]."""
 
     config: ModelConfig
 
     @nn.compact
     def __call__(self, hidden: jax.Array) -> jax.Array:
-        return jnp.tanh(dense(self.config, self.config.d_model, ("mlp", "embed"), "dense", use_bias=True)(hidden[:, 0]))
+        pooled = dense(self.config, self.config.d_model, ("mlp", "embed"), "dense", use_bias=True)(hidden[:, 0])
+        return POOLER_ACTIVATIONS[self.config.pooler_activation](pooled)
 
 
 class MaskedLMHead(nn.Module):
