@@ -4,8 +4,8 @@
 `FIXED`, so a preset and an imported checkpoint cannot drift apart. Imports only `jaxformer.config`.
 """
 
-from jaxformer.architectures import bert, gemma, gpt2, llama, marian, mistral, qwen, t5, transformer
+from jaxformer.architectures import bart, bert, gemma, gpt2, llama, marian, mistral, qwen, t5, transformer
 
-MODULES = (gpt2, bert, t5, transformer, marian, llama, mistral, qwen, gemma)
+MODULES = (gpt2, bert, t5, transformer, marian, llama, mistral, qwen, gemma, bart)
 
-__all__ = ["MODULES", "bert", "gemma", "gpt2", "llama", "marian", "mistral", "qwen", "t5", "transformer"]
+__all__ = ["MODULES", "bart", "bert", "gemma", "gpt2", "llama", "marian", "mistral", "qwen", "t5", "transformer"]

@@ -133,6 +133,9 @@ class ModelConfig:
     final_logit_softcap: float | None = None  # output logits -> c * tanh(logits / c) (Gemma 2)
     sandwich_norms: bool = False  # extra norms on each sub-layer's output before the residual (Gemma 2/3)
     rope_local_base: float | None = None  # RoPE base of the sliding-window layers (Gemma 3); None: rotary_base
+    # --- issue 22: BART / mBART -----------------------------------------------------------------
+    position_offset: int = 0  # learned table has max_len + offset rows; position p reads row p + offset (BART: 2)
+    classifier_token_id: int | None = None  # encoder_decoder classification: decoder state at this token's last place
 
     def __post_init__(self) -> None:
         check_choice("family", self.family, Family)
@@ -173,6 +176,7 @@ class ModelConfig:
             raise ConfigError(f"relative_buckets={self.relative_buckets} must be >= 2.")
         check_llm_fields(self)
         check_gemma_fields(self)
+        check_seq2seq_fields(self)
 
     # Derived sizes --------------------------------------------------------
     @property
@@ -308,4 +312,28 @@ def check_gemma_fields(config: ModelConfig) -> None:
             raise ConfigError(
                 "rope_local_base is the RoPE base of the sliding-window (local) layers, but sliding_window "
                 "is None; set sliding_window (and sliding_window_layers) or rope_local_base=None."
+            )
+
+
+def check_seq2seq_fields(config: ModelConfig) -> None:
+    """Validate the issue-22 fields (BART's position offset, the encoder-decoder classification head)."""
+    offset = config.position_offset
+    if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
+        raise ConfigError(f"position_offset={offset!r} must be an integer >= 0 (BART/mBART: 2).")
+    if offset and config.position != "learned":
+        raise ConfigError(f"position_offset={offset} shifts a learned table; it needs position='learned'.")
+    token = config.classifier_token_id
+    if token is not None and (
+        isinstance(token, bool) or not isinstance(token, int) or not 0 <= token < config.vocab_size
+    ):
+        raise ConfigError(f"classifier_token_id={token!r} must be a token id in [0, vocab_size={config.vocab_size}).")
+    if config.family == "encoder_decoder":
+        if config.encoder_head == "mlm":
+            raise ConfigError(
+                "encoder_head='mlm' is an encoder_only head; encoder_decoder takes 'none' or 'classification'."
+            )
+        if config.encoder_head == "classification" and token is None:
+            raise ConfigError(
+                "encoder_head='classification' on an encoder_decoder reads the decoder state at the last "
+                "classifier_token_id of the source; set classifier_token_id (BART: its eos id, 2)."
             )

@@ -26,7 +26,7 @@ from flax.traverse_util import flatten_dict, unflatten_dict
 from jaxformer import models, sharding
 from jaxformer.config import DEFAULT_RULES, ModelConfig
 from jaxformer.errors import CheckpointError, ConfigError
-from jaxformer.hf import bert, files, gemma, gpt2, hub, llama, marian, t5
+from jaxformer.hf import bart, bert, files, gemma, gpt2, hub, llama, marian, t5
 from jaxformer.hf.common import Architecture, Rule, check_exportable, match_name
 from jaxformer.models import finite
 
@@ -36,6 +36,7 @@ ARCHITECTURES: dict[str, Architecture] = {
 }
 ARCHITECTURES.update(llama.ARCHITECTURES)
 ARCHITECTURES.update(gemma.ARCHITECTURES)
+ARCHITECTURES.update(bart.ARCHITECTURES)
 SUPPORTED_MODEL_TYPES = tuple(ARCHITECTURES)
 HEAD_MODULES = ("lm_head", "mlm_head", "classifier", "pooler")  # what finetune_init may initialise afresh
 STACKS = ("encoder", "decoder")
@@ -253,9 +254,11 @@ def architecture_for(config: ModelConfig) -> Architecture:
         return ARCHITECTURES["t5"]
     if config.position == "sinusoidal":
         return ARCHITECTURES["marian"]
+    if config.position == "learned":
+        return ARCHITECTURES[bart.model_type_for(config)]
     raise CheckpointError(
         f"no Hugging Face architecture for an encoder_decoder with position={config.position!r}; "
-        "export supports T5 (position='relative') and Marian (position='sinusoidal', layout 'concat')."
+        "export supports T5 (position='relative'), Marian (position='sinusoidal', layout 'concat') and BART/mBART (position='learned')."
     )
 
 
