@@ -182,7 +182,10 @@ class EncoderDecoder(nn.Module):
                 f"classification needs target length == source length (target = source shifted right), got "
                 f"{hidden.shape[1]} and {source.shape[1]}."
             )
-        hits = jnp.equal(source, self.config.classifier_token_id)  # [B, S]
+        token = self.config.classifier_token_id
+        if token is None:  # ModelConfig refuses this combination; a direct caller may still try
+            raise InputError("classify needs config.classifier_token_id (BART: its eos id).")
+        hits = jnp.equal(source, token)  # [B, S]
         last = source.shape[1] - 1 - jnp.argmax(hits[:, ::-1], axis=1)  # [B]; no hit -> S - 1
         picked = jnp.take_along_axis(hidden, last[:, None, None], axis=1)  # [B, 1, D]
         return self.classifier(self.pooler(picked))

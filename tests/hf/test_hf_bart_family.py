@@ -25,6 +25,7 @@ from jaxformer import decoding, hf, models, presets
 from jaxformer.errors import CheckpointError
 from jaxformer.hf import bart as hf_bart
 from jaxformer.hf import convert
+from jaxformer.hf.convert import nested, param_shapes
 from jaxformer.models.encoder_decoder import shift_right
 
 torch = pytest.importorskip("torch")
@@ -109,6 +110,13 @@ def assert_close(ours, ref, valid=None, atol=ATOL) -> float:
     return float(diff.max())
 
 
+def random_params(config, seed: int) -> dict:
+    """Params of `config` drawn with NumPy (no XLA compile of the model's init)."""
+    rng = np.random.default_rng(seed)
+    flat = {path: rng.normal(0.0, 0.2, shape).astype(np.float32) for path, shape in param_shapes(config).items()}
+    return jax.tree.map(jnp.asarray, nested(flat))
+
+
 def as_mask(valid: np.ndarray) -> torch.Tensor:
     return torch.tensor(valid.astype(np.int64))
 
@@ -136,7 +144,9 @@ def test_encoder_hidden_and_logits_match_transformers(tiny, name):
     args = (jnp.asarray(source), jnp.asarray(target))
     masks = dict(source_valid=jnp.asarray(source_valid), target_valid=jnp.asarray(target_valid))
     logits = jax.jit(model.apply)({"params": params}, *args, **masks)
-    encoded = model.apply({"params": params}, args[0], masks["source_valid"], method="encode")
+    encoded = jax.jit(lambda p, s, v: model.apply({"params": p}, s, v, method="encode"))(
+        params, args[0], masks["source_valid"]
+    )
     assert_close(encoded, out.encoder_last_hidden_state.numpy(), source_valid)
     assert_close(logits, out.logits.numpy(), target_valid)
 
@@ -154,15 +164,12 @@ def test_bart_model_without_head_matches_transformers(tiny):
             decoder_input_ids=torch.tensor(target),
             decoder_attention_mask=as_mask(target_valid),
         )
-    encoded = model.apply({"params": params}, jnp.asarray(source), jnp.asarray(source_valid), method="encode")
-    hidden = model.apply(
-        {"params": params},
-        jnp.asarray(target),
-        encoded,
-        jnp.asarray(source_valid),
-        target_valid=jnp.asarray(target_valid),
-        method="decoder_hidden",
+    encode = jax.jit(lambda p, s, v: model.apply({"params": p}, s, v, method="encode"))
+    decode = jax.jit(
+        lambda p, t, e, v, tv: model.apply({"params": p}, t, e, v, target_valid=tv, method="decoder_hidden")
     )
+    encoded = encode(params, jnp.asarray(source), jnp.asarray(source_valid))
+    hidden = decode(params, jnp.asarray(target), encoded, jnp.asarray(source_valid), jnp.asarray(target_valid))
     assert_close(encoded, out.encoder_last_hidden_state.numpy(), source_valid)
     assert_close(hidden, out.last_hidden_state.numpy(), target_valid)
 
@@ -180,13 +187,16 @@ def test_sequence_classification_matches_transformers(tiny, name):
     # transformers' decoder inputs: BART shifts right after its start id; mBART wraps the last real token.
     start = START if name == "bart_cls" else EOS
     target = shift_right(jnp.asarray(source), start)
-    logits = jax.jit(model.apply)({"params": params}, jnp.asarray(source), target, jnp.asarray(source_valid))
+    forward = jax.jit(model.apply)
+    logits = forward({"params": params}, jnp.asarray(source), target, jnp.asarray(source_valid))
     assert logits.shape == (4, config.num_classes)
     assert_close(logits, expected, atol=ATOL)
     # The head reads the eos position: moving the eos changes the logits.
     moved = np.where(source == EOS, 50, source)
     moved[:, 1] = EOS
-    other = model.apply({"params": params}, jnp.asarray(moved), shift_right(jnp.asarray(moved), start))
+    other = forward(
+        {"params": params}, jnp.asarray(moved), shift_right(jnp.asarray(moved), start), jnp.asarray(source_valid)
+    )
     assert np.abs(np.asarray(other) - np.asarray(logits)).max() > 1e-3
 
 
@@ -221,8 +231,7 @@ def test_save_then_from_pretrained_is_bit_exact(tiny, name, tmp_path):
 def test_jaxformer_preset_exports_to_transformers_with_same_outputs(tmp_path):
     """tiny-mbart with random jaxformer params -> MBartForConditionalGeneration gives jaxformer's logits."""
     config = presets.get("tiny-mbart", dropout_rate=0.0)
-    params = models.init_params(config, jax.random.PRNGKey(3))
-    params = jax.tree.map(lambda x: x + 0.2 * jax.random.normal(jax.random.PRNGKey(4), x.shape), params)
+    params = random_params(config, 3)
     out = hf.save(config, params, tmp_path / "tiny-mbart")
     reference = transformers.MBartForConditionalGeneration.from_pretrained(out).eval()
     source, source_valid = padded(9, (7, 5), 7, end=EOS)
@@ -232,7 +241,9 @@ def test_jaxformer_preset_exports_to_transformers_with_same_outputs(tmp_path):
             input_ids=torch.tensor(source), attention_mask=as_mask(source_valid), decoder_input_ids=torch.tensor(target)
         ).logits.numpy()
     model = models.build(config)
-    logits = model.apply({"params": params}, jnp.asarray(source), jnp.asarray(target), jnp.asarray(source_valid))
+    logits = jax.jit(model.apply)(
+        {"params": params}, jnp.asarray(source), jnp.asarray(target), jnp.asarray(source_valid)
+    )
     assert_close(logits, expected, target_valid)
 
 
@@ -244,7 +255,7 @@ def test_untied_tables_are_refused_in_one_line(tiny):
 
 def test_export_refuses_a_config_bart_cannot_represent(tmp_path):
     config = presets.get("tiny-bart", position_offset=0)
-    params = models.init_params(config, jax.random.PRNGKey(0))
+    params = random_params(config, 0)
     with pytest.raises(CheckpointError, match="position_offset=0"):
         hf.save(config, params, tmp_path / "bad")
 
@@ -252,7 +263,7 @@ def test_export_refuses_a_config_bart_cannot_represent(tmp_path):
 # Generation ----------------------------------------------------------------------------------
 
 
-def hf_generate(reference, source, source_valid, *, eos, beams, start) -> np.ndarray:
+def hf_generate(reference, source, source_valid, *, eos, beams, start, forced=None) -> np.ndarray:
     """`generate` with every rule stated (both sides use the same): no forced tokens, no n-gram blocking,
     beam score = sum of log-probs (length_penalty 0 = jaxformer alpha 0), early_stopping=False; the
     decoder-start column removed."""
@@ -268,7 +279,7 @@ def hf_generate(reference, source, source_valid, *, eos, beams, start) -> np.nda
             eos_token_id=eos,
             pad_token_id=PAD,
             decoder_start_token_id=start,
-            forced_bos_token_id=None,
+            forced_bos_token_id=forced,
             forced_eos_token_id=None,
             no_repeat_ngram_size=0,
             repetition_penalty=1.0,
@@ -300,26 +311,31 @@ def generation_setup(request, tiny):
     return reference, config, params, source, source_valid, start, eos
 
 
-@pytest.mark.parametrize("beams", [1, 4])
+@pytest.mark.parametrize("beams", [1, pytest.param(4, marks=pytest.mark.slow)])  # beam-4: a longer compile
 def test_generation_matches_transformers_generate(generation_setup, beams):
+    """Each of: no eos, an eos that ends rows early, and (mBART-50 style: decoder start = eos, the language
+    forced as the first token) forced_bos_token_id."""
     reference, config, params, source, source_valid, start, eos = generation_setup
-    for stop in (None, eos):
-        expected = hf_generate(reference, source, source_valid, eos=stop, beams=beams, start=start)
+    for stop, first, forced in ((None, start, None), (eos, start, None), (eos, EOS, LANG)):
+        expected = hf_generate(reference, source, source_valid, eos=stop, beams=beams, start=first, forced=forced)
         search = dict(method="greedy") if beams == 1 else dict(method="beam", beam_size=beams, alpha=0.0)
         ours = decoding.translate(
             config,
             params,
             source,
             source_valid,
-            bos_id=start,
+            bos_id=first,
             eos_id=stop,
             pad_id=PAD,
             max_new_tokens=STEPS,
+            forced_bos_id=forced,
             **search,
         )
         same_until_padding(ours, expected)
-        if stop is not None:
+        if stop is not None and forced is None:
             assert any(stop in row for row in expected)  # the eos case really ends rows early
+        if forced is not None:
+            assert np.all(ours[:, 0] == forced)
 
 
 # Presets -------------------------------------------------------------------------------------
