@@ -5,6 +5,7 @@
 """
 
 from jaxformer.architectures import (
+    bart,
     bert,
     distilbert,
     gemma,
@@ -18,10 +19,11 @@ from jaxformer.architectures import (
     transformer,
 )
 
-MODULES = (gpt2, bert, t5, transformer, marian, llama, mistral, qwen, gemma, roberta, distilbert)
+MODULES = (gpt2, bert, t5, transformer, marian, llama, mistral, qwen, gemma, roberta, distilbert, bart)
 
 __all__ = [
     "MODULES",
+    "bart",
     "bert",
     "distilbert",
     "gemma",

@@ -140,6 +140,9 @@ class ModelConfig:
     # cumsum(tokens != pad) * (tokens != pad) + pad_token_id, so pads sit at pad_token_id, real tokens from it + 1.
     position_rule: PositionRule = "index"
     pooler_activation: PoolerActivation = "tanh"  # pooler: act(W h[:, 0] + b); DistilBERT's classifier: "relu"
+    # --- issue 22: BART / mBART -----------------------------------------------------------------
+    position_offset: int = 0  # learned table has max_len + offset rows; position p reads row p + offset (BART: 2)
+    classifier_token_id: int | None = None  # encoder_decoder classification: decoder state at this token's last place
 
     def __post_init__(self) -> None:
         check_choice("family", self.family, Family)
@@ -181,6 +184,7 @@ class ModelConfig:
         check_llm_fields(self)
         check_gemma_fields(self)
         check_encoder_family_fields(self)
+        check_seq2seq_fields(self)
 
     # Derived sizes --------------------------------------------------------
     @property
@@ -333,4 +337,29 @@ def check_encoder_family_fields(config: ModelConfig) -> None:
             raise ConfigError(
                 f"position_rule='padding_offset' puts the first token at position pad_token_id + 1 = "
                 f"{config.pad_token_id + 1}, beyond max_len={config.max_len}; raise max_len or lower pad_token_id."
+            )
+
+
+def check_seq2seq_fields(config: ModelConfig) -> None:
+    """Validate the issue-22 fields (BART's position offset, the encoder-decoder classification head)."""
+    offset = config.position_offset
+    if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
+        raise ConfigError(f"position_offset={offset!r} must be an integer >= 0 (BART/mBART: 2).")
+    if offset and config.position != "learned":
+        raise ConfigError(f"position_offset={offset} shifts a learned table; it needs position='learned'.")
+    token = config.classifier_token_id
+    if token is not None and (
+        isinstance(token, bool) or not isinstance(token, int) or not 0 <= token < config.vocab_size
+    ):
+        raise ConfigError(f"classifier_token_id={token!r} must be a token id in [0, vocab_size={config.vocab_size}).")
+    if config.family == "encoder_decoder":
+        if config.encoder_head not in ("none", "classification"):
+            raise ConfigError(
+                f"encoder_head={config.encoder_head!r} is an encoder_only head; "
+                "encoder_decoder takes 'none' or 'classification'."
+            )
+        if config.encoder_head == "classification" and token is None:
+            raise ConfigError(
+                "encoder_head='classification' on an encoder_decoder reads the decoder state at the last "
+                "classifier_token_id of the source; set classifier_token_id (BART: its eos id, 2)."
             )

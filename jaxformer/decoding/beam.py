@@ -227,10 +227,12 @@ def beam_search(
     lengths: Sequence[int] | np.ndarray | None = None,
     source_valid: np.ndarray | None = None,
     bos_id: int | None = None,
+    forced_bos_id: int | None = None,
     **settings: Any,
 ) -> BeamResult:
     """Beam search for a decoder-only model (inputs = prompts, as in `generate`, with optional `lengths`)
-    or an encoder-decoder (inputs = source [B, S] with `source_valid` [B, S] and the decoder's `bos_id`).
+    or an encoder-decoder (inputs = source [B, S] with `source_valid` [B, S], the decoder's `bos_id` and an
+    optional `forced_bos_id`, as in `translate`).
 
     search / settings: a `SearchConfig` and changes to it (max_new_tokens, beam_size, alpha).
     Returns a `BeamResult` with W = beam_size hypotheses per row, best first.
@@ -241,7 +243,9 @@ def beam_search(
     if config.family == "decoder_only":
         decode_inputs = checks.prompt_inputs(config, inputs, lengths, pad_id, max_new_tokens)
     elif config.family == "encoder_decoder":
-        decode_inputs = checks.source_inputs(config, np.asarray(inputs), source_valid, bos_id, max_new_tokens)
+        decode_inputs = checks.source_inputs(
+            config, np.asarray(inputs), source_valid, bos_id, max_new_tokens, forced_bos_id
+        )
     else:
         raise InputError(f"beam_search() needs a decoder; family={config.family!r} has none.")
     return beam_tokens(config, params, decode_inputs, search, eos_id, pad_id)

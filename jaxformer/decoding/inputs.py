@@ -153,11 +153,18 @@ def prompt_inputs(
 
 
 def source_inputs(
-    config: ModelConfig, source: np.ndarray, source_valid: np.ndarray | None, bos_id: int | None, max_new_tokens: int
+    config: ModelConfig,
+    source: np.ndarray,
+    source_valid: np.ndarray | None,
+    bos_id: int | None,
+    max_new_tokens: int,
+    forced_bos_id: int | None = None,
 ) -> DecodeInputs:
-    """Checked encoder-decoder inputs (source [B, S], source_valid [B, S], bos_id)."""
+    """Checked encoder-decoder inputs (source [B, S], source_valid [B, S], bos_id, the forced first token)."""
     check_id(config, "bos_id", bos_id, required=True)
+    check_id(config, "forced_bos_id", forced_bos_id)
     source = np.asarray(source)
     valid = check_source(config, source, source_valid)
     check_target_length(config, max_new_tokens)
-    return DecodeInputs(source.astype(np.int32), valid, None, jnp.int32(bos_id))
+    forced = jnp.int32(-1 if forced_bos_id is None else forced_bos_id)  # traced: no recompilation
+    return DecodeInputs(source.astype(np.int32), valid, None, jnp.int32(bos_id), forced)

@@ -143,14 +143,18 @@ def translate(
     bos_id: int,
     eos_id: int | None = None,
     pad_id: int = 0,
+    forced_bos_id: int | None = None,
     **settings: Any,
 ) -> np.ndarray:
     """Decode each source row [B, S] (valid [B, S], e.g. right padding) with an encoder-decoder model.
 
     The encoder runs once; the decoder starts from `bos_id`. Returns the output
     tokens [B, max_new_tokens] (BOS not included, pad after EOS). search/settings as in `generate`.
+    forced_bos_id: the first output token of every row (transformers' `forced_bos_token_id`, e.g. mBART-50's
+    target language), with log-probability 0 in beam scores, as transformers counts it.
     """
     checks.check_family(config, "encoder_decoder", "translate")
     search = SearchConfig.of(search, **settings)
-    inputs = checks.source_inputs(config, source, source_valid, bos_id, checks.required_new_tokens(search))
+    new_tokens = checks.required_new_tokens(search)
+    inputs = checks.source_inputs(config, source, source_valid, bos_id, new_tokens, forced_bos_id)
     return _search(config, params, inputs, search, eos_id, pad_id)

@@ -155,17 +155,28 @@ def prefill_encoder_decoder(
 class DecodeInputs(NamedTuple):
     """What a search starts from. Decoder-only: left-padded prompt `tokens` [B, P], `valid` [B, P] and
     `positions` [B, P]; encoder-decoder: `tokens` = source [B, S], `valid` = source_valid [B, S] and the
-    decoder's `bos_id` (a traced int32 scalar; `positions` is unused and None)."""
+    decoder's `bos_id` (a traced int32 scalar; `positions` is unused and None), and `forced_id`: the token
+    every row's first new token is forced to (transformers' `forced_bos_token_id`; -1 = none, traced)."""
 
     tokens: jax.Array
     valid: jax.Array
     positions: jax.Array | None = None
     bos_id: jax.Array | None = None
+    forced_id: jax.Array | None = None
+
+
+def force_token(logits: jax.Array, token: jax.Array) -> jax.Array:
+    """logits [B, V] -> 0 at `token`, -inf elsewhere (its log-probability is then 0); unchanged when token < 0."""
+    forced = jnp.where(jnp.arange(logits.shape[-1]) == token, 0.0, -jnp.inf).astype(logits.dtype)
+    return jnp.where(token < 0, logits, forced[None, :])
 
 
 def prefill(config: ModelConfig, params: Any, inputs: DecodeInputs, max_new_tokens: int) -> DecodeState:
     """The family's prefill with a cache long enough for `max_new_tokens` new tokens (traceable)."""
     if config.family == "encoder_decoder":
-        return prefill_encoder_decoder(config, params, inputs.tokens, inputs.valid, inputs.bos_id, max_new_tokens)
+        state = prefill_encoder_decoder(config, params, inputs.tokens, inputs.valid, inputs.bos_id, max_new_tokens)
+        if inputs.forced_id is not None:
+            state.logits = force_token(state.logits, inputs.forced_id)
+        return state
     cache_length = inputs.tokens.shape[1] + max_new_tokens - 1
     return prefill_decoder_only(config, params, inputs.tokens, inputs.valid, inputs.positions, cache_length)

@@ -26,7 +26,7 @@ from flax.traverse_util import flatten_dict, unflatten_dict
 from jaxformer import models, sharding
 from jaxformer.config import DEFAULT_RULES, ModelConfig
 from jaxformer.errors import CheckpointError, ConfigError
-from jaxformer.hf import bert, distilbert, files, gemma, gpt2, hub, llama, marian, roberta, t5
+from jaxformer.hf import bart, bert, distilbert, files, gemma, gpt2, hub, llama, marian, roberta, t5
 from jaxformer.hf.common import Architecture, Rule, check_exportable, match_name
 from jaxformer.models import finite
 
@@ -38,6 +38,7 @@ ARCHITECTURES.update(llama.ARCHITECTURES)
 ARCHITECTURES.update(gemma.ARCHITECTURES)
 ARCHITECTURES.update(roberta.ARCHITECTURES)
 ARCHITECTURES[distilbert.MODEL_TYPE] = distilbert.ARCHITECTURE
+ARCHITECTURES.update(bart.ARCHITECTURES)
 SUPPORTED_MODEL_TYPES = tuple(ARCHITECTURES)
 # what finetune_init may initialise afresh
 HEAD_MODULES = ("lm_head", "mlm_head", "classifier", "pooler", "qa_head", "token_classifier")
@@ -258,9 +259,11 @@ def architecture_for(config: ModelConfig) -> Architecture:
         return ARCHITECTURES["t5"]
     if config.position == "sinusoidal":
         return ARCHITECTURES["marian"]
+    if config.position == "learned":
+        return ARCHITECTURES[bart.model_type_for(config)]
     raise CheckpointError(
         f"no Hugging Face architecture for an encoder_decoder with position={config.position!r}; "
-        "export supports T5 (position='relative') and Marian (position='sinusoidal', layout 'concat')."
+        "export supports T5 (position='relative'), Marian (position='sinusoidal', layout 'concat') and BART/mBART (position='learned')."
     )
 
 

@@ -57,13 +57,17 @@ class SinusoidalPositions(nn.Module):
 
 
 class LearnedPositions(nn.Module):
-    """Learned absolute position table [max_len, D]. positions [B, T] -> [B, T, D]."""
+    """Learned absolute position table [max_len + offset, D]. positions [B, T] -> table[positions + offset] [B, T, D].
+
+    `offset` rows come first and are never read by positions 0..max_len-1 (BART/mBART keep 2 there).
+    """
 
     max_len: int
     d_model: int
     init_stddev: float = 0.02
     dtype: Any = jnp.float32
     param_dtype: Any = jnp.float32
+    offset: int = 0
 
     @nn.compact
     def __call__(self, positions: jax.Array) -> jax.Array:
@@ -71,12 +75,12 @@ class LearnedPositions(nn.Module):
             self,
             "embedding",
             nn.initializers.normal(self.init_stddev),
-            (self.max_len, self.d_model),
+            (self.max_len + self.offset, self.d_model),
             ("length", "embed"),
             self.param_dtype,
         )
         check_ids_in_range("positions (max_len)", positions, self.max_len)
-        return lookup_rows(table, positions, "length").astype(self.dtype)
+        return lookup_rows(table, positions + self.offset, "length").astype(self.dtype)
 
 
 def apply_rotary(x: jax.Array, positions: jax.Array, base: float = 10000.0) -> jax.Array:

@@ -103,7 +103,13 @@ class InputEmbedding(nn.Module):
             x = x * jnp.asarray(math.sqrt(cfg.d_model), x.dtype)
         if cfg.position == "learned":
             x = x + LearnedPositions(
-                cfg.max_len, cfg.d_model, cfg.initializer_range, dtype, param_dtype, name="positions"
+                cfg.max_len,
+                cfg.d_model,
+                cfg.initializer_range,
+                dtype,
+                param_dtype,
+                cfg.position_offset,
+                name="positions",
             )(positions)
         elif cfg.position == "sinusoidal":
             x = x + SinusoidalPositions(cfg.max_len, cfg.d_model, cfg.sinusoidal_layout, dtype, name="positions")(

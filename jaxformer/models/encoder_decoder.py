@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import flax.linen as nn
 import jax
+import jax.numpy as jnp
 
 from jaxformer.config import ModelConfig
 from jaxformer.errors import InputError
 from jaxformer.layers import masks
 from jaxformer.models.embeddings import DecodePositions, InputEmbedding, default_positions, token_embed
-from jaxformer.models.heads import LMHead
+from jaxformer.models.heads import ClassifierHead, LMHead, Pooler
 from jaxformer.models.inputs import attention_mask, causal_attention_mask, check_same_shape, check_tokens
 from jaxformer.models.stack import TransformerStack
 
@@ -39,6 +40,9 @@ class EncoderDecoder(nn.Module):
     decode(target [B, T], encoded [B, S, D], source_valid, target_positions, ...) -> logits [B, T, V]
     __call__ does both. With `decode=True` (module attribute) `decode` appends to
     the KV cache; pass `encoded` on the first call only (its keys/values are cached).
+    With encoder_head="classification" (BartForSequenceClassification) there is no LM head:
+    __call__ returns class logits [B, C] from the decoder state at the last source position
+    holding `classifier_token_id` (target = source shifted right, so T == S; see `shift_right`).
     """
 
     config: ModelConfig
@@ -62,7 +66,11 @@ class EncoderDecoder(nn.Module):
             deterministic=self.deterministic,
             decode=self.decode,
         )
-        self.lm_head = LMHead(cfg, target_embed)
+        if cfg.encoder_head == "classification":
+            self.pooler = Pooler(cfg)  # dense + tanh
+            self.classifier = ClassifierHead(cfg, self.deterministic)  # dropout + out projection
+        else:
+            self.lm_head = LMHead(cfg, target_embed)
         if self.decode:
             self.decode_positions = DecodePositions()
 
@@ -94,7 +102,24 @@ class EncoderDecoder(nn.Module):
         source_segment_ids: jax.Array | None = None,
         target_valid: jax.Array | None = None,
     ) -> jax.Array:
-        """Decoder pass. target [B, T]; encoded [B, S, D] (None while decoding after the first call)."""
+        """Decoder pass -> logits [B, T, V]. target [B, T]; encoded [B, S, D] (None while decoding after the first call)."""
+        return self.lm_head(
+            self.decoder_hidden(
+                target, encoded, source_valid, target_positions, target_segment_ids, source_segment_ids, target_valid
+            )
+        )
+
+    def decoder_hidden(
+        self,
+        target: jax.Array,
+        encoded: jax.Array | None,
+        source_valid: jax.Array | None = None,
+        target_positions: jax.Array | None = None,
+        target_segment_ids: jax.Array | None = None,
+        source_segment_ids: jax.Array | None = None,
+        target_valid: jax.Array | None = None,
+    ) -> jax.Array:
+        """The decoder's last hidden states [B, T, D] (arguments as in `decode_step`)."""
         check_tokens(self.config, target, "target")
         for name, arr in (
             ("target_positions", target_positions),
@@ -126,7 +151,7 @@ class EncoderDecoder(nn.Module):
         else:
             self_mask = causal_attention_mask(target_valid, target_segment_ids, target.shape[1])
             hidden = self.decoder(x, self_mask, positions, encoded, cross_mask)
-        return self.lm_head(hidden)
+        return hidden
 
     def __call__(
         self,
@@ -141,6 +166,32 @@ class EncoderDecoder(nn.Module):
     ) -> jax.Array:
         """source [B, S], target [B, T] (decoder inputs, shifted right) -> logits [B, T, V]."""
         encoded = self.encode(source, source_valid, source_positions, source_segment_ids)
-        return self.decode_step(
-            target, encoded, source_valid, target_positions, target_segment_ids, source_segment_ids, target_valid
-        )
+        args = (target, encoded, source_valid, target_positions, target_segment_ids, source_segment_ids, target_valid)
+        if self.config.encoder_head == "classification":
+            return self.classify(source, self.decoder_hidden(*args))
+        return self.decode_step(*args)
+
+    def classify(self, source: jax.Array, hidden: jax.Array) -> jax.Array:
+        """source [B, S], decoder hidden [B, S, D] -> class logits [B, C].
+
+        Reads hidden at the last position where source == classifier_token_id (the last position when a row
+        has none), then dense + tanh + out projection.
+        """
+        if hidden.shape[1] != source.shape[1]:
+            raise InputError(
+                f"classification needs target length == source length (target = source shifted right), got "
+                f"{hidden.shape[1]} and {source.shape[1]}."
+            )
+        token = self.config.classifier_token_id
+        if token is None:  # ModelConfig refuses this combination; a direct caller may still try
+            raise InputError("classify needs config.classifier_token_id (BART: its eos id).")
+        hits = jnp.equal(source, token)  # [B, S]
+        last = source.shape[1] - 1 - jnp.argmax(hits[:, ::-1], axis=1)  # [B]; no hit -> S - 1
+        picked = jnp.take_along_axis(hidden, last[:, None, None], axis=1)  # [B, 1, D]
+        return self.classifier(self.pooler(picked))
+
+
+def shift_right(tokens: jax.Array, start_id: int) -> jax.Array:
+    """Decoder inputs [B, T] of targets `tokens` [B, T]: `start_id`, then tokens[:, :-1] (teacher forcing)."""
+    start = jnp.full((tokens.shape[0], 1), start_id, tokens.dtype)
+    return jnp.concatenate([start, tokens[:, :-1]], axis=1)
