@@ -36,6 +36,7 @@ ARCHITECTURES: dict[str, Architecture] = {
 }
 ARCHITECTURES.update(llama.ARCHITECTURES)
 ARCHITECTURES.update(gemma.ARCHITECTURES)
+ARCHITECTURES.update(t5.ARCHITECTURES)  # mt5, umt5 (t5 is already in)
 SUPPORTED_MODEL_TYPES = tuple(ARCHITECTURES)
 HEAD_MODULES = ("lm_head", "mlm_head", "classifier", "pooler")  # what finetune_init may initialise afresh
 STACKS = ("encoder", "decoder")
@@ -250,7 +251,7 @@ def architecture_for(config: ModelConfig) -> Architecture:
     if config.family == "encoder_only":
         return ARCHITECTURES["bert"]
     if config.position == "relative":
-        return ARCHITECTURES["t5"]
+        return ARCHITECTURES[t5.model_type_for(config)]
     if config.position == "sinusoidal":
         return ARCHITECTURES["marian"]
     raise CheckpointError(
