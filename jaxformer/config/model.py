@@ -94,6 +94,9 @@ class ModelConfig:
     rotary_base: float = 10000.0
     relative_buckets: int = 32
     relative_max_distance: int = 128
+    relative_bias_per_layer: bool = (
+        False  # a relative bias table in every self-attention layer (umT5), not one per stack
+    )
     use_bias: bool = True  # biases in attention projections, MLP and norms
     scale_attention_logits: bool = True  # False for T5 (scale folded into init)
     embed_scale: bool = False  # multiply token embeddings by sqrt(d_model) (2017 paper)
@@ -143,6 +146,8 @@ class ModelConfig:
     # --- issue 22: BART / mBART -----------------------------------------------------------------
     position_offset: int = 0  # learned table has max_len + offset rows; position p reads row p + offset (BART: 2)
     classifier_token_id: int | None = None  # encoder_decoder classification: decoder state at this token's last place
+    # --- issue 22: T5 v1.1 / mT5 / umT5 ------------------------------------------------------------
+    hf_model_type: str | None = None  # HF model_type to export as where the fields do not decide it (mT5 = T5 v1.1)
 
     def __post_init__(self) -> None:
         check_choice("family", self.family, Family)
@@ -181,6 +186,13 @@ class ModelConfig:
             raise ConfigError(f"pad_token_id={self.pad_token_id} must be in [0, vocab_size={self.vocab_size}).")
         if self.position == "relative" and self.relative_buckets < 2:
             raise ConfigError(f"relative_buckets={self.relative_buckets} must be >= 2.")
+        if self.relative_bias_per_layer and self.position != "relative":
+            raise ConfigError(
+                f"relative_bias_per_layer=True gives every layer a relative position bias; it needs "
+                f"position='relative', got {self.position!r}."
+            )
+        if self.hf_model_type is not None and (not isinstance(self.hf_model_type, str) or not self.hf_model_type):
+            raise ConfigError(f"hf_model_type={self.hf_model_type!r} must be a non-empty string or None.")
         check_llm_fields(self)
         check_gemma_fields(self)
         check_encoder_family_fields(self)

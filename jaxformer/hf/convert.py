@@ -39,6 +39,7 @@ ARCHITECTURES.update(gemma.ARCHITECTURES)
 ARCHITECTURES.update(roberta.ARCHITECTURES)
 ARCHITECTURES[distilbert.MODEL_TYPE] = distilbert.ARCHITECTURE
 ARCHITECTURES.update(bart.ARCHITECTURES)
+ARCHITECTURES.update(t5.ARCHITECTURES)  # mt5, umt5 (t5 is already in)
 SUPPORTED_MODEL_TYPES = tuple(ARCHITECTURES)
 # what finetune_init may initialise afresh
 HEAD_MODULES = ("lm_head", "mlm_head", "classifier", "pooler", "qa_head", "token_classifier")
@@ -256,7 +257,7 @@ def architecture_for(config: ModelConfig) -> Architecture:
             return ARCHITECTURES["roberta"]
         return ARCHITECTURES["bert" if config.num_token_types else "distilbert"]
     if config.position == "relative":
-        return ARCHITECTURES["t5"]
+        return ARCHITECTURES[t5.model_type_for(config)]
     if config.position == "sinusoidal":
         return ARCHITECTURES["marian"]
     if config.position == "learned":

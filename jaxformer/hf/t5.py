@@ -1,17 +1,21 @@
-"""T5 (Raffel et al. 2020) v1.0 and v1.1 <-> jaxformer encoder-decoder: mapping table and config fields.
+"""T5 (Raffel et al. 2020) v1.0 and v1.1 / Flan-T5, mT5 and umT5 <-> jaxformer encoder-decoder.
 
-HF names are those of `T5ForConditionalGeneration`. Weights are nn.Linear
-[out, in] without biases; the relative position bias table [buckets, N] lives
-in layer 0 of each stack and is shared by the stack's layers, as in jaxformer.
+HF names are those of `T5ForConditionalGeneration` (`MT5...`, `UMT5...` use the same). Weights are
+nn.Linear [out, in] without biases; the relative position bias table [buckets, N] lives in layer 0
+of each stack and is shared by the stack's layers, as in jaxformer. umT5 holds one table in every
+self-attention layer (jaxformer `relative_bias_per_layer`, `<stack>/layers_i/relative_position_bias`).
 
 v1.0: feed_forward_proj "relu", logits from the shared table with the decoder
 output scaled by d_model**-0.5. v1.1: "gated-gelu" (tanh GELU, jaxformer
 "geglu_tanh") and a separate `lm_head` without that scale. HF decides the scale
-from `scale_decoder_outputs` (transformers >= 5) or else `tie_word_embeddings`.
+from `scale_decoder_outputs` (transformers >= 5) or else `tie_word_embeddings`; mT5 never
+rescales (MT5ForConditionalGeneration). Each model_type's fixed fields are
+`jaxformer.architectures.t5` FIXED / MT5 / UMT5.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
@@ -27,6 +31,7 @@ from jaxformer.hf.common import (
     Architecture,
     Key,
     Rule,
+    cannot_export,
     config_from_keys,
     export_fields,
     is_tied,
@@ -96,14 +101,24 @@ def rules(config: ModelConfig) -> list[Rule]:
         *[(f"layer.2.{hf}", jax, t) for hf, jax, t in ffn],
         ("layer.2.layer_norm.weight", "mlp_norm/scale", COPY),
     ]
-    relative = "block.0.layer.0.SelfAttention.relative_attention_bias.weight"
+    relative = "layer.0.SelfAttention.relative_attention_bias.weight"  # [buckets, N]
+    stack_bias = (
+        []
+        if config.relative_bias_per_layer
+        else [
+            (f"encoder.block.0.{relative}", "encoder/relative_position_bias/embedding", COPY),
+            (f"decoder.block.0.{relative}", "decoder/relative_position_bias/embedding", COPY),
+        ]
+    )
+    if config.relative_bias_per_layer:  # umT5: every self-attention layer owns a table
+        encoder_layer.append((relative, "relative_position_bias/embedding", COPY))
+        decoder_layer.append((relative, "relative_position_bias/embedding", COPY))
     out = table(
         "",
         "",
         [
             ("shared.weight", "embed/embedding", COPY),  # [V, D]
-            (f"encoder.{relative}", "encoder/relative_position_bias/embedding", COPY),  # [buckets, N]
-            (f"decoder.{relative}", "decoder/relative_position_bias/embedding", COPY),
+            *stack_bias,
             ("encoder.final_layer_norm.weight", "encoder/final_norm/scale", COPY),
             ("decoder.final_layer_norm.weight", "decoder/final_norm/scale", COPY),
         ],
@@ -154,48 +169,100 @@ KEYS = (  # config.json key <-> ModelConfig field; missing keys take FIXED's val
 )
 DERIVED = ("tie_embeddings", "tied_logits_rescale")  # from the tensors and scale_decoder_outputs
 PLAIN = ("embed_scale", "embedding_norm", "final_logits_bias")
-EXPORT_FIELDS = export_fields(t5_arch.FIXED, KEYS, (*DERIVED, "initializer_range"), PLAIN)
 
 
-def config_from_hf(hf: Mapping[str, Any], tensors: Mapping[str, np.ndarray]) -> ModelConfig:
+@dataclasses.dataclass(frozen=True)
+class Variant:
+    """What one HF model_type of the family fixes: its fields, class name, and whether it honours the rescale."""
+
+    model_type: str
+    fixed: Mapping[str, Any]  # jaxformer.architectures.t5 FIXED / MT5 / UMT5
+    hf_class: str
+    rescales: bool  # reads scale_decoder_outputs / tie_word_embeddings (T5, umT5); mT5 never rescales
+
+    @property
+    def export_fields(self) -> dict[str, Any]:
+        plain = tuple(f for f in (*PLAIN, "relative_bias_per_layer", "hf_model_type") if f not in self.fixed)
+        return export_fields(self.fixed, KEYS, (*DERIVED, "initializer_range"), plain)
+
+
+VARIANTS = {
+    v.model_type: v
+    for v in (
+        Variant("t5", t5_arch.FIXED, "T5ForConditionalGeneration", rescales=True),
+        Variant("mt5", t5_arch.MT5, "MT5ForConditionalGeneration", rescales=False),
+        Variant("umt5", t5_arch.UMT5, "UMT5ForConditionalGeneration", rescales=True),
+    )
+}
+EXPORT_FIELDS = VARIANTS["t5"].export_fields
+
+
+def model_type_for(config: ModelConfig) -> str:
+    """The model_type a relative-position encoder-decoder exports to: umT5 by its per-layer bias, else
+    `hf_model_type` when it names one of the family (mT5), else t5 (whose export check names a bad label)."""
+    if config.relative_bias_per_layer:
+        return "umt5"
+    return config.hf_model_type if config.hf_model_type in VARIANTS else "t5"
+
+
+def config_from_hf(
+    hf: Mapping[str, Any], tensors: Mapping[str, np.ndarray], variant: Variant = VARIANTS["t5"]
+) -> ModelConfig:
+    model_type = variant.model_type
     scale = hf.get("scale_decoder_outputs")
     if scale is None:
         scale = hf.get("tie_word_embeddings", True) is not False
+    scale = bool(scale) and variant.rescales
     tied = is_tied({}, tensors, "lm_head.weight", "shared.weight")
     if scale and not tied:
         raise unsupported(
-            MODEL_TYPE,
+            model_type,
             "a separate lm_head.weight together with scale_decoder_outputs/tie_word_embeddings=True",
             "jaxformer rescales the decoder output only for tied logits (T5 v1.0).",
         )
     return config_from_keys(
-        hf, MODEL_TYPE, t5_arch.FIXED, KEYS, DERIVED, tie_embeddings=tied, tied_logits_rescale=bool(scale)
+        hf, model_type, variant.fixed, KEYS, DERIVED, tie_embeddings=tied, tied_logits_rescale=scale
     )
 
 
-def config_to_hf(config: ModelConfig) -> dict[str, Any]:
+def config_to_hf(config: ModelConfig, variant: Variant = VARIANTS["t5"]) -> dict[str, Any]:
+    scale = {"scale_decoder_outputs": config.tie_embeddings and config.tied_logits_rescale} if variant.rescales else {}
     return {
-        "architectures": ["T5ForConditionalGeneration"],
+        "architectures": [variant.hf_class],
         "is_encoder_decoder": True,
         **write_keys(config, KEYS),
         "tie_word_embeddings": config.tie_embeddings,
-        "scale_decoder_outputs": config.tie_embeddings and config.tied_logits_rescale,
+        **scale,
         "pad_token_id": config.pad_token_id,
         "decoder_start_token_id": config.pad_token_id,
     }
 
 
-ARCHITECTURE = Architecture(
-    model_type=MODEL_TYPE,
-    prefix="",
-    head_names=("lm_head.",),
-    config_from_hf=config_from_hf,
-    config_to_hf=config_to_hf,
-    export_fields=EXPORT_FIELDS,
-    head_dim_free=True,
-    rules=rules,
-    uses_prefix=lambda config: False,
-    aliases=aliases,
-    # Old checkpoints store an unused relative bias in the first cross-attention layer.
-    ignored=(r"^decoder\.block\.0\.layer\.1\.EncDecAttention\.relative_attention_bias\.weight$",),
-)
+def check_export_extra(config: ModelConfig, variant: Variant) -> None:
+    if config.tie_embeddings and config.tied_logits_rescale and not variant.rescales:
+        raise cannot_export(
+            variant.model_type, "tied_logits_rescale=True (the T5 v1.0 logits scale)", "set tied_logits_rescale=False"
+        )
+
+
+def architecture(model_type: str) -> Architecture:
+    variant = VARIANTS[model_type]
+    return Architecture(
+        model_type=model_type,
+        prefix="",
+        head_names=("lm_head.",),
+        config_from_hf=lambda hf, tensors: config_from_hf(hf, tensors, variant),
+        config_to_hf=lambda config: config_to_hf(config, variant),
+        export_fields=variant.export_fields,
+        head_dim_free=True,
+        rules=rules,
+        uses_prefix=lambda config: False,
+        aliases=aliases,
+        # Old checkpoints store an unused relative bias in the first cross-attention layer.
+        ignored=(r"^decoder\.block\.0\.layer\.1\.EncDecAttention\.relative_attention_bias\.weight$",),
+        check_export_extra=lambda config: check_export_extra(config, variant),
+    )
+
+
+ARCHITECTURES = {name: architecture(name) for name in VARIANTS}
+ARCHITECTURE = ARCHITECTURES["t5"]

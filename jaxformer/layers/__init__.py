@@ -17,6 +17,7 @@ from jaxformer.layers.positions import (
     RelativePositionBias,
     SinusoidalPositions,
     apply_rotary,
+    relative_buckets,
     relative_position_bucket,
     sinusoidal_table,
 )
@@ -38,6 +39,7 @@ __all__ = [
     "key_padding_mask",
     "padding_mask",
     "reference_attention",
+    "relative_buckets",
     "relative_position_bucket",
     "segment_mask",
     "sinusoidal_table",

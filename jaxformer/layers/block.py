@@ -19,6 +19,7 @@ from jaxformer.layers.attention import MultiHeadAttention
 from jaxformer.layers.axes import BTD, constrain
 from jaxformer.layers.feedforward import FeedForward
 from jaxformer.layers.norms import make_norm
+from jaxformer.layers.positions import RelativePositionBias
 from jaxformer.layers.rope import Rope
 
 
@@ -93,12 +94,23 @@ class TransformerBlock(nn.Module):
         cross_mask: jax.Array | None = None,
         cross_bias: jax.Array | None = None,
         kv_valid: jax.Array | None = None,
+        relative_buckets: jax.Array | None = None,
         window: jax.Array | None = None,
     ) -> Any:
         """mask/bias [B|1, 1|N, T, T]; positions [B, T] (rotary); encoded [B, S, D];
         cross_mask/cross_bias [B|1, 1|N, T, S]; kv_valid [B, T] (decoding only);
+        relative_buckets [B, T, T]: bucket ids for this layer's own relative bias table (umT5), replacing `bias`;
         window: this layer's sliding window (scalar int32, 0 = global; scanned data)."""
         cfg = self.config
+        if relative_buckets is not None:
+            bias = RelativePositionBias(
+                num_heads=cfg.num_heads,
+                num_buckets=cfg.relative_buckets,
+                max_distance=cfg.relative_max_distance,
+                dtype=cfg.jnp_dtype,
+                param_dtype=cfg.jnp_param_dtype,
+                name="relative_position_bias",
+            ).from_buckets(relative_buckets)
         deterministic, decode = self.deterministic, self.decode
         self_attention = self._attention("self_attention", cross=False)
         x = self._sublayer(

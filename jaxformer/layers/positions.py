@@ -129,9 +129,18 @@ def relative_position_bucket(
     return bucket + jnp.where(is_small, distance, large)
 
 
+def relative_buckets(
+    query_positions: jax.Array, key_positions: jax.Array, bidirectional: bool, num_buckets: int, max_distance: int
+) -> jax.Array:
+    """query_positions [B, T], key_positions [B, S] -> bucket ids [B, T, S] of key_pos - query_pos."""
+    relative = key_positions[:, None, :] - query_positions[:, :, None]  # [B, T, S]
+    return relative_position_bucket(relative, bidirectional, num_buckets, max_distance)
+
+
 class RelativePositionBias(nn.Module):
     """T5 relative position bias. Returns [B, N, T, S] logits bias for
-    query_positions [B, T] and key_positions [B, S]; one table [buckets, N] per stack."""
+    query_positions [B, T] and key_positions [B, S] from one table [buckets, N]
+    (per stack in T5; per layer in umT5, where `from_buckets` reuses the stack's bucket ids)."""
 
     num_heads: int
     num_buckets: int = 32
@@ -140,9 +149,8 @@ class RelativePositionBias(nn.Module):
     dtype: Any = jnp.float32
     param_dtype: Any = jnp.float32
 
-    @nn.compact
-    def __call__(self, query_positions: jax.Array, key_positions: jax.Array) -> jax.Array:
-        table = param(
+    def setup(self) -> None:
+        self.embedding = param(
             self,
             "embedding",
             nn.initializers.normal(1.0),
@@ -150,7 +158,14 @@ class RelativePositionBias(nn.Module):
             ("relpos", "heads"),
             self.param_dtype,
         )
-        relative = key_positions[:, None, :] - query_positions[:, :, None]  # [B, T, S]
-        buckets = relative_position_bucket(relative, self.bidirectional, self.num_buckets, self.max_distance)
-        bias = jnp.take(table, buckets, axis=0)  # [B, T, S, N]
+
+    def __call__(self, query_positions: jax.Array, key_positions: jax.Array) -> jax.Array:
+        buckets = relative_buckets(
+            query_positions, key_positions, self.bidirectional, self.num_buckets, self.max_distance
+        )
+        return self.from_buckets(buckets)
+
+    def from_buckets(self, buckets: jax.Array) -> jax.Array:
+        """buckets [B, T, S] (ids in [0, num_buckets)) -> bias [B, N, T, S]."""
+        bias = jnp.take(self.embedding, buckets, axis=0)  # [B, T, S, N]
         return jnp.transpose(bias, (0, 3, 1, 2)).astype(self.dtype)

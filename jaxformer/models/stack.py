@@ -19,7 +19,7 @@ import jax.numpy as jnp
 from jaxformer.config import ModelConfig
 from jaxformer.layers.block import TransformerBlock
 from jaxformer.layers.norms import make_norm
-from jaxformer.layers.positions import RelativePositionBias
+from jaxformer.layers.positions import RelativePositionBias, relative_buckets
 
 REMAT_POLICIES: dict[str, Any] = {
     "full": None,  # save nothing, recompute everything
@@ -39,7 +39,8 @@ class TransformerStack(nn.Module):
     """x [B, T, D] -> [B, T, D] through `num_layers` blocks and a final norm (pre-norm models).
 
     The stack owns what every layer shares: the relative position bias table (T5
-    computes it once per stack) and, when decoding, the positions of cached keys.
+    computes it once per stack; with `relative_bias_per_layer` (umT5) only the bucket
+    ids [B, T, S], each layer holding its own table) and, when decoding, the positions of cached keys.
     """
 
     config: ModelConfig
@@ -60,21 +61,26 @@ class TransformerStack(nn.Module):
         kv_valid: jax.Array | None = None,
     ) -> jax.Array:
         cfg = self.config
-        bias = None
+        bias = buckets = None
         if cfg.position == "relative":
             key_positions = positions
             if self.decode:
                 key_positions = self._cached_positions(positions)
-            bias = RelativePositionBias(
-                num_heads=cfg.num_heads,
-                num_buckets=cfg.relative_buckets,
-                max_distance=cfg.relative_max_distance,
-                bidirectional=not self.causal,
-                dtype=cfg.jnp_dtype,
-                param_dtype=cfg.jnp_param_dtype,
-                name="relative_position_bias",
-            )(positions, key_positions)
-        args = (mask, bias, positions, encoded, cross_mask, None, kv_valid)
+            if cfg.relative_bias_per_layer:  # umT5: bucket ids once here, each layer looks up its own table
+                buckets = relative_buckets(
+                    positions, key_positions, not self.causal, cfg.relative_buckets, cfg.relative_max_distance
+                )
+            else:
+                bias = RelativePositionBias(
+                    num_heads=cfg.num_heads,
+                    num_buckets=cfg.relative_buckets,
+                    max_distance=cfg.relative_max_distance,
+                    bidirectional=not self.causal,
+                    dtype=cfg.jnp_dtype,
+                    param_dtype=cfg.jnp_param_dtype,
+                    name="relative_position_bias",
+                )(positions, key_positions)
+        args = (mask, bias, positions, encoded, cross_mask, None, kv_valid, buckets)
         # Per-layer sliding windows [L] (0 = global): data scanned with the layer params, not unrolled code.
         windows = None
         if self.causal and cfg.sliding_window is not None:

@@ -1,0 +1,313 @@
+"""T5 v1.1 / Flan-T5, mT5 and umT5 against `transformers` (PyTorch CPU), issue 22.
+
+Tiny random models made by `transformers` itself (d_model 36, 3 heads of 10, d_ff 52, vocab 97,
+2 encoder + 3 decoder layers, 8 relative buckets) are saved with save_pretrained and imported:
+fp32 encoder hidden states and logits on padded batches, bit-exact export round trips that
+`from_pretrained` reads back to the same outputs, and greedy / beam-4 decoding token for token
+equal to `generate` with its settings stated (decoder start = pad, EOS, length_penalty, early_stopping).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from safetensors.numpy import load_file
+
+from jaxformer import decoding, hf, models, presets
+from jaxformer.hf.convert import nested, param_shapes
+
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
+
+VOCAB, WIDTH, HEADS, HEAD_DIM, FFN = 97, 36, 3, 10, 52
+PAD = 0  # T5's pad id, also the decoder start
+ATOL = 1e-5
+SIZES = dict(
+    vocab_size=VOCAB,
+    d_model=WIDTH,
+    num_heads=HEADS,
+    d_kv=HEAD_DIM,
+    d_ff=FFN,
+    num_layers=2,
+    num_decoder_layers=3,
+    relative_attention_num_buckets=8,
+    relative_attention_max_distance=20,
+    dropout_rate=0.0,
+    pad_token_id=PAD,
+    eos_token_id=1,
+    decoder_start_token_id=PAD,
+)
+# name -> (transformers class, config class, extra config, separate random lm_head)
+FAMILY = {
+    "flan_t5": ("T5ForConditionalGeneration", "T5Config", dict(feed_forward_proj="gated-gelu"), True),
+    "mt5": ("MT5ForConditionalGeneration", "MT5Config", {}, True),
+    "mt5_tied": ("MT5ForConditionalGeneration", "MT5Config", {}, False),  # lm_head = shared, never rescaled
+    "umt5": ("UMT5ForConditionalGeneration", "UMT5Config", {}, True),
+}
+MODEL_TYPES = {"flan_t5": "t5", "mt5": "mt5", "mt5_tied": "mt5", "umt5": "umt5"}
+
+
+def make_model(name: str, seed: int):
+    cls, config_cls, extra, untied = FAMILY[name]
+    torch.manual_seed(seed)
+    tie = {"tie_word_embeddings": False} if untied else {}
+    model = getattr(transformers, cls)(getattr(transformers, config_cls)(**SIZES, **extra, **tie))
+    if untied:
+        with torch.no_grad():  # published v1.1 / mT5 / umT5 checkpoints store their own lm_head
+            model.lm_head.weight = torch.nn.Parameter(torch.randn(VOCAB, WIDTH) * 0.5)
+    return model.eval()
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """name -> (directory written by save_pretrained, the torch model)."""
+    root = tmp_path_factory.mktemp("t5_family")
+    out = {}
+    for seed, name in enumerate(FAMILY):
+        model = make_model(name, seed)
+        model.save_pretrained(root / name)
+        out[name] = (root / name, model)
+    return out
+
+
+def padded_batch(seed: int, batch: int = 3, length: int = 7, lengths=(7, 5, 3), low: int = 2):
+    """ids [B, T] right-padded with PAD, valid [B, T]."""
+    rng = np.random.default_rng(seed)
+    valid = np.arange(length)[None, :] < np.array(lengths)[:, None]
+    return np.where(valid, rng.integers(low, VOCAB, (batch, length)), PAD), valid
+
+
+def assert_close(ours, ref, valid=None, atol=ATOL) -> None:
+    ours, ref = np.asarray(ours), np.asarray(ref)
+    assert ours.shape == ref.shape
+    diff = np.abs(ours - ref) if valid is None else np.abs(ours - ref)[valid]
+    assert diff.max() < atol, f"max abs diff {diff.max():.3g} >= {atol} (reference scale {np.abs(ref).max():.3g})"
+    assert np.abs(ref).max() > 1e4 * atol  # not a comparison of near-zero numbers
+
+
+def torch_forward(model, source, source_valid, target, target_valid):
+    with torch.no_grad():
+        out = model(
+            input_ids=torch.tensor(source),
+            attention_mask=torch.tensor(source_valid.astype(np.int64)),
+            decoder_input_ids=torch.tensor(target),
+            decoder_attention_mask=torch.tensor(target_valid.astype(np.int64)),
+        )
+    return out.encoder_last_hidden_state.numpy(), out.logits.numpy()
+
+
+# Import -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", list(FAMILY))
+def test_config_reads_the_family(tiny, name):
+    _, _, config = hf.load(tiny[name][0])
+    untied = FAMILY[name][3]
+    assert config.activation == "geglu_tanh" and config.tie_embeddings == (not untied)
+    assert not config.tied_logits_rescale
+    assert config.relative_bias_per_layer == (name == "umt5")
+    assert config.hf_model_type == ("mt5" if name.startswith("mt5") else None)
+    assert (config.num_layers, config.decoder_layers, config.dim_per_head) == (2, 3, HEAD_DIM)
+
+
+@pytest.mark.parametrize("name", list(FAMILY))
+def test_encoder_states_and_logits_match_transformers(tiny, name):
+    directory, reference = tiny[name]
+    model, params, _ = hf.load(directory)
+    source, source_valid = padded_batch(3)
+    target, target_valid = padded_batch(4, length=6, lengths=(6, 6, 2))
+    encoded_ref, logits_ref = torch_forward(reference, source, source_valid, target, target_valid)
+    variables = {"params": params}
+    encoded = jax.jit(lambda v, s, m: model.apply(v, s, m, method="encode"))(
+        variables, jnp.asarray(source), jnp.asarray(source_valid)
+    )
+    logits = jax.jit(model.apply)(
+        variables,
+        jnp.asarray(source),
+        jnp.asarray(target),
+        source_valid=jnp.asarray(source_valid),
+        target_valid=jnp.asarray(target_valid),
+    )
+    assert_close(encoded, encoded_ref, source_valid)
+    assert_close(logits, logits_ref, target_valid)
+
+
+def test_umt5_holds_one_bias_table_per_self_attention_layer(tiny):
+    _, params, config = hf.load(tiny["umt5"][0])
+    reference = load_file(str(tiny["umt5"][0] / "model.safetensors"))
+    for stack, layers in (("encoder", config.num_layers), ("decoder", config.decoder_layers)):
+        assert "relative_position_bias" not in params[stack]
+        tables = [np.asarray(params[stack][f"layers_{i}"]["relative_position_bias"]["embedding"]) for i in range(layers)]
+        for i, table in enumerate(tables):
+            name = f"{stack}.block.{i}.layer.0.SelfAttention.relative_attention_bias.weight"
+            np.testing.assert_array_equal(table, reference[name])
+        assert not np.array_equal(tables[0], tables[1])  # distinct tables, not one shared
+
+
+# Export -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", list(FAMILY))
+def test_save_is_bit_exact_and_transformers_reads_it_back(tiny, tmp_path, name):
+    directory, reference = tiny[name]
+    _, params, config = hf.load(directory)
+    out = hf.save(config, params, tmp_path / name)
+    original, written = load_file(str(directory / "model.safetensors")), load_file(str(out / "model.safetensors"))
+    assert sorted(written) == sorted(original)
+    for key, tensor in original.items():
+        assert written[key].dtype == tensor.dtype and written[key].tobytes() == tensor.tobytes(), key
+    hf_config = json.loads((out / "config.json").read_text())
+    assert hf_config["model_type"] == MODEL_TYPES[name] and hf_config["architectures"] == [FAMILY[name][0]]
+    assert hf_config["feed_forward_proj"] == "gated-gelu"
+    assert hf_config["tie_word_embeddings"] == (not FAMILY[name][3])
+    reloaded = transformers.AutoModelForSeq2SeqLM.from_pretrained(out).eval()
+    assert type(reloaded).__name__ == FAMILY[name][0]
+    source, source_valid = padded_batch(5)
+    target, target_valid = padded_batch(6, length=5, lengths=(5, 3, 4))
+    for a, b in zip(
+        torch_forward(reference, source, source_valid, target, target_valid),
+        torch_forward(reloaded, source, source_valid, target, target_valid),
+        strict=True,
+    ):
+        np.testing.assert_array_equal(a, b)
+    assert hf.load(out)[2] == config
+
+
+def random_params(config, seed: int) -> dict:
+    rng = np.random.default_rng(seed)
+    flat = {path: rng.normal(0.0, 0.3, shape).astype(np.float32) for path, shape in param_shapes(config).items()}
+    return jax.tree.map(jnp.asarray, nested(flat))
+
+
+@pytest.mark.parametrize("preset", ["tiny-flan-t5", "tiny-mt5", "tiny-umt5"])
+def test_jaxformer_preset_exports_to_transformers(tmp_path, preset):
+    config = presets.get(preset)
+    params = random_params(config, seed=7)
+    out = hf.save(config, params, tmp_path / preset)
+    reference = transformers.AutoModelForSeq2SeqLM.from_pretrained(out).eval()
+    expected_type = {"tiny-flan-t5": "t5", "tiny-mt5": "mt5", "tiny-umt5": "umt5"}[preset]
+    assert reference.config.model_type == expected_type
+    source, source_valid = padded_batch(8)
+    target, target_valid = padded_batch(9, length=5, lengths=(5, 5, 2))
+    _, logits_ref = torch_forward(reference, source, source_valid, target, target_valid)
+    logits = jax.jit(models.build(config).apply)(
+        {"params": params},
+        jnp.asarray(source),
+        jnp.asarray(target),
+        source_valid=jnp.asarray(source_valid),
+        target_valid=jnp.asarray(target_valid),
+    )
+    assert_close(logits, logits_ref, target_valid, atol=1e-4)  # random N(0, 0.3) weights: logits ~ 1e2
+    reloaded = hf.load(out)[2]
+    assert reloaded == config.replace(num_decoder_layers=config.decoder_layers, max_len=reloaded.max_len)
+
+
+# Decoding -----------------------------------------------------------------------------------
+
+STEPS, BEAMS = 8, 4
+GENERATED = ("flan_t5", "mt5", "umt5")
+
+
+def hf_generate(reference, source, source_valid, eos: int | None, beams: int) -> np.ndarray:
+    """`generate` with every setting that decides the tokens stated; the decoder start column removed."""
+    # A cache made without the config: transformers sizes a config's cache by num_layers (2), not the decoder's 3.
+    cache = transformers.EncoderDecoderCache(transformers.DynamicCache(), transformers.DynamicCache())
+    with torch.no_grad():
+        out = reference.generate(
+            input_ids=torch.tensor(source),
+            cache=cache,
+            attention_mask=torch.tensor(source_valid.astype(np.int64)),
+            do_sample=False,
+            num_beams=beams,
+            length_penalty=0.0 if beams > 1 else None,  # beam score = sum of log-probs (jaxformer alpha=0)
+            early_stopping=False if beams > 1 else None,
+            max_new_tokens=STEPS,
+            min_length=0,
+            eos_token_id=eos,
+            pad_token_id=PAD,
+            decoder_start_token_id=PAD,
+            forced_bos_token_id=None,
+            forced_eos_token_id=None,
+            bad_words_ids=None,
+            repetition_penalty=1.0,
+            no_repeat_ngram_size=0,
+        )
+    out = out[:, 1:].numpy()
+    if eos is not None and beams > 1:
+        # transformers' beam search fills after EOS with `pad_token_id or eos` (pad 0 is falsy -> EOS); jaxformer pads.
+        after = np.cumsum(out == eos, axis=1) - (out == eos) > 0
+        out = np.where(after, PAD, out)
+    return out
+
+
+def free_greedy(model, params, source, source_valid) -> np.ndarray:
+    """Cache-free reference: one full forward per new token from the decoder start, argmax, no EOS."""
+    target = np.full((source.shape[0], STEPS + 1), PAD, np.int64)
+    forward = jax.jit(model.apply)
+    for step in range(STEPS):
+        logits = forward(
+            {"params": params}, jnp.asarray(source), jnp.asarray(target), source_valid=jnp.asarray(source_valid)
+        )
+        target[:, step + 1] = np.asarray(logits[:, step]).argmax(-1)
+    return target[:, 1:]
+
+
+def same_until_padding(ours: np.ndarray, expected: np.ndarray) -> None:
+    """HF stops once every row has ended; jaxformer returns all steps, padded after EOS."""
+    np.testing.assert_array_equal(ours[:, : expected.shape[1]], expected)
+    assert np.all(ours[:, expected.shape[1] :] == PAD)
+
+
+@pytest.fixture(scope="module")
+def decoding_setup(tiny):
+    """name -> (reference, params, config, source, source_valid, an EOS id the model emits mid-sequence)."""
+    out = {}
+    for name in GENERATED:
+        directory, reference = tiny[name]
+        model, params, config = hf.load(directory)
+        source, source_valid = padded_batch(10, batch=4, length=6, lengths=(6, 4, 2, 5))
+        free = free_greedy(model, params, source, source_valid)
+        assert len({tuple(row) for row in free}) >= 3, name  # source-dependent
+        assert sum(len(set(row)) > 2 for row in free) >= 2, name  # not one repeated token
+        # An id row 0 emits mid-sequence that no row starts with and some row never emits: rows end apart.
+        starts = set(free[:, 0])
+        candidates = [t for t in free[0, 2:6] if t != PAD and t not in starts and any(t not in row for row in free)]
+        eos = int(candidates[0]) if candidates else int(free[0, 3])
+        out[name] = (reference, params, config, source, source_valid, eos, free)
+    return out
+
+
+@pytest.mark.parametrize("name", GENERATED)
+def test_greedy_matches_transformers_generate(decoding_setup, name):
+    reference, params, config, source, source_valid, eos, free = decoding_setup[name]
+    expected = hf_generate(reference, source, source_valid, None, beams=1)
+    np.testing.assert_array_equal(expected, free)  # HF greedy = the cache-free loop
+    options = dict(bos_id=PAD, max_new_tokens=STEPS, pad_id=PAD)
+    ours = decoding.translate(config, params, source, source_valid, method="greedy", eos_id=None, **options)
+    np.testing.assert_array_equal(ours, expected)
+    ends = [list(row).index(eos) if eos in row else STEPS for row in free]
+    assert len(set(ends)) > 1  # rows end at different steps
+    expected = hf_generate(reference, source, source_valid, eos, beams=1)
+    ours = decoding.translate(config, params, source, source_valid, method="greedy", eos_id=eos, **options)
+    same_until_padding(ours, expected)
+
+
+@pytest.mark.parametrize("name", GENERATED)
+@pytest.mark.parametrize("with_eos", [False, True], ids=["no_eos", "eos"])
+def test_beam4_matches_transformers_generate(decoding_setup, name, with_eos):
+    reference, params, config, source, source_valid, eos, _ = decoding_setup[name]
+    eos_id = eos if with_eos else None
+    expected = hf_generate(reference, source, source_valid, eos_id, beams=BEAMS)
+    options = dict(bos_id=PAD, max_new_tokens=STEPS, eos_id=eos_id, pad_id=PAD)
+    ours = decoding.translate(
+        config, params, source, source_valid, method="beam", beam_size=BEAMS, alpha=0.0, **options
+    )
+    same_until_padding(ours, expected)
