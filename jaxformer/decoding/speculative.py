@@ -252,9 +252,7 @@ _speculative_search = functools.partial(jax.jit, static_argnames=_STATIC, compil
 def check_draft(config: ModelConfig, draft_config: ModelConfig) -> None:
     """The draft must be a decoder-only model over the target's vocabulary (one-line InputError otherwise)."""
     if draft_config.family != "decoder_only":
-        raise InputError(
-            f"the draft model is {draft_config.family}; speculative decoding needs a decoder-only draft."
-        )
+        raise InputError(f"the draft model is {draft_config.family}; speculative decoding needs a decoder-only draft.")
     if draft_config.vocab_size != config.vocab_size:
         raise InputError(
             f"the draft's vocabulary has {draft_config.vocab_size} ids but the target's has {config.vocab_size}; "
@@ -288,9 +286,7 @@ def speculative_generate(
     check_draft(config, draft_config)
     search = SearchConfig.of(search, **settings)
     if search.method not in SPECULATIVE_METHODS:
-        raise InputError(
-            f"method={search.method!r} has no speculative form; use one of {list(SPECULATIVE_METHODS)}."
-        )
+        raise InputError(f"method={search.method!r} has no speculative form; use one of {list(SPECULATIVE_METHODS)}.")
     if isinstance(draft_tokens, bool) or not isinstance(draft_tokens, (int, np.integer)):
         raise InputError(f"draft_tokens={draft_tokens!r} must be an integer in [1, {MAX_DRAFT_TOKENS}].")
     if not 1 <= draft_tokens <= MAX_DRAFT_TOKENS:

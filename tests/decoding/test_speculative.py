@@ -52,7 +52,9 @@ def perturbed(params, scale: float, seed: int):
 # Greedy -----------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("name", "scan"), [("tiny-gpt2", False), ("tiny-llama", True)])
+@pytest.mark.parametrize(
+    ("name", "scan"), [("tiny-gpt2", False), pytest.param("tiny-llama", True, marks=pytest.mark.slow)]
+)
 def test_greedy_equals_plain_greedy_for_every_draft_and_k(name, scan):
     config, params = model_and_params(name, scan)
     prompts = [list(p) for p in PROMPTS]  # 3 rows of different lengths: left padding
@@ -65,14 +67,14 @@ def test_greedy_equals_plain_greedy_for_every_draft_and_k(name, scan):
     }
     rates = {}
     for label, (draft_config, draft_params) in drafts.items():
-        for k in (1, 3, 5):
+        for k in (1, 3):
             result = speculative_generate(
                 config, params, draft_config, draft_params, prompts, max_new_tokens=NEW, draft_tokens=k
             )
             np.testing.assert_array_equal(result.tokens, expected, err_msg=f"{label} draft, k={k}")
             rates[label, k] = result.acceptance_rate
             assert result.proposed > 0 and result.rounds >= 1
-    for k in (1, 3, 5):
+    for k in (1, 3):
         assert rates["identical", k] == 1.0
         assert rates["random", k] < 0.5  # a draft that disagrees often
         # the identical draft needs ceil((N - 1) / (k + 1)) rounds
@@ -82,28 +84,27 @@ def test_greedy_equals_plain_greedy_for_every_draft_and_k(name, scan):
 
 
 def test_greedy_with_a_different_draft_architecture_and_eos():
-    config, params = model_and_params("tiny-llama")
-    draft_config, draft_params = model_and_params("tiny-llama", True, seed=3)  # scanned layers, other weights
+    config, params = model_and_params("tiny-gpt2")
+    draft_config, draft_params = model_and_params("tiny-llama", True, seed=3)  # RoPE, scanned layers
     prompts = [list(p) for p in PROMPTS]
     plain = decoding.generate(config, params, prompts, max_new_tokens=NEW)
     eos = int(plain[0, 3])  # row 0 stops at its 4th token; other rows may stop elsewhere or never
     expected = decoding.generate(config, params, prompts, max_new_tokens=NEW, eos_id=eos, pad_id=0)
     assert (expected == 0).any()
-    for k in (2, 4):
-        got = speculative_generate(
-            config, params, draft_config, draft_params, prompts, max_new_tokens=NEW, draft_tokens=k, eos_id=eos
-        )
-        np.testing.assert_array_equal(got.tokens, expected)
+    got = speculative_generate(
+        config, params, draft_config, draft_params, prompts, max_new_tokens=NEW, draft_tokens=3, eos_id=eos
+    )
+    np.testing.assert_array_equal(got.tokens, expected)
 
 
-def test_max_new_tokens_is_exact_for_every_k():
+@pytest.mark.parametrize("new", [1, pytest.param(2, marks=pytest.mark.slow), pytest.param(5, marks=pytest.mark.slow)])
+def test_max_new_tokens_is_exact_for_every_k(new):
     config, params = model_and_params("tiny-gpt2")
-    for new in (1, 2, 5):
-        expected = decoding.generate(config, params, [[5, 6]], max_new_tokens=new)
-        for k in (1, 4):
-            got = speculative_generate(config, params, config, params, [[5, 6]], max_new_tokens=new, draft_tokens=k)
-            assert got.tokens.shape == (1, new)
-            np.testing.assert_array_equal(got.tokens, expected)
+    expected = decoding.generate(config, params, [[5, 6]], max_new_tokens=new)
+    for k in (1, 4):
+        got = speculative_generate(config, params, config, params, [[5, 6]], max_new_tokens=new, draft_tokens=k)
+        assert got.tokens.shape == (1, new)
+        np.testing.assert_array_equal(got.tokens, expected)
 
 
 def test_bad_drafts_and_settings_are_one_line_errors():
