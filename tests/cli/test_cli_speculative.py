@@ -60,29 +60,39 @@ def cli_lines(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str,
     return code, captured.out, captured.err
 
 
+ARGS = ("--prompt", "the quick", "--prompt", "a", "--max_new_tokens", "12")
+
+
 def test_generate_with_a_draft_prints_plain_greedy_text_and_the_acceptance_rate(runs, capsys):
-    prompt = ["--prompt", "the quick", "--prompt", "a"]
-    code, plain, _ = cli_lines(capsys, "generate", "--workdir", str(runs["target"]), *prompt, "--max_new_tokens", "12")
-    assert code == 0
+    base = ["generate", "--workdir", str(runs["target"]), *ARGS]
+    code, plain, _ = cli_lines(capsys, *base)
+    assert code == 0 and len(plain.splitlines()) == 2
+    code, out, err = cli_lines(capsys, *base, "--draft", str(runs["draft"]), "--draft_tokens", "3")
+    assert code == 0 and out == plain
+    rate_lines = [line for line in err.splitlines() if line.startswith("speculative:")]
+    assert len(rate_lines) == 1 and "3 draft tokens per round, acceptance rate" in rate_lines[0], err
+    # the same run as its own draft: every proposal is accepted
+    code, out, err = cli_lines(capsys, *base, "--draft", str(runs["target"]), "--draft_tokens", "2")
+    assert code == 0 and out == plain
+    assert "acceptance rate 1.000" in err
+
+
+@pytest.mark.slow  # a fresh interpreter: import and compile again (over 20 s on 2 cores)
+def test_generate_with_a_draft_in_a_subprocess(runs, capsys):
+    base = ["generate", "--workdir", str(runs["target"]), *ARGS]
+    code, plain, _ = cli_lines(capsys, *base)
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "JAX_PLATFORMS": "cpu"}
-    args = ["generate", "--workdir", str(runs["target"]), *prompt, "--max_new_tokens", "12"]
     speculative = subprocess.run(
-        [sys.executable, "-m", "jaxformer.cli", *args, "--draft", str(runs["draft"]), "--draft_tokens", "3"],
+        [sys.executable, "-m", "jaxformer.cli", *base, "--draft", str(runs["draft"]), "--draft_tokens", "3"],
         capture_output=True,
         text=True,
         env=env,
         timeout=600,
         cwd=REPO_ROOT,
     )
-    assert speculative.returncode == 0, speculative.stderr[-2000:]
+    assert code == 0 and speculative.returncode == 0, speculative.stderr[-2000:]
     assert speculative.stdout == plain
-    assert len(plain.splitlines()) == 2
-    rate_lines = [line for line in speculative.stderr.splitlines() if line.startswith("speculative:")]
-    assert len(rate_lines) == 1 and "3 draft tokens per round, acceptance rate" in rate_lines[0]
-    # the same run as its own draft: every proposal is accepted
-    code, out, err = cli_lines(capsys, *args, "--draft", str(runs["target"]), "--draft_tokens", "2")
-    assert code == 0 and out == plain
-    assert "acceptance rate 1.000" in err
+    assert "acceptance rate" in speculative.stderr
 
 
 def one_error(code: int, err: str, *fragments: str) -> None:
