@@ -4,6 +4,7 @@
     jaxformer export --workdir W --out DIR
     jaxformer generate --workdir W --prompt TEXT [--max_new_tokens 64 --method sample --top_p 0.9 ...]
     jaxformer generate --model DIR_OR_REPO [--revision R] --prompt TEXT   (or --chat MESSAGE: its chat template)
+    jaxformer generate --workdir W --prompt TEXT --draft DRAFT_WORKDIR_OR_DIR [--draft_tokens 4]   (speculative)
     jaxformer translate --workdir W --text TEXT [--method beam --beam_size 8]   (or --input FILE [--output FILE])
     jaxformer evaluate --workdir W [--split test --method beam --json OUT]      (alias: eval)
     jaxformer demo --workdir W [--host 127.0.0.1 --port 0]                      (needs the [demo] extra)
@@ -42,6 +43,7 @@ from jaxformer.train.loop import train_and_evaluate
 from jaxformer.train.preemption import Preempted, StartupGuard, StoppedBeforeStart
 
 PACKAGE_DIR = Path(__file__).resolve().parent
+DEFAULT_DRAFT_TOKENS = 4  # generate --draft: tokens proposed per round
 # OS errors about a path the user named (a file to read, a directory to write): fixable by the user.
 PATH_ERRORS: tuple[type[OSError], ...] = (
     FileNotFoundError,
@@ -132,10 +134,28 @@ def cmd_generate(args: argparse.Namespace, overrides: list[str]) -> int:
     if args.print_ids:
         for ids in inference.prompt_ids(run, prompts, chat):
             print(json.dumps({"prompt_ids": ids}))
-    outputs = inference.generate(run, prompts, _search_of(args), chat=chat)
+    if args.draft is not None:
+        outputs = _generate_speculative(args, run, prompts, chat)
+    else:
+        if args.draft_tokens is not None:
+            raise InputError("--draft_tokens needs --draft (the draft model's workdir or checkpoint).")
+        outputs = inference.generate(run, prompts, _search_of(args), chat=chat)
     for prompt, text in zip(prompts, outputs, strict=True):
         print(f"{prompt}{text}" if args.echo else text)
     return 0
+
+
+def _generate_speculative(args: argparse.Namespace, run: Any, prompts: list[str], chat: bool) -> list[str]:
+    """Speculative decoding with the --draft model; its acceptance rate goes to stderr (stdout: the texts)."""
+    draft = inference.load_draft(args.draft)
+    k = DEFAULT_DRAFT_TOKENS if args.draft_tokens is None else args.draft_tokens
+    result = inference.generate_speculative(run, prompts, draft, _search_of(args), draft_tokens=k, chat=chat)
+    print(
+        f"speculative: draft {args.draft}, {k} draft tokens per round, acceptance rate "
+        f"{result.acceptance_rate:.3f} ({result.accepted}/{result.proposed}), {result.rounds} rounds",
+        file=sys.stderr,
+    )
+    return result.texts
 
 
 def cmd_translate(args: argparse.Namespace, overrides: list[str]) -> int:
@@ -297,6 +317,12 @@ def _add_use_commands(sub: Any) -> None:
     generate.add_argument("--print_ids", action="store_true", help='print {"prompt_ids": [...]} per prompt first')
     _search_arguments(generate, METHODS, [f.name for f in dataclasses.fields(SearchConfig)])
     generate.add_argument("--echo", action="store_true", help="print the prompt before its continuation")
+    generate.add_argument(
+        "--draft", help="speculative decoding with this draft model: a training workdir or a HF checkpoint/repo id"
+    )
+    generate.add_argument(
+        "--draft_tokens", type=int, help=f"tokens the draft proposes per round (default {DEFAULT_DRAFT_TOKENS})"
+    )
     generate.set_defaults(handler=cmd_generate)
 
     translate = sub.add_parser("translate", help="translate text with an encoder-decoder run")
