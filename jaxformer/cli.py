@@ -37,21 +37,13 @@ import jax
 from jaxformer import demo, distributed, experiment, inference
 from jaxformer import outputs as outputs_io
 from jaxformer.config.search import METHODS, SearchConfig
-from jaxformer.errors import REPORT_BUG, InputError, UserError
+from jaxformer.errors import REPORT_BUG, InputError, UserError, describe_os_error, is_path_os_error
 from jaxformer.train.checkpoint import export_params
 from jaxformer.train.loop import train_and_evaluate
 from jaxformer.train.preemption import Preempted, StartupGuard, StoppedBeforeStart
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 DEFAULT_DRAFT_TOKENS = 4  # generate --draft: tokens proposed per round
-# OS errors about a path the user named (a file to read, a directory to write): fixable by the user.
-PATH_ERRORS: tuple[type[OSError], ...] = (
-    FileNotFoundError,
-    NotADirectoryError,
-    IsADirectoryError,
-    PermissionError,
-    FileExistsError,
-)
 
 
 def _split_overrides(argv: Sequence[str]) -> tuple[list[str], list[str]]:
@@ -397,7 +389,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if os.environ.get("JAXFORMER_DEBUG"):
             raise
         if is_user_error(err):
-            print(f"error: {_one_line(err)}", file=sys.stderr)
+            print(f"error: {_one_line(err, args)}", file=sys.stderr)
             return 2
         traceback.print_exc()
         print(REPORT_BUG, file=sys.stderr)
@@ -405,19 +397,39 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def is_user_error(err: BaseException) -> bool:
-    """A `UserError`, or an OS error on a path the user named (missing file, no permission, ...).
+    """A `UserError`, or an OS error on a path the user named (missing, no permission, read-only, full, ...).
 
     Not any ValueError or KeyError: those are bugs unless raised as a `UserError`. An OS error on a
     file inside the installed package is a bug (or a broken install) too.
     """
     if isinstance(err, UserError):
         return True
-    if not isinstance(err, PATH_ERRORS) or err.filename is None:
+    if not is_path_os_error(err):
         return False
-    return PACKAGE_DIR not in Path(os.fsdecode(err.filename)).resolve().parents
+    return PACKAGE_DIR not in Path(os.fsdecode(err.filename)).resolve().parents  # type: ignore[attr-defined]
 
 
-def _one_line(err: BaseException) -> str:
+def _flag_for(args: argparse.Namespace | None, filename: Any) -> str | None:
+    """The command-line flag whose path is `filename` or one of its parents (e.g. "--workdir"), if any."""
+    if args is None or filename is None:
+        return None
+    target = Path(os.path.abspath(os.fsdecode(filename)))
+    best: tuple[int, str] | None = None
+    for name, value in vars(args).items():
+        values = value if isinstance(value, list) else [value]
+        for item in values:
+            if not isinstance(item, str) or not item.strip():
+                continue
+            given = Path(os.path.abspath(item))
+            if (given == target or given in target.parents) and (best is None or len(given.parts) > best[0]):
+                best = (len(given.parts), f"--{name}")
+    return best[1] if best else None
+
+
+def _one_line(err: BaseException, args: argparse.Namespace | None = None) -> str:
+    """The error as one line; an OS error on a path names the path, what went wrong and the fix (by errno)."""
+    if not isinstance(err, UserError) and is_path_os_error(err):
+        return describe_os_error(err, _flag_for(args, err.filename))  # type: ignore[arg-type, attr-defined]
     return " ".join(str(err).split()) or type(err).__name__
 
 

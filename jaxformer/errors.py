@@ -20,6 +20,10 @@ catch the built-in keep working; code that must tell user errors from bugs check
 
 from __future__ import annotations
 
+import errno
+import os
+import shutil
+
 ISSUE_TRACKER = "the jaxformer issue tracker"  # no public repository URL yet; put it here when there is one
 REPORT_BUG = f"this is a bug in jaxformer; please report it at {ISSUE_TRACKER} with the traceback above."
 
@@ -56,8 +60,68 @@ class DeviceError(UserError, RuntimeError):
     """A requested kernel or device that this machine's JAX backend does not provide."""
 
 
+# OS errors on a path: what went wrong, then what to do (the path and the flag that named it are filled in).
+_OS_ERROR_FIXES: dict[int, tuple[str, str]] = {
+    errno.EACCES: ("permission denied", "check the permissions of it and its directory, or pick another {where}"),
+    errno.EPERM: ("operation not permitted", "check the permissions of it and its directory, or pick another {where}"),
+    errno.EROFS: ("it is on a read-only file system", "pick {where_a} on a writable disk"),
+    errno.ENOSPC: ("no space left on the device", "free some space or pick {where_a} on another disk"),
+    errno.EDQUOT: ("the disk quota is exceeded", "free some space or pick {where_a} on another disk"),
+    errno.EEXIST: ("it already exists", "remove it or pick another {where}"),
+    errno.ENOTDIR: ("a part of the path is a file, not a directory", "check the path or pick another {where}"),
+    errno.EISDIR: ("it is a directory where a file was expected", "give a file path as {where}"),
+    errno.ENOENT: ("no such file or directory", "check the path (an output's directory must exist first)"),
+}
+STORAGE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM})
+
+
+def is_path_os_error(err: BaseException) -> bool:
+    """An OSError about a named path whose errno has a known fix (permission, read-only, full, exists, ...)."""
+    return isinstance(err, OSError) and err.filename is not None and err.errno in _OS_ERROR_FIXES
+
+
+def free_bytes(path: str | os.PathLike[str]) -> int | None:
+    """Free bytes on the file system holding `path` (its nearest existing parent), or None if unknown."""
+    candidate = os.path.abspath(os.fspath(path))
+    while not os.path.exists(candidate) and os.path.dirname(candidate) != candidate:
+        candidate = os.path.dirname(candidate)
+    try:
+        return shutil.disk_usage(candidate).free
+    except OSError:
+        return None
+
+
+def format_bytes(count: int) -> str:
+    """'1,234,567 bytes (1.2 MB)': exact, then readable."""
+    value, unit = float(count), "bytes"
+    for unit in ("bytes", "KB", "MB", "GB", "TB"):  # noqa: B007
+        if value < 1000 or unit == "TB":
+            break
+        value /= 1000
+    return f"{count:,} bytes" if unit == "bytes" else f"{count:,} bytes ({value:.1f} {unit})"
+
+
+def describe_os_error(err: OSError, flag: str | None = None) -> str:
+    """One line for an OSError on a path: the path, what went wrong and what to do, by errno.
+
+    `flag` names the option that gave the path (e.g. "--workdir"), so the fix can say which one to change.
+    """
+    path = os.fsdecode(err.filename) if err.filename is not None else "?"
+    if err.filename2 is not None:
+        path = f"{path} -> {os.fsdecode(err.filename2)}"
+    what, fix = _OS_ERROR_FIXES.get(err.errno or 0, (err.strerror or str(err), "check the path"))
+    where = flag or "path"
+    fix = fix.format(where=where, where_a=flag or "a path")
+    if err.errno in (errno.ENOSPC, errno.EDQUOT):
+        free = free_bytes(path)
+        if free is not None:
+            what = f"{what} ({format_bytes(free)} free)"
+    return f"cannot use {path!r}: {what}; {fix}."
+
+
 __all__ = [
     "ISSUE_TRACKER",
+    "STORAGE_ERRNOS",
     "REPORT_BUG",
     "CheckpointError",
     "CheckpointNotFoundError",
@@ -67,4 +131,8 @@ __all__ = [
     "HubError",
     "InputError",
     "UserError",
+    "describe_os_error",
+    "format_bytes",
+    "free_bytes",
+    "is_path_os_error",
 ]

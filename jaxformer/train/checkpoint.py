@@ -13,6 +13,11 @@ previous one is tried; a step saved by a different model raises `CheckpointMisma
 listing the differing parameter paths and shapes. Restores go onto whatever shapes and
 shardings the abstract target carries, so a run saved on one device layout resumes on another.
 
+A save that the disk refuses (full, read-only, no permission: `STORAGE_ERRNOS`) is one
+`CheckpointStorageError` naming the directory, the bytes a save needs and the bytes free; the
+half-written step is removed, the previous steps are untouched, and Orbax's own logged tracebacks
+for that failure (and the "event loop is closed" noise of its cancelled writes) are held back.
+
 `restore_params(path)` loads parameters alone (inference, fine-tuning) from a workdir, a
 checkpoints directory, one step directory or an export; `export_params` writes an export:
 `<out>/params` (Orbax, sealed) + `<out>/model_config.json`.
@@ -20,11 +25,16 @@ checkpoints directory, one step directory or an export; `export_params` writes a
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import errno
 import json
+import logging
+import os
 import shutil
 import sys
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +44,7 @@ from jax.experimental import multihost_utils
 from orbax.checkpoint import checkpoint_managers as policies
 
 from jaxformer.config import CheckpointConfig, ModelConfig
-from jaxformer.errors import CheckpointError, CheckpointNotFoundError
+from jaxformer.errors import STORAGE_ERRNOS, CheckpointError, CheckpointNotFoundError, format_bytes, free_bytes
 from jaxformer.models import finite
 from jaxformer.train import integrity
 
@@ -51,6 +61,80 @@ class CheckpointCorruptError(CheckpointError):
 
 class CheckpointMismatchError(CheckpointError):
     """A checkpoint saved by a different model (parameter paths or shapes differ)."""
+
+
+class CheckpointStorageError(CheckpointError):
+    """A save the disk refused: no space, read-only or no permission. The previous checkpoints are kept."""
+
+
+# Disk refusals: an OSError's errno, or tensorstore's "[os_error_code='28']" / strerror text in its message.
+def storage_errno(err: BaseException | None) -> int | None:
+    """The STORAGE_ERRNOS errno behind `err` or any exception it was raised from, else None."""
+    seen: set[int] = set()
+    while err is not None and id(err) not in seen:
+        seen.add(id(err))
+        if isinstance(err, OSError) and err.errno in STORAGE_ERRNOS:
+            return err.errno
+        text = str(err)
+        for code in STORAGE_ERRNOS:
+            if f"os_error_code='{code}'" in text or f"[Errno {code}]" in text or os.strerror(code) in text:
+                return code
+        err = err.__cause__ or err.__context__
+    return None
+
+
+class _StorageNoise(logging.Filter):
+    """Holds back what Orbax's background threads print about a save the disk refused.
+
+    Its absl ERROR records with tracebacks are dropped when their exception (or message) is a disk refusal;
+    the "Event loop is closed" tracebacks of tensorstore writes finishing after Orbax closed its loop reach
+    sys.excepthook: they are held until the save's fate is known, then printed if it was not a disk refusal.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._held: list[Any] = []
+        self._lock = threading.Lock()
+        self._previous_hook = sys.excepthook
+        self.failed = False
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if storage_errno(exc) is not None or storage_errno(Exception(record.getMessage())) is not None:
+            return False
+        return True
+
+    def excepthook(self, kind: type[BaseException], value: BaseException, tb: Any) -> None:
+        if isinstance(value, RuntimeError) and str(value) == "Event loop is closed":
+            with self._lock:
+                if not self.failed:
+                    self._held.append((kind, value, tb))
+            return
+        self._previous_hook(kind, value, tb)
+
+    def settle(self, failed: bool) -> None:
+        """The save in flight ended: drop the held noise if the disk refused it, else print it."""
+        with self._lock:
+            held, self._held = self._held, []
+            self.failed = failed
+        for item in [] if failed else held:
+            self._previous_hook(*item)
+
+
+_NOISE: _StorageNoise | None = None
+
+
+def _quiet_storage_noise() -> _StorageNoise:
+    global _NOISE
+    if _NOISE is None:
+        _NOISE = _StorageNoise()
+        logging.getLogger("absl").addFilter(_NOISE)
+        sys.excepthook = _NOISE.excepthook
+    return _NOISE
+
+
+def _dir_bytes(path: Path) -> int:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
 
 
 @dataclasses.dataclass(frozen=True)
@@ -98,6 +182,9 @@ class Checkpointer:
         self.config = config
         self._warn = warn
         self._pending_step: int | None = None
+        self._pending_bytes = 0  # the state's array bytes of the save in flight
+        self._failure: CheckpointStorageError | None = None
+        self._noise = _quiet_storage_noise()
         self._warned_missing_metric = False
         self._set_aside_unreadable_metrics()
         self._purge_deleted()
@@ -161,8 +248,11 @@ class Checkpointer:
         metrics: dict[str, float] | None = None,
         force: bool = False,
     ) -> bool:
-        """Start saving `step` (returns once the arrays are off the devices); False if `step` is already saved."""
-        self.manager.wait_until_finished()  # one save at a time; Orbax would wait here anyway
+        """Start saving `step` (returns once the arrays are off the devices); False if `step` is already saved.
+
+        Raises CheckpointStorageError when the disk refuses this save or the one still in flight.
+        """
+        self.wait()  # one save at a time; Orbax would wait here anyway
         if step in self.manager.all_steps():
             return False
         if metrics is not None and self.config.keep_best and self.config.keep_best not in metrics:
@@ -174,26 +264,90 @@ class Checkpointer:
                 self._warned_missing_metric = True
             metrics = None
         self._pending_step = step
+        self._pending_bytes = sum(int(getattr(leaf, "nbytes", 0)) for leaf in jax.tree.leaves(state))
         args = ocp.args.Composite(
             state=ocp.args.StandardSave(state),
             data=ocp.args.JsonSave(data_state),
             config=ocp.args.JsonSave(config),
         )
-        saved = bool(
-            self.manager.save(step, args=args, metrics=metrics if self.config.keep_best else None, force=force)
-        )
+        with self._storage_guard():
+            self._probe_writable(step)  # a refused directory before Orbax starts its threads (they would wait 300 s)
+            saved = bool(
+                self.manager.save(step, args=args, metrics=metrics if self.config.keep_best else None, force=force)
+            )
         if not self.config.async_save:
-            self.manager.wait_until_finished()
+            self.wait()
         return saved
 
     def wait(self) -> None:
         """Block until the save in flight is on disk, sealed and renamed into place."""
-        self.manager.wait_until_finished()
+        with self._storage_guard():
+            self.manager.wait_until_finished()
+        self._noise.settle(failed=False)
 
     def close(self) -> None:
-        self.manager.wait_until_finished()
-        self.manager.close()
+        if self._failure is not None:  # already reported: close quietly, the same refusal would come again
+            with contextlib.suppress(Exception):
+                self.manager.close()
+            return
+        self.wait()
+        with self._storage_guard():
+            self.manager.close()
         self._purge_deleted()
+
+    def _probe_writable(self, step: int) -> None:
+        """Create and remove an empty directory where the step will go: read-only / no permission fails here."""
+        probe = self.directory / f".probe-{step}-{jax.process_index()}"
+        self.directory.mkdir(parents=True, exist_ok=True)
+        probe.mkdir(exist_ok=True)
+        probe.rmdir()
+
+    @contextlib.contextmanager
+    def _storage_guard(self) -> Iterator[None]:
+        """Turn a disk refusal of the save in flight into one CheckpointStorageError (other errors pass)."""
+        try:
+            yield
+        except CheckpointError:
+            raise
+        except Exception as err:
+            code = storage_errno(err)
+            if code is None:
+                raise
+            self._noise.settle(failed=True)
+            self._failure = self._storage_failure(code)
+            raise self._failure from None
+
+    def _storage_failure(self, code: int) -> CheckpointStorageError:
+        """Remove the half-written step; the message: directory, bytes a save needs, bytes free, what to do."""
+        step = self._pending_step
+        if jax.process_index() == 0 and step is not None:
+            for staged in self.directory.glob(f"{step}.orbax-checkpoint-tmp*"):
+                shutil.rmtree(staged, ignore_errors=True)  # never renamed into place, so never a finalized step
+        kept = [s for s in _good_steps(self.directory) if s != step]
+        last = kept[0] if kept else None
+        kept_text = (
+            f"the last good checkpoint, step {last} in {self.step_path(last)}, is kept"
+            if last is not None
+            else "no earlier checkpoint exists"
+        )
+        saving = f"checkpoint step {step}" if step is not None else "a checkpoint"
+        then = "then run the same command to resume" if last is not None else "then run the same command again"
+        if code in (errno.ENOSPC, errno.EDQUOT):
+            on_disk = _dir_bytes(self.step_path(last)) if last is not None else 0
+            need = max(on_disk, self._pending_bytes)
+            basis = f"step {last} takes {format_bytes(on_disk)} on disk" if on_disk else "the size of the state"
+            free = free_bytes(self.directory)
+            free_text = f"{format_bytes(free)} are free" if free is not None else "the free space is unknown"
+            return CheckpointStorageError(
+                f"no space left on the disk of {self.workdir} to save {saving}: a save needs about "
+                f"{format_bytes(need)} ({basis}) and {free_text}; {kept_text}. Free at least that much space "
+                f"or move the run to a bigger disk (another --workdir), {then}."
+            )
+        what = "it is on a read-only file system" if code == errno.EROFS else "permission denied"
+        return CheckpointStorageError(
+            f"cannot write {saving} in {self.directory}: {what}; {kept_text}. Make the directory writable "
+            f"(check its permissions) or pick another --workdir, {then}."
+        )
 
     # Finding and restoring ----------------------------------------------------
 
