@@ -171,9 +171,9 @@ def prepare(experiment: Experiment) -> tuple[Experiment, Start | None, Tokenizer
     tokenizer = checkpoint_tokenizer(source) if experiment.tokenizer_from_init else None
     data = _data_with(experiment, tokenizer) if tokenizer is not None else experiment.data
     vocab_map = _vocab_map(source, tokenizer) if tokenizer is not None else None
-    raw = {**experiment.raw, "data": {**experiment.raw.get("data", {}), "tokenizer": data.tokenizer}}
-    raw["data"]["tokenizer_path"] = data.tokenizer_path  # config.json names the tokenizer the run uses
-    experiment = dataclasses.replace(experiment, model=config, data=data, raw=raw)
+    # experiment.raw stays as written (validating it again gives this same run, e.g. for export); the run's
+    # tokenizer is in <workdir>/tokenizer/ as for every run.
+    experiment = dataclasses.replace(experiment, model=config, data=data)
 
     def params(run_config: ModelConfig) -> Any:
         return import_params(source, run_config, vocab_map, experiment.seed)
