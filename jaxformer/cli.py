@@ -1,7 +1,7 @@
 """`jaxformer` command line: a thin layer over importable functions.
 
     jaxformer train --config experiments/default.py --workdir W [--config.train.steps=100 ...]
-    jaxformer export --workdir W --out DIR
+    jaxformer export --workdir W --out DIR   (or --hf DIR: a Hugging Face checkpoint; --peft DIR: LoRA adapters)
     jaxformer generate --workdir W --prompt TEXT [--max_new_tokens 64 --method sample --top_p 0.9 ...]
     jaxformer generate --model DIR_OR_REPO [--revision R] --prompt TEXT   (or --chat MESSAGE: its chat template)
     jaxformer generate --workdir W --prompt TEXT --draft DRAFT_WORKDIR_OR_DIR [--draft_tokens 4]   (speculative)
@@ -38,6 +38,7 @@ from jaxformer import demo, distributed, experiment, inference
 from jaxformer import outputs as outputs_io
 from jaxformer.config.search import METHODS, SearchConfig
 from jaxformer.errors import REPORT_BUG, InputError, UserError, describe_os_error, is_path_os_error
+from jaxformer.hf import finetune, run_export
 from jaxformer.train.checkpoint import export_params
 from jaxformer.train.loop import train_and_evaluate
 from jaxformer.train.preemption import Preempted, StartupGuard, StoppedBeforeStart
@@ -78,8 +79,9 @@ def cmd_train(args: argparse.Namespace, overrides: list[str]) -> int:
             )
             guard.check()
             exp = experiment.validate(experiment.load(args.config, overrides))
+            exp, start, tokenizer = finetune.prepare(exp)  # model.init_from: the checkpoint's model and tokenizer
             guard.check()
-            metrics = train_and_evaluate(exp, args.workdir)  # its loop takes over a signal recorded meanwhile
+            metrics = train_and_evaluate(exp, args.workdir, start, tokenizer)  # its loop takes over a signal meanwhile
     except (Preempted, StoppedBeforeStart) as stop:  # SIGTERM/SIGINT: a clean stop, not an error
         if isinstance(stop, StoppedBeforeStart) or _is_first_process():
             print(stop, flush=True)
@@ -91,8 +93,19 @@ def cmd_train(args: argparse.Namespace, overrides: list[str]) -> int:
 
 
 def cmd_export(args: argparse.Namespace, overrides: list[str]) -> int:
-    out, step = export_params(args.workdir, args.out, args.step)
-    print(f"Exported the parameters of checkpoint step {step} to {out} (params/ + model_config.json).")
+    if args.out is None and args.hf is None and args.peft is None:
+        raise InputError(
+            "export needs --out DIR (jaxformer params), --hf DIR (Hugging Face) or --peft DIR (LoRA adapters)."
+        )
+    if args.out is not None:
+        out, step = export_params(args.workdir, args.out, args.step)
+        print(f"Exported the parameters of checkpoint step {step} to {out} (params/ + model_config.json).")
+    if args.hf is not None:
+        out, step = run_export.export_hf(args.workdir, args.hf, args.step)
+        print(f"Exported checkpoint step {step} to {out} as a Hugging Face checkpoint (LoRA adapters merged).")
+    if args.peft is not None:
+        out, step = run_export.export_peft(args.workdir, args.peft, args.step)
+        print(f"Exported the LoRA adapters of checkpoint step {step} to {out} (a PEFT adapter directory).")
     return 0
 
 
@@ -252,7 +265,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.set_defaults(handler=cmd_train)
     export = sub.add_parser("export", help="write a params-only inference checkpoint plus model_config.json")
     export.add_argument("--workdir", required=True, help="training workdir (or a checkpoints/ or step directory)")
-    export.add_argument("--out", required=True, help="new directory for params/ and model_config.json")
+    export.add_argument("--out", help="new directory for params/ and model_config.json")
+    export.add_argument("--hf", help="new directory for a Hugging Face checkpoint (a LoRA run: adapters merged)")
+    export.add_argument("--peft", help="new directory for a LoRA run's adapters in PEFT format")
     export.add_argument("--step", type=int, default=None, help="checkpoint step (default: the newest intact one)")
     export.set_defaults(handler=cmd_export)
     _add_use_commands(sub)

@@ -1,0 +1,150 @@
+"""`model.init_from` through the Python API (jaxformer.hf.finetune.prepare): tiny checkpoints made by
+`transformers` itself, checked against `transformers` on the same weights.
+
+- A GPT-2 / Llama / BERT checkpoint imported for a run whose tokenizer is the checkpoint's own (ids
+  shifted by 3): the remapped embedding gives exactly transformers' logits (hidden states for BERT)
+  on a padded batch, column `ours` = transformers' column `theirs`.
+- Overrides: dropout, scan_layers, remat are accepted (same function); d_model / num_heads are
+  refused naming them; a classification head the checkpoint lacks is freshly initialised.
+- A jaxformer workdir as init_from: its checkpoint's params, bit for bit.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from support.finetune_models import corpus, lm_settings, tiny_bert, tiny_gpt2, tiny_llama, write_experiment
+
+from jaxformer import experiment, models
+from jaxformer.errors import ConfigError
+from jaxformer.hf import finetune
+from jaxformer.train.checkpoint import restore_params
+from jaxformer.train.loop import model_config_for, train_and_evaluate
+
+TEXTS = ["the king is here now", "good night sweet lady", "what shall my lord say"]
+
+
+@pytest.fixture(scope="module")
+def checkpoints(tmp_path_factory):
+    root = tmp_path_factory.mktemp("hf")
+    return {"gpt2": tiny_gpt2(root / "gpt2"), "llama": tiny_llama(root / "llama"), "bert": tiny_bert(root / "bert")}
+
+
+@pytest.fixture(scope="module")
+def train_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("data") / "train.txt"
+    path.write_text("\n".join(corpus(200, seed=1)) + "\n", encoding="utf-8")
+    return path
+
+
+def prepared(tmp_path, settings, *overrides):
+    file = write_experiment(tmp_path / "exp.py", settings)
+    return finetune.prepare(experiment.validate(experiment.load(file, overrides)))
+
+
+def padded(tokenizer, texts):
+    """ours ids [B, T] (0-padded) and valid [B, T] for `texts`."""
+    rows = [tokenizer.encode(t) for t in texts]
+    width = max(map(len, rows))
+    ids = np.zeros((len(rows), width), np.int32)
+    for i, row in enumerate(rows):
+        ids[i, : len(row)] = row
+    return ids, ids != 0
+
+
+@pytest.mark.parametrize("name", ["gpt2", "llama"])
+def test_imported_decoder_matches_transformers_on_remapped_ids(checkpoints, train_file, tmp_path, name):
+    import torch
+    import transformers
+
+    exp, start, tokenizer = prepared(tmp_path, lm_settings(str(checkpoints[name]), train_file))
+    assert tokenizer is not None and exp.data.tokenizer == "hf"
+    config = model_config_for(exp, tokenizer.vocab_size)
+    params = start.params(config)
+    ours, valid = padded(tokenizer, TEXTS)
+    logits = np.asarray(models.build(config).apply({"params": params}, jnp.asarray(ours), valid=jnp.asarray(valid)))
+    theirs = np.where(valid, ours - 3, 0)  # no special tokens in TEXTS: theirs = ours - 3
+    reference = transformers.AutoModelForCausalLM.from_pretrained(checkpoints[name]).eval()
+    with torch.no_grad():
+        want = reference(torch.tensor(theirs), attention_mask=torch.tensor(valid.astype(np.int64))).logits.numpy()
+    assert logits.shape[-1] == want.shape[-1] + 3
+    np.testing.assert_allclose(logits[..., 3:][valid], want[valid], atol=1e-5, rtol=1e-5)
+    # reserved ids take the checkpoint's special rows: eos (ours 2) is the checkpoint's </s> / <|endoftext|>
+    eos_name = "<|endoftext|>" if name == "gpt2" else "</s>"
+    theirs_eos = tokenizer.impl.token_to_id(eos_name)
+    np.testing.assert_allclose(logits[..., 2][valid], want[..., theirs_eos][valid], atol=1e-5, rtol=1e-5)
+
+
+def test_imported_bert_hidden_states_match_transformers_and_new_head_is_named(checkpoints, tmp_path, capsys):
+    import torch
+    import transformers
+
+    settings = {
+        "model.init_from": str(checkpoints["bert"]),
+        "data.source": "synthetic",
+        "data.task": "classification",
+        "data.synthetic_task": "majority",
+        "data.max_length": 24,
+    }
+    exp, start, tokenizer = prepared(tmp_path, settings)
+    config = model_config_for(exp, tokenizer.vocab_size, num_classes=3)
+    params = start.params(config)
+    assert "init_from: freshly initialised [classifier/" in capsys.readouterr().out
+    ours, valid = padded(tokenizer, TEXTS)
+    out = models.build(config).apply({"params": params}, jnp.asarray(ours), valid=jnp.asarray(valid))
+    assert out["logits"].shape == (3, 3)
+    theirs = np.where(valid, ours - 3, 0)
+    reference = transformers.BertModel.from_pretrained(checkpoints["bert"]).eval()
+    with torch.no_grad():
+        want = reference(torch.tensor(theirs), attention_mask=torch.tensor(valid.astype(np.int64)))
+    got = np.asarray(out["hidden"])
+    np.testing.assert_allclose(got[valid], want.last_hidden_state.numpy()[valid], atol=1e-5, rtol=1e-5)
+
+
+def test_layout_overrides_are_accepted_and_give_the_same_function(checkpoints, train_file, tmp_path):
+    base, start, tokenizer = prepared(tmp_path, lm_settings(str(checkpoints["gpt2"]), train_file))
+    other, other_start, _ = prepared(
+        tmp_path,
+        lm_settings(str(checkpoints["gpt2"]), train_file),
+        "model.scan_layers=True",
+        "model.remat_policy=full",
+        "model.dropout_rate=0.1",
+    )
+    assert other.model == base.model.replace(scan_layers=True, remat_policy="full", dropout_rate=0.1)
+    ours, valid = padded(tokenizer, TEXTS)
+    outputs = []
+    for exp, source in ((base, start), (other, other_start)):
+        config = model_config_for(exp, tokenizer.vocab_size)
+        logits = models.build(config).apply({"params": source.params(config)}, jnp.asarray(ours), valid=valid)
+        outputs.append(np.asarray(logits))
+    np.testing.assert_allclose(outputs[0], outputs[1], atol=1e-5, rtol=1e-5)
+
+
+def test_shape_changing_overrides_are_refused_by_name(checkpoints, train_file, tmp_path):
+    settings = lm_settings(str(checkpoints["gpt2"]), train_file)
+    with pytest.raises(ConfigError) as info:
+        prepared(tmp_path, settings, "model.d_model=48", "model.num_heads=3", "model.dropout_rate=0.1")
+    message = str(info.value)
+    assert "model.d_model=48" in message and "(checkpoint: 30)" in message
+    assert "dropout_rate" not in message and "\n" not in message
+
+
+def test_workdir_init_from_takes_its_checkpoint_params(checkpoints, train_file, tmp_path):
+    first = tmp_path / "first"
+    exp, start, tokenizer = prepared(tmp_path, lm_settings(str(checkpoints["gpt2"]), train_file, steps=2))
+    train_and_evaluate(exp, first, start, tokenizer)
+    exp2, start2, tokenizer2 = prepared(
+        tmp_path, {**lm_settings(str(first), train_file), "model.init_from": str(first)}
+    )
+    assert tokenizer2.vocab_size == tokenizer.vocab_size and exp2.data.tokenizer == "hf"
+    saved, saved_config = restore_params(first)
+    assert dataclasses.replace(exp2.model) == saved_config
+    imported = start2.params(model_config_for(exp2, tokenizer2.vocab_size))
+    flat_saved = {k: np.asarray(v) for k, v in finetune.convert.flat_params(saved).items()}
+    flat_imported = finetune.convert.flat_params(imported)
+    assert set(flat_saved) == set(flat_imported)
+    for key, value in flat_saved.items():
+        np.testing.assert_array_equal(flat_imported[key], value)
