@@ -16,10 +16,14 @@ File paths by source (split "validation" reads `eval_path`, "test" reads `test_p
     hf        `hf_path`: a `save_to_disk` directory (splits `*_split`) or a parquet/JSON/CSV file for
               training; `eval_path`/`test_path` may name more files.
     synthetic digit strings (`synthetic_task`); held-out splits never overlap training.
+    instruct  instruction tuning (task "lm"), one JSON object per line: {"prompt": ..., "completion": ...}
+              or {"messages": [{"role": ..., "content": ...}, ...]} rendered with the chat template
+              (`chat_template_path`: a .jinja file or a checkpoint directory; default: the directory of
+              `tokenizer_path`). The loss covers the completion / assistant turns only (see `instruct.py`).
 
 Batches hold `batch_size` rows (global; split over processes); with `pack=True` a row holds
 several examples. LM documents longer than `max_length` are cut into consecutive blocks (nothing
-is dropped, so `truncate` concerns seq2seq and classification only).
+is dropped, so `truncate` concerns seq2seq, classification and instruct records only).
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ from typing import Any, Literal
 from jaxformer.config import check_choice, suggest
 from jaxformer.errors import DataError
 
-Source = Literal["synthetic", "text", "parallel", "tsv", "jsonl", "tfds", "hf"]
+Source = Literal["synthetic", "text", "parallel", "tsv", "jsonl", "tfds", "hf", "instruct"]
 Task = Literal["lm", "seq2seq", "classification"]
 SyntheticTask = Literal["reverse", "sort", "copy", "majority"]
 TokenizerKind = Literal["char", "byte", "sentencepiece", "hf", "digits"]
@@ -45,6 +49,7 @@ TASKS_OF_SOURCE: dict[str, tuple[str, ...]] = {
     "jsonl": ("lm", "seq2seq", "classification"),
     "tfds": ("lm", "seq2seq", "classification"),
     "hf": ("lm", "seq2seq", "classification"),
+    "instruct": ("lm",),
 }
 SYNTHETIC_TASK_KIND = {"reverse": "seq2seq", "sort": "seq2seq", "copy": "seq2seq", "majority": "classification"}
 
@@ -79,6 +84,10 @@ class DataConfig:
     target_field: str = "target"
     label_field: str = "label"
     num_classes: int = 0  # classification: 0 = infer (max training label + 1)
+    prompt_field: str = "prompt"  # instruct: the keys of a prompt/completion record
+    completion_field: str = "completion"
+    messages_field: str = "messages"  # instruct: the key of a conversation record
+    chat_template_path: str | None = None  # instruct: .jinja file or checkpoint dir; None = tokenizer_path's dir
 
     # TFDS / Hugging Face datasets.
     tfds_name: str | None = None
@@ -175,6 +184,7 @@ class DataConfig:
             "parallel": "train_path",
             "tsv": "train_path",
             "jsonl": "train_path",
+            "instruct": "train_path",
             "tfds": "tfds_name",
         }.get(self.source)
         if required and not getattr(self, required):

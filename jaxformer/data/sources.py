@@ -12,6 +12,7 @@ from jaxformer.data import files, synthetic
 from jaxformer.data.config import DataConfig
 from jaxformer.data.errors import DataError
 from jaxformer.data.hf_source import load_hf_split
+from jaxformer.data.instruct import read_instruct_jsonl
 from jaxformer.data.records import LimitedRecords, ListRecords, RawSplit, fields_for
 from jaxformer.data.tfds_source import load_tfds_split
 
@@ -39,7 +40,9 @@ def load_split(config: DataConfig, split: str, seed: int) -> RawSplit | None:
 
 def _holds_out(config: DataConfig) -> bool:
     """Whether validation is carved out of the training records (local files without an eval_path)."""
-    from_files = config.source in ("text", "parallel", "tsv", "jsonl") or (config.source == "hf" and not config.hf_path)
+    from_files = config.source in ("text", "parallel", "tsv", "jsonl", "instruct") or (
+        config.source == "hf" and not config.hf_path
+    )
     return from_files and config.eval_path is None
 
 
@@ -102,4 +105,7 @@ def _load_local(config: DataConfig, split: str) -> RawSplit | None:
     if config.source == "jsonl":
         records = files.read_jsonl(path, config.task, fields_for(config))
         return RawSplit(split, ListRecords(records), lambda i: f"{path} record {i + 1}")
+    if config.source == "instruct":
+        segments = read_instruct_jsonl(path, config)
+        return RawSplit(split, ListRecords(segments), lambda i: f"{path} record {i + 1}")
     raise DataError(f"source={config.source!r} has no local files.")
