@@ -41,7 +41,7 @@ _STREAM_FIELDS = (
     "tfds_name", "hf_path", "train_split", "tokenizer", "vocab_size", "tokenizer_path", "max_length",
     "max_source_length", "max_target_length", "truncate", "shuffle", "pack", "pack_pool",
     "bucket_by_length", "bucket_boundaries", "prompt_field", "completion_field", "messages_field",
-    "chat_template_path",
+    "chat_template_path", "header_pattern", "top_labels", "num_blocks", "eval_block_every",
 )  # fmt: skip
 
 

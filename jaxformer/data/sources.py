@@ -8,15 +8,19 @@ lazily in chunks.
 
 from __future__ import annotations
 
+import logging
+
 from jaxformer.data import files, synthetic
 from jaxformer.data.config import DataConfig
 from jaxformer.data.errors import DataError
 from jaxformer.data.hf_source import load_hf_split
 from jaxformer.data.instruct import read_instruct_jsonl
+from jaxformer.data.labelled_blocks import build_labelled_blocks
 from jaxformer.data.records import LimitedRecords, ListRecords, RawSplit, fields_for
 from jaxformer.data.tfds_source import load_tfds_split
 
 SPLITS = ("train", "validation", "test")
+log = logging.getLogger("jaxformer.data")
 
 
 def load_split(config: DataConfig, split: str, seed: int) -> RawSplit | None:
@@ -82,6 +86,8 @@ def _split_path(config: DataConfig, split: str) -> str | None:
 
 
 def _load_local(config: DataConfig, split: str) -> RawSplit | None:
+    if config.source == "labelled_blocks":
+        return _labelled_blocks(config, split)
     path = _split_path(config, split)
     if path is None:
         return None
@@ -109,3 +115,20 @@ def _load_local(config: DataConfig, split: str) -> RawSplit | None:
         segments = read_instruct_jsonl(path, config)
         return RawSplit(split, ListRecords(segments), lambda i: f"{path} record {i + 1}")
     raise DataError(f"source={config.source!r} has no local files.")
+
+
+def _labelled_blocks(config: DataConfig, split: str) -> RawSplit | None:
+    """The train or validation blocks of `train_path` (no test split)."""
+    if split == "test":
+        return None
+    path = str(config.train_path)
+    blocks = build_labelled_blocks(
+        files.read_text(path, "labelled text"),
+        config.header_pattern,
+        config.top_labels,
+        config.num_blocks,
+        config.eval_block_every,
+    )
+    records = blocks.train if split == "train" else blocks.validation
+    log.info("%s: %d %s records, labels %s", path, len(records), split, list(blocks.labels))
+    return RawSplit(split, ListRecords(records), lambda i: f"{path} {split} record {i + 1}")
