@@ -81,5 +81,7 @@ def build_labelled_blocks(text: str, header: str, top_labels: int, num_blocks: i
     keep = lambda records: [(body, ids[name]) for body, name in records if name in ids]  # noqa: E731
     blocks = LabelledBlocks(keep(train), keep(validation), labels)
     if not blocks.validation:
-        raise DataError("the validation blocks hold no record of the chosen labels; change num_blocks/eval_block_every.")
+        raise DataError(
+            "the validation blocks hold no record of the chosen labels; change num_blocks/eval_block_every."
+        )
     return blocks

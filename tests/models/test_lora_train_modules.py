@@ -49,7 +49,7 @@ def test_head_copies_start_as_the_base_and_carry_its_axes() -> None:
 
 
 def test_the_head_trains_and_merge_puts_it_in_place() -> None:
-    config, model, params, ids = setup()
+    _, model, params, ids = setup()
     lora = LoraConfig(rank=2, targets=("query", "value"), train_modules=("classifier",))
     adapters = lora_lib.init_lora(lora, params, jax.random.PRNGKey(1))
     base_logits = np.asarray(logits(model, params, ids))
