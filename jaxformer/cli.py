@@ -35,6 +35,7 @@ from jaxformer import demo, distributed, experiment, inference
 from jaxformer import outputs as outputs_io
 from jaxformer.config.search import METHODS, SearchConfig
 from jaxformer.errors import REPORT_BUG, InputError, UserError
+from jaxformer.hf import finetune
 from jaxformer.train.checkpoint import export_params
 from jaxformer.train.loop import train_and_evaluate
 from jaxformer.train.preemption import Preempted, StartupGuard, StoppedBeforeStart
@@ -82,8 +83,9 @@ def cmd_train(args: argparse.Namespace, overrides: list[str]) -> int:
             )
             guard.check()
             exp = experiment.validate(experiment.load(args.config, overrides))
+            exp, start, tokenizer = finetune.prepare(exp)  # model.init_from: the checkpoint's model and tokenizer
             guard.check()
-            metrics = train_and_evaluate(exp, args.workdir)  # its loop takes over a signal recorded meanwhile
+            metrics = train_and_evaluate(exp, args.workdir, start, tokenizer)  # its loop takes over a signal meanwhile
     except (Preempted, StoppedBeforeStart) as stop:  # SIGTERM/SIGINT: a clean stop, not an error
         if isinstance(stop, StoppedBeforeStart) or _is_first_process():
             print(stop, flush=True)

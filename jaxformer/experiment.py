@@ -26,6 +26,7 @@ from jaxformer.config import (
     DEFAULT_RULES,
     CheckpointConfig,
     ConfigError,
+    LoraConfig,
     MeshConfig,
     ModelConfig,
     Parallelism,
@@ -52,17 +53,31 @@ class Experiment:
     logical_axis_rules: tuple[tuple[str, Any], ...]
     preset: str
     raw: dict[str, Any]  # the config as loaded, for the workdir's config.json
+    init_from: str | None = None  # model.init_from: a HF directory, a Hub repo id or a jaxformer workdir
+    init_revision: str | None = None  # model.init_revision: the Hub revision of a repo id
+    model_overrides: dict[str, Any] = dataclasses.field(default_factory=dict)  # model.* keys set (with init_from)
+    lora: LoraConfig | None = None  # lora.rank > 0: low-rank adapters on the frozen model
+    tokenizer_from_init: bool = False  # the init_from checkpoint's tokenizer is the run's (hf/finetune.py sets it)
 
 
 def base_config() -> ml_collections.ConfigDict:
     """Every key an experiment may set, with its default. Experiments start from this."""
     config = ml_collections.ConfigDict()
     config.seed = 0  # seeds parameters, dropout and data order
-    config.model = ml_collections.ConfigDict({"preset": "tiny-transformer"})  # + any ModelConfig field
+    # + any ModelConfig field. init_from: start from a checkpoint (HF dir, Hub repo id, jaxformer workdir) whose
+    # architecture replaces the preset's; model.* keys then override it (shape-changing ones are refused).
+    config.model = ml_collections.ConfigDict(
+        {"preset": "tiny-transformer", "init_from": "", "init_revision": ""}  # "": unset
+    )
     config.data = ml_collections.ConfigDict(dataclasses.asdict(DataConfig()))
     config.train = ml_collections.ConfigDict(dataclasses.asdict(TrainConfig()))
     config.checkpoint = ml_collections.ConfigDict(dataclasses.asdict(CheckpointConfig()))
     config.mesh = ml_collections.ConfigDict(dataclasses.asdict(MeshConfig()))
+    # LoRA (config/lora.py): rank 0 = off; else only adapters train, checkpoints hold them and a base reference.
+    lora = LoraConfig()
+    config.lora = ml_collections.ConfigDict(
+        {"rank": 0, "alpha": lora.alpha, "dropout": lora.dropout, "targets": list(lora.targets)}
+    )
     config.parallelism = "jit"  # "jit" (sharded by the mesh and the rules) or "pmap" (data parallel)
     config.logical_axis_rules = [list(rule) for rule in DEFAULT_RULES]
     return config
@@ -178,7 +193,7 @@ def apply_override(config: ml_collections.ConfigDict, item: str) -> None:
             raise _unknown_key(".".join(parts[depth:]), _flat_keys(node), prefix)
         node = node[part]
     leaf = parts[-1]
-    model_field = parts[0] == "model" and len(parts) == 2 and leaf in _model_fields()
+    model_field = parts[0] == "model" and len(parts) == 2 and (leaf in _model_fields() or leaf in MODEL_SOURCE_KEYS)
     if leaf not in node and not model_field:
         prefix = ".".join(parts[:-1]) + "." if len(parts) > 1 else ""
         candidates = list(node.keys()) + (list(_model_fields()) if parts[0] == "model" and len(parts) == 2 else [])
@@ -187,6 +202,9 @@ def apply_override(config: ml_collections.ConfigDict, item: str) -> None:
         raise ConfigError(f"config key {key!r} is a section, not a value; set its keys: --config.{key}.KEY=VALUE.")
     with node.unlocked(), node.ignore_type():  # the type is checked once, by `validate`
         node[leaf] = _parse_value(text)
+
+
+MODEL_SOURCE_KEYS = ("init_from", "init_revision")  # model.* keys that are not ModelConfig fields
 
 
 def _model_fields() -> tuple[str, ...]:
@@ -306,15 +324,25 @@ def validate(config: ml_collections.ConfigDict) -> Experiment:
             raise _unknown_key(key, top)
     model_values = dict(raw.get("model", {}))
     preset = model_values.pop("preset", None)
+    init_from, init_revision = _init_from(model_values)
     if not isinstance(preset, str):
         raise ConfigError(f"model.preset must name a preset, got {preset!r}; available: {presets.names()}")
     if preset not in presets.names():
         raise ConfigError(
             f"unknown model.preset {preset!r}.{suggest(preset, presets.names(), cutoff=0.5)} Available: {presets.names()}"
         )
-    model = to_dataclass(ModelConfig, model_values, "model", base=presets.get(preset))
-    check_backend(model)
-    data = to_dataclass(DataConfig, dict(raw.get("data", {})), "data")
+    overrides: dict[str, Any] = {}
+    if init_from is None:
+        model = to_dataclass(ModelConfig, model_values, "model", base=presets.get(preset))
+        check_backend(model)
+    else:  # the checkpoint's config replaces the preset (hf/finetune.py); the keys are only type-checked here
+        model = presets.get(preset)
+        overrides = _typed_overrides(model_values)
+    data_values = dict(raw.get("data", {}))
+    tokenizer_from_init = init_from is not None and _tokenizer_unset(data_values)
+    if tokenizer_from_init:  # a placeholder any source accepts; the checkpoint's tokenizer replaces it
+        data_values["tokenizer"] = "byte"
+    data = to_dataclass(DataConfig, data_values, "data")
     train = to_dataclass(TrainConfig, dict(raw.get("train", {})), "train")
     checkpoint = to_dataclass(CheckpointConfig, dict(raw.get("checkpoint", {})), "checkpoint")
     mesh = to_dataclass(MeshConfig, dict(raw.get("mesh", {})), "mesh")
@@ -323,7 +351,51 @@ def validate(config: ml_collections.ConfigDict) -> Experiment:
     seed = raw.get("seed", 0)
     _check_type("seed", seed, int)
     rules = _rules(raw.get("logical_axis_rules", DEFAULT_RULES))
-    return Experiment(seed, model, data, train, checkpoint, mesh, parallelism, rules, preset, raw)  # type: ignore[arg-type]
+    lora = _lora(dict(raw.get("lora", {})))
+    return Experiment(
+        seed, model, data, train, checkpoint, mesh, parallelism, rules, preset, raw,  # type: ignore[arg-type]
+        init_from=init_from, init_revision=init_revision, model_overrides=overrides, lora=lora,
+        tokenizer_from_init=tokenizer_from_init,
+    )  # fmt: skip
+
+
+def _tokenizer_unset(data_values: dict[str, Any]) -> bool:
+    """True when the data section names no tokenizer of its own: no data.tokenizer_path and data.tokenizer
+    left at its default ("digits") or "hf". With model.init_from the checkpoint's tokenizer is then the run's."""
+    default = DataConfig().tokenizer
+    return not data_values.get("tokenizer_path") and data_values.get("tokenizer", default) in (default, "hf")
+
+
+def _init_from(model_values: dict[str, Any]) -> tuple[str | None, str | None]:
+    """(model.init_from, model.init_revision), popped from `model_values`; "" / None mean unset."""
+    init_from = model_values.pop("init_from", None) or None
+    revision = model_values.pop("init_revision", None) or None
+    for name, value in (("model.init_from", init_from), ("model.init_revision", revision)):
+        if value is not None and not isinstance(value, str):
+            raise ConfigError(f"{name} must be a string (a path or a Hub repo id), got {value!r}.")
+    if revision is not None and init_from is None:
+        raise ConfigError("model.init_revision is set but model.init_from is not; set model.init_from=ORG/NAME.")
+    return init_from, revision
+
+
+def _typed_overrides(values: dict[str, Any]) -> dict[str, Any]:
+    """model.* keys set next to init_from, each checked against ModelConfig's field types."""
+    hints = get_type_hints(ModelConfig)
+    fields = _model_fields()
+    out = {}
+    for key, value in values.items():
+        if key not in hints:
+            raise _unknown_key(key, fields, "model.")
+        _check_type(f"model.{key}", value, hints[key])
+        out[key] = _as_hinted(value, hints[key])
+    return out
+
+
+def _lora(values: dict[str, Any]) -> LoraConfig | None:
+    """The `lora` section: None when lora.rank is 0 (off), else a checked LoraConfig."""
+    if values.get("rank", 0) == 0:
+        return None
+    return to_dataclass(LoraConfig, values, "lora")  # type: ignore[no-any-return]
 
 
 def check_model_fits_data(experiment: Experiment) -> None:

@@ -18,7 +18,7 @@ from jaxformer.data import build_pipeline, tokenizer_store
 from jaxformer.decoding.evaluate import split_metrics
 from jaxformer.errors import UserError
 from jaxformer.experiment import Experiment, check_model_fits_data
-from jaxformer.train import samples
+from jaxformer.train import init_from, samples
 from jaxformer.train.checkpoint import Checkpointer
 from jaxformer.train.metrics import MetricsWriter, perplexity
 from jaxformer.train.optim import make_optimizer
@@ -40,8 +40,19 @@ def model_config_for(experiment: Experiment, vocab_size: int, num_classes: int |
     return experiment.model.replace(**changes) if changes else experiment.model
 
 
-def train_and_evaluate(experiment: Experiment, workdir: str | Path) -> dict[str, float]:
-    """Train `experiment` in `workdir` (resuming from its latest checkpoint); return the last eval metrics."""
+def train_and_evaluate(
+    experiment: Experiment, workdir: str | Path, start: init_from.Start | None = None, tokenizer: Any = None
+) -> dict[str, float]:
+    """Train `experiment` in `workdir` (resuming from its latest checkpoint); return the last eval metrics.
+
+    start, tokenizer: a `model.init_from` run's first parameters and tokenizer, from
+    `jaxformer.hf.finetune.prepare(experiment)` (which also gives the experiment its checkpoint's model).
+    """
+    if experiment.init_from is not None and start is None:
+        raise ConfigError(
+            f"model.init_from={experiment.init_from!r}: run it with `jaxformer train` or pass the experiment "
+            "through jaxformer.hf.finetune.prepare(experiment) first."
+        )
     workdir = prepare_workdir(workdir)
     train_cfg = experiment.train
     process_index, process_count = jax.process_index(), jax.process_count()
@@ -58,19 +69,24 @@ def train_and_evaluate(experiment: Experiment, workdir: str | Path) -> dict[str,
         workdir=str(workdir),
         process_index=process_index,
         process_count=process_count,
+        tokenizer=tokenizer,
     )
     model_config = model_config_for(experiment, pipeline.vocab_size, pipeline.num_classes)
     tx, schedule = make_optimizer(train_cfg, model_config.d_model)
-    runtime = make_runtime(experiment, model_config, tx, schedule, sizes)  # the mesh resolved once, above
+    runtime = make_runtime(experiment, model_config, tx, schedule, sizes, start)  # the mesh resolved once, above
 
-    state = runtime.init_state(rng)
     checkpointer = Checkpointer(workdir, experiment.checkpoint)
     start_step = 0
-    restored = checkpointer.restore_latest(
-        runtime.abstract_state(state), start_fresh_if_corrupt=experiment.checkpoint.start_fresh_if_corrupt
+    restored = checkpointer.restore_latest(  # the target costs nothing: a resumed run never re-imports init_from
+        runtime.state_target(rng) if runtime.state_target else runtime.abstract_state(runtime.init_state(rng)),
+        start_fresh_if_corrupt=experiment.checkpoint.start_fresh_if_corrupt,
     )
-    if restored is not None:
+    base = runtime.base_reference()  # a LoRA run: its base (re-)imported and fingerprinted
+    if restored is None:
+        state = runtime.init_state(rng)
+    else:
         tokenizer_store.check_matches(pipeline.tokenizer, workdir)  # same ids as the checkpoints were trained on
+        init_from.check_base(restored.config, base, f"checkpoint step {restored.step} in {checkpointer.directory}")
         state = restored.state
         pipeline.set_state(restored.data_state)
         start_step = int(state.step)
@@ -82,6 +98,8 @@ def train_and_evaluate(experiment: Experiment, workdir: str | Path) -> dict[str,
 
     writer = MetricsWriter(workdir, train_cfg.steps, start_step, enabled=is_writer, progress=train_cfg.progress)
     saved_config = {"experiment": experiment.raw, "model": model_config.to_dict()}
+    if base is not None:
+        saved_config[init_from.BASE_KEY] = base
     batches = pipeline.train_batches()
     last_eval: dict[str, float] = {}
     window: list[dict[str, Any]] = []

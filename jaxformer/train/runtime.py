@@ -4,6 +4,14 @@
 everything with `jax.jit` (sharded by the mesh and logical-axis rules when a mesh is
 configured; see jaxformer/sharding.py), `parallelism="pmap"` replicates parameters and
 splits the batch. The loop only talks to the `Runtime` interface below.
+
+Two variations, the same for every strategy: a `Start` (train/init_from.py) supplies the first
+parameters instead of a fresh initialisation (placed straight into the state's shardings), and
+`experiment.lora` makes the state's params the LoRA adapters alone: the frozen base is held by the
+runtime (placed with the base kernels' shardings, replicated under pmap), passed to every step as an
+argument and merged into the kernels inside the traced function (models/lora.py), so it is neither
+in the optimizer state nor in the checkpoints. `state_target(rng)` gives the restore target without
+computing (or importing) anything, so a resumed run never re-imports its `model.init_from`.
 """
 
 from __future__ import annotations
@@ -13,6 +21,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+import flax.linen as nn
 import jax
 import numpy as np
 import optax
@@ -20,8 +29,18 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from jaxformer import models, sharding
-from jaxformer.config import ConfigError, ModelConfig
-from jaxformer.train.state import TrainState, abstract_state, init_state
+from jaxformer.config import ConfigError, LoraConfig, ModelConfig
+from jaxformer.models import lora as lora_lib
+from jaxformer.train import init_from
+from jaxformer.train.state import (
+    TrainState,
+    abstract_lora_state,
+    abstract_state,
+    base_rng,
+    init_lora_state,
+    init_state,
+    state_from_params,
+)
 from jaxformer.train.step import make_eval_step, make_train_step
 
 Batch = dict[str, Any]
@@ -38,6 +57,8 @@ class Runtime:
     put_batch: Callable[[Batch], Batch]  # host batch (this process's rows) -> device batch
     abstract_state: Callable[[TrainState], Any]  # placed state -> restore target (shapes + shardings)
     host_params: Callable[[TrainState], Any]  # state -> params usable by single-device code (decoding)
+    state_target: Callable[[jax.Array], Any] | None = None  # rng -> restore target, nothing computed
+    base_reference: Callable[[], dict[str, Any] | None] = lambda: None  # saved with checkpoints (train/init_from.py)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -77,23 +98,201 @@ def build_steps(
     )
 
 
+class LoraModel:
+    """`model.apply` on the base params with the adapters merged in: what the step functions call for a
+    LoRA run (the params they differentiate are the adapters; `base` is a traced argument, never a constant).
+
+    Adapter dropout (lora.dropout) draws from the step's dropout key, folded so it differs from the model's.
+    """
+
+    def __init__(self, model: nn.Module, base: Any, lora: LoraConfig) -> None:
+        self.model, self.base, self.lora = model, base, lora
+
+    def apply(self, variables: dict[str, Any], *args: Any, rngs: dict[str, jax.Array] | None = None, **kw: Any) -> Any:
+        drop = jax.random.fold_in(rngs["dropout"], 0x10A) if rngs and self.lora.dropout > 0 else None
+        merged = lora_lib.merge(self.base, variables["params"], self.lora, dropout_rng=drop)
+        return self.model.apply({"params": merged}, *args, rngs=rngs, **kw)
+
+
+@dataclasses.dataclass(frozen=True)
+class LoraSteps:
+    """A LoRA run's steps: the frozen base is their second argument."""
+
+    init: Callable[[jax.Array, Any], TrainState]  # (rng, base) -> state of fresh adapters
+    train: Callable[[TrainState, Any, Batch], tuple[TrainState, dict[str, Any]]]
+    eval: Callable[[Any, Any, Batch], dict[str, Any]]  # (adapters, base, batch) -> sums
+    merged: Callable[[Any, Any], Any]  # (adapters, base) -> merged params (decoding, export)
+
+
+def build_lora_steps(
+    model_config: ModelConfig,
+    lora: LoraConfig,
+    tx: optax.GradientTransformation,
+    schedule: optax.Schedule,
+    train: Any,
+    axis_name: str | None = None,
+) -> LoraSteps:
+    """`build_steps` for a LoRA run: the same train/eval steps, on a `LoraModel` built inside the trace."""
+    deterministic = model_config.dropout_rate == 0 and model_config.attention_dropout_rate == 0 and lora.dropout == 0
+    train_model, eval_model = models.build(model_config, deterministic=deterministic), models.build(model_config)
+
+    def train_step(state: TrainState, base: Any, batch: Batch) -> tuple[TrainState, dict[str, Any]]:
+        step = make_train_step(
+            LoraModel(train_model, base, lora),
+            model_config,
+            tx,
+            schedule,
+            train.grad_accum_steps,
+            train.label_smoothing,
+            axis_name=axis_name,
+        )
+        return step(state, batch)
+
+    def eval_step(adapters: Any, base: Any, batch: Batch) -> dict[str, Any]:
+        return make_eval_step(LoraModel(eval_model, base, lora), model_config, axis_name=axis_name)(adapters, batch)
+
+    return LoraSteps(
+        init=lambda rng, base: init_lora_state(lora, base, tx, rng),
+        train=train_step,
+        eval=eval_step,
+        merged=lambda adapters, base: lora_lib.merge(base, adapters, lora),
+    )
+
+
+class FrozenBase:
+    """A LoRA run's base weights: imported (`start`) or initialised from the run's seed, once, on first use;
+    placed by `place`; fingerprinted (train/init_from.py) so its checkpoints can name the base they need."""
+
+    def __init__(self, model_config: ModelConfig, start: init_from.Start | None, place: Callable[[Any], Any]) -> None:
+        self.model_config, self.start, self.place = model_config, start, place
+        self.rng: jax.Array | None = None
+        self.params: Any = None
+        self.fingerprint: str | None = None
+
+    def get(self) -> Any:
+        if self.params is None:
+            if self.start is not None:
+                host = self.start.params(self.model_config)
+            else:
+                if self.rng is None:
+                    raise RuntimeError(
+                        "the LoRA base is initialised from the run's key: call state_target/init_state first"
+                    )
+                host = models.init_params(self.model_config, base_rng(self.rng))
+            self.fingerprint = init_from.fingerprint(host)
+            self.params = self.place(host)
+        return self.params
+
+    def reference(self) -> dict[str, Any]:
+        self.get()
+        start = self.start or init_from.Start("", lambda config: None)
+        return start.reference(self.fingerprint)
+
+
 def _shapes_with_shardings(state: Any) -> Any:
     return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=getattr(x, "sharding", None)), state)
 
 
+def _target(abstract: Any, shardings: Any) -> Any:
+    """Unboxed abstract state + shardings (a tree like it, or one Sharding for all) -> restore target."""
+    plain = nn.meta.unbox(abstract)
+    if not isinstance(shardings, jax.sharding.Sharding):
+        return jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), plain, shardings)
+    return jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=shardings), plain)
+
+
+def _abstract(model_config: ModelConfig, tx: optax.GradientTransformation, lora: LoraConfig | None) -> Any:
+    return abstract_state(model_config, tx) if lora is None else abstract_lora_state(model_config, lora, tx)
+
+
+def _reference(start: init_from.Start | None) -> Callable[[], dict[str, Any] | None]:
+    return (lambda: start.reference(None)) if start is not None else (lambda: None)
+
+
 def single_device_runtime(
-    model_config: ModelConfig, tx: optax.GradientTransformation, schedule: optax.Schedule, train: Any
+    model_config: ModelConfig,
+    tx: optax.GradientTransformation,
+    schedule: optax.Schedule,
+    train: Any,
+    lora: LoraConfig | None = None,
+    start: init_from.Start | None = None,
 ) -> Runtime:
     """Everything on the default device with `jax.jit`."""
+    device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    target = lambda rng: _target(_abstract(model_config, tx, lora), device)  # noqa: E731
+    if lora is not None:
+        return _lora_runtime(
+            build_lora_steps(model_config, lora, tx, schedule, train),
+            FrozenBase(model_config, start, lambda host: jax.device_put(host, device)),
+            jit=_plain_jit(train={"donate_argnums": (0,)}),
+            put_batch=lambda batch: batch,
+            host=lambda tree: tree,
+            target=target,
+        )
     steps = build_steps(model_config, tx, schedule, train)
+    init = jax.jit(steps.init)
+    if start is not None:
+        from_params = jax.jit(lambda params, rng: state_from_params(params, tx, rng))
+        init = lambda rng: from_params(start.params(model_config), rng)  # noqa: E731
     return Runtime(
-        init_state=jax.jit(steps.init),
+        init_state=init,
         train_step=jax.jit(steps.train, donate_argnums=(0,)),
         eval_step=jax.jit(steps.eval),
         put_batch=lambda batch: batch,
         abstract_state=_shapes_with_shardings,
         host_params=lambda state: state.params,
+        state_target=target,
+        base_reference=_reference(start),
     )
+
+
+def _lora_runtime(
+    steps: LoraSteps,
+    base: FrozenBase,
+    jit: Callable[..., Any],
+    put_batch: Callable[[Batch], Batch],
+    host: Callable[[Any], Any],
+    target: Callable[[jax.Array], Any],
+    train_jit: Callable[..., Any] | None = None,
+    eval_jit: Callable[..., Any] | None = None,
+) -> Runtime:
+    """The Runtime of a LoRA run: `jit(fn, **options)` compiles (and places) a step; the base is bound here."""
+    init = jit(steps.init, role="init")
+    train_step = (train_jit or jit)(steps.train, role="train")
+    eval_step = (eval_jit or jit)(steps.eval, role="eval")
+    merged = jit(steps.merged, role="merged")
+
+    def remember(rng: jax.Array) -> None:
+        base.rng = rng if base.rng is None else base.rng
+
+    def state_target(rng: jax.Array) -> Any:
+        remember(rng)
+        return target(rng)
+
+    def init_state(rng: jax.Array) -> TrainState:
+        remember(rng)
+        return init(rng, base.get())
+
+    return Runtime(
+        init_state=init_state,
+        train_step=lambda state, batch: train_step(state, base.get(), batch),
+        eval_step=lambda adapters, batch: eval_step(adapters, base.get(), batch),
+        put_batch=put_batch,
+        abstract_state=_shapes_with_shardings,
+        host_params=lambda state: host(merged(state.params, base.get())),
+        state_target=state_target,
+        base_reference=base.reference,
+    )
+
+
+def _plain_jit(**fixed: Any) -> Callable[..., Any]:
+    """`jit(fn, role=...)` for `_lora_runtime`: jax.jit with the options of each role (train donates its state)."""
+
+    def jit(fn: Callable[..., Any], role: str) -> Any:
+        options = dict(fixed.get(role, {}))
+        return jax.jit(fn, **options)
+
+    return jit
 
 
 def sharded_runtime(
@@ -103,23 +302,20 @@ def sharded_runtime(
     train: Any,
     mesh: Mesh,
     rules: sharding.Rules,
+    lora: LoraConfig | None = None,
+    start: init_from.Start | None = None,
 ) -> Runtime:
     """`jax.jit` over a ("data", "fsdp", "tensor") mesh: state sharded by the logical-axis rules,
     batch rows split over ("data", "fsdp"); each process supplies its own rows."""
     unsplit: list[str] = []
-    state_shardings = sharding.state_shardings(abstract_state(model_config, tx), mesh, rules, unsplit)
+    abstract = _abstract(model_config, tx, lora)
+    state_shardings = sharding.state_shardings(abstract, mesh, rules, unsplit)
+    param_shardings = sharding.param_shardings(models.abstract_params(model_config), mesh, rules, unsplit)
     if unsplit and jax.process_index() == 0:
         kept = ", ".join(sorted(set(unsplit)))
         log.warning("sharding: these parameter axes stay whole (replicated), their sizes do not split: %s", kept)
     rows = sharding.batch_sharding(mesh)
     whole = sharding.replicated(mesh)
-    steps = build_steps(model_config, tx, schedule, train)
-    jit_init = jax.jit(steps.init, out_shardings=state_shardings)
-    jit_train = jax.jit(
-        steps.train, in_shardings=(state_shardings, rows), out_shardings=(state_shardings, whole), donate_argnums=(0,)
-    )
-    jit_eval = jax.jit(steps.eval, in_shardings=(state_shardings.params, rows), out_shardings=whole)
-    jit_gather = jax.jit(lambda params: params, out_shardings=whole)
     # Rows this process must supply per batch: its share of the data-parallel shards.
     local_multiple = max(1, sharding.data_parallel_size(mesh) // jax.process_count())
 
@@ -141,35 +337,78 @@ def sharded_runtime(
         batch = sharding.pad_rows(batch, local_multiple)
         return {key: jax.make_array_from_process_local_data(rows, np.asarray(value)) for key, value in batch.items()}
 
+    def gathered(tree: Any) -> Any:
+        return jax.tree.map(lambda x: x.addressable_data(0), tree)
+
+    target = lambda rng: _target(abstract, state_shardings)  # noqa: E731
+    if lora is not None:
+        roles = {
+            "init": {"in_shardings": (None, param_shardings), "out_shardings": state_shardings},
+            "train": {
+                "in_shardings": (state_shardings, param_shardings, rows),
+                "out_shardings": (state_shardings, whole),
+                "donate_argnums": (0,),
+            },
+            "eval": {"in_shardings": (state_shardings.params, param_shardings, rows), "out_shardings": whole},
+            "merged": {"in_shardings": (state_shardings.params, param_shardings), "out_shardings": whole},
+        }
+        jit = _plain_jit(**roles)
+        return _lora_runtime(
+            build_lora_steps(model_config, lora, tx, schedule, train),
+            FrozenBase(model_config, start, lambda host: jax.device_put(host, param_shardings)),
+            jit=lambda fn, role: in_mesh(jit(fn, role)),
+            put_batch=put_batch,
+            host=gathered,
+            target=target,
+        )
+    steps = build_steps(model_config, tx, schedule, train)
+    jit_init = jax.jit(steps.init, out_shardings=state_shardings)
+    jit_train = jax.jit(
+        steps.train, in_shardings=(state_shardings, rows), out_shardings=(state_shardings, whole), donate_argnums=(0,)
+    )
+    jit_eval = jax.jit(steps.eval, in_shardings=(state_shardings.params, rows), out_shardings=whole)
+    jit_gather = jax.jit(lambda params: params, out_shardings=whole)
+    init_state = in_mesh(jit_init)
+    if start is not None:  # each imported tensor goes straight into its shards
+        jit_from = jax.jit(
+            lambda params, rng: state_from_params(params, tx, rng),
+            in_shardings=(param_shardings, None),
+            out_shardings=state_shardings,
+        )
+        init_state = lambda rng: in_mesh(jit_from)(start.params(model_config), rng)  # noqa: E731
+
     def host_params(state: TrainState) -> Any:
-        gathered = in_mesh(jit_gather)(state.params)  # every device (and process) gets the whole tree
-        return jax.tree.map(lambda x: x.addressable_data(0), gathered)
+        return gathered(in_mesh(jit_gather)(state.params))  # every device (and process) gets the whole tree
 
     return Runtime(
-        init_state=in_mesh(jit_init),
+        init_state=init_state,
         train_step=in_mesh(jit_train),
         eval_step=in_mesh(jit_eval),
         put_batch=put_batch,
         abstract_state=_shapes_with_shardings,
         host_params=host_params,
+        state_target=target,
+        base_reference=_reference(start),
     )
 
 
 def pmap_runtime(
-    model_config: ModelConfig, tx: optax.GradientTransformation, schedule: optax.Schedule, train: Any
+    model_config: ModelConfig,
+    tx: optax.GradientTransformation,
+    schedule: optax.Schedule,
+    train: Any,
+    lora: LoraConfig | None = None,
+    start: init_from.Start | None = None,
 ) -> Runtime:
     """Data parallel with `jax.pmap` over this process's devices (collectives span all processes).
 
     The state is one replicated array per leaf (a copy on every device; `in_axes=None`), the batch
     is reshaped to [devices, rows per device, ...], gradients and metric sums are `psum`med over
     "batch" inside the step, so the new state and the metrics come out unreplicated (`out_axes=None`).
+    A LoRA run's base is one more replicated argument (`in_axes=None`).
     """
     devices = jax.local_devices()
     whole = NamedSharding(Mesh(np.asarray(devices), ("batch",)), P())
-    steps = build_steps(model_config, tx, schedule, train, axis_name="batch")
-
-    def pmapped(step: Callable[..., Any], **options: Any) -> Any:
-        return jax.pmap(step, axis_name="batch", in_axes=(None, 0), out_axes=None, **options)
 
     def put_batch(batch: Batch) -> Batch:
         batch = sharding.pad_rows(batch, len(devices))
@@ -178,13 +417,42 @@ def pmap_runtime(
             for key, value in batch.items()
         }
 
+    target = lambda rng: _target(_abstract(model_config, tx, lora), whole)  # noqa: E731
+    first = lambda tree: jax.tree.map(lambda x: x.addressable_data(0), tree)  # noqa: E731
+    if lora is not None:
+
+        def jit(fn: Callable[..., Any], role: str) -> Any:
+            if role in ("train", "eval"):
+                options = {"donate_argnums": (0,)} if role == "train" else {}
+                return jax.pmap(fn, axis_name="batch", in_axes=(None, None, 0), out_axes=None, **options)
+            return jax.jit(fn, out_shardings=whole)
+
+        return _lora_runtime(
+            build_lora_steps(model_config, lora, tx, schedule, train, axis_name="batch"),
+            FrozenBase(model_config, start, lambda host: jax.device_put(host, whole)),
+            jit=jit,
+            put_batch=put_batch,
+            host=first,
+            target=target,
+        )
+    steps = build_steps(model_config, tx, schedule, train, axis_name="batch")
+
+    def pmapped(step: Callable[..., Any], **options: Any) -> Any:
+        return jax.pmap(step, axis_name="batch", in_axes=(None, 0), out_axes=None, **options)
+
+    init_state = jax.jit(steps.init, out_shardings=whole)
+    if start is not None:
+        jit_from = jax.jit(lambda params, rng: state_from_params(params, tx, rng), out_shardings=whole)
+        init_state = lambda rng: jit_from(start.params(model_config), rng)  # noqa: E731
     return Runtime(
-        init_state=jax.jit(steps.init, out_shardings=whole),
+        init_state=init_state,
         train_step=pmapped(steps.train, donate_argnums=(0,)),
         eval_step=pmapped(steps.eval),
         put_batch=put_batch,
         abstract_state=_shapes_with_shardings,
-        host_params=lambda state: jax.tree.map(lambda x: x.addressable_data(0), state.params),
+        host_params=lambda state: first(state.params),
+        state_target=target,
+        base_reference=_reference(start),
     )
 
 
@@ -220,6 +488,7 @@ def make_runtime(
     tx: optax.GradientTransformation,
     schedule: optax.Schedule,
     sizes: dict[str, int] | None = None,
+    start: init_from.Start | None = None,
 ) -> Runtime:
     """The runtime the experiment asks for. `sizes`: the mesh sizes `check_parallelism` returned
     (a caller that checked first passes them, so the check runs once); None: check here.
@@ -230,10 +499,18 @@ def make_runtime(
     """
     sizes = check_parallelism(experiment, model_config) if sizes is None else sizes
     train = experiment.train
+    lora = getattr(experiment, "lora", None)
     if experiment.parallelism == "pmap":
-        return pmap_runtime(model_config, tx, schedule, train)
+        return pmap_runtime(model_config, tx, schedule, train, lora, start)
     if jax.device_count() == 1:
-        return single_device_runtime(model_config, tx, schedule, train)
+        return single_device_runtime(model_config, tx, schedule, train, lora, start)
     return sharded_runtime(
-        model_config, tx, schedule, train, sharding.make_mesh(sizes), tuple(experiment.logical_axis_rules)
+        model_config,
+        tx,
+        schedule,
+        train,
+        sharding.make_mesh(sizes),
+        tuple(experiment.logical_axis_rules),
+        lora,
+        start,
     )

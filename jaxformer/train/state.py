@@ -10,7 +10,8 @@ import optax
 from flax import struct
 
 from jaxformer import models
-from jaxformer.config import ModelConfig
+from jaxformer.config import LoraConfig, ModelConfig
+from jaxformer.models import lora as lora_lib
 
 
 class TrainState(struct.PyTreeNode):
@@ -45,5 +46,37 @@ def abstract_state(config: ModelConfig, tx: optax.GradientTransformation) -> Any
             opt_state=tx.init(params),
             dropout_rng=jax.random.PRNGKey(0),
         )
+
+    return jax.eval_shape(make)
+
+
+def state_from_params(params: Any, tx: optax.GradientTransformation, rng: jax.Array) -> TrainState:
+    """Fresh state around given parameters (an imported checkpoint, or a LoRA run's fresh adapters); the
+    dropout stream is the one `init_state(rng)` uses."""
+    _, dropout_rng = jax.random.split(rng)
+    return TrainState(
+        step=jax.numpy.zeros((), jax.numpy.int32), params=params, opt_state=tx.init(params), dropout_rng=dropout_rng
+    )
+
+
+def base_rng(rng: jax.Array) -> jax.Array:
+    """The key `init_state(rng)` initialises parameters from (a LoRA run's base without init_from)."""
+    return jax.random.split(rng)[0]
+
+
+def init_lora_state(lora: LoraConfig, base: Any, tx: optax.GradientTransformation, rng: jax.Array) -> TrainState:
+    """A LoRA run's fresh state: its params are the adapters of `base` (B = 0, so the model starts as the base)."""
+    adapters = lora_lib.init_lora(lora, base, jax.random.fold_in(base_rng(rng), 1))
+    return state_from_params(adapters, tx, rng)
+
+
+def abstract_lora_state(config: ModelConfig, lora: LoraConfig, tx: optax.GradientTransformation) -> Any:
+    """Shapes of a LoRA run's state, the adapters boxed with the logical axes of the kernels they adapt."""
+    boxed = models.abstract_params(config)
+    axes = lora_lib.lora_logical_axes(lora, boxed)
+
+    def make() -> TrainState:
+        state = init_lora_state(lora, nn.meta.unbox(boxed), tx, jax.random.PRNGKey(0))
+        return state.replace(params=lora_lib.box(state.params, axes))
 
     return jax.eval_shape(make)
