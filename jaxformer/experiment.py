@@ -76,7 +76,13 @@ def base_config() -> ml_collections.ConfigDict:
     # LoRA (config/lora.py): rank 0 = off; else only adapters train, checkpoints hold them and a base reference.
     lora = LoraConfig()
     config.lora = ml_collections.ConfigDict(
-        {"rank": 0, "alpha": lora.alpha, "dropout": lora.dropout, "targets": list(lora.targets)}
+        {
+            "rank": 0,
+            "alpha": lora.alpha,
+            "dropout": lora.dropout,
+            "targets": list(lora.targets),
+            "train_modules": list(lora.train_modules),
+        }
     )
     config.parallelism = "jit"  # "jit" (sharded by the mesh and the rules) or "pmap" (data parallel)
     config.logical_axis_rules = [list(rule) for rule in DEFAULT_RULES]

@@ -5,6 +5,8 @@
 `targets` are module names (`LORA_MODULES`: attention query/key/value/output projections, MLP
 gate/up/down) or regular expressions searched in parameter paths such as
 "decoder/layers_0/self_attention/query_kernel" (scanned stacks: "decoder/layers/...").
+`train_modules` names top-level parameter modules (e.g. "classifier") trained in full next to the
+adapters -- PEFT's `modules_to_save`: a new head must learn, it has no pretrained weights to adapt.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ class LoraConfig:
     alpha: float = 16.0  # the update is scaled by alpha / rank
     dropout: float = 0.0  # adapter input dropout while training (see models/lora.py)
     targets: tuple[str, ...] = ("query", "value")  # module names or path regexes
+    train_modules: tuple[str, ...] = ()  # top-level modules trained in full (PEFT modules_to_save), e.g. classifier
 
     def __post_init__(self) -> None:
         if not isinstance(self.rank, int) or isinstance(self.rank, bool) or self.rank <= 0:
@@ -51,6 +54,12 @@ class LoraConfig:
         for target in targets:
             check_target(target)
         object.__setattr__(self, "targets", targets)
+        modules = (self.train_modules,) if isinstance(self.train_modules, str) else tuple(self.train_modules)
+        if not all(isinstance(m, str) and m and "/" not in m for m in modules):
+            raise ConfigError(
+                f"lora.train_modules={self.train_modules!r} must list top-level module names such as 'classifier'."
+            )
+        object.__setattr__(self, "train_modules", modules)
         object.__setattr__(self, "alpha", float(self.alpha))
         object.__setattr__(self, "dropout", float(self.dropout))
 

@@ -1,7 +1,9 @@
 """Rows of examples -> a batch of NumPy arrays (int32; weights float32), padded with id 0.
 
 A row is a list of examples (one without packing, several with it; an empty row is padding).
-An example is (inputs, targets, label) as stored by `encode.Examples`.
+An example is (inputs, targets, label) as stored by `encode.Examples`; for lm it is (piece,
+per-target weights or None, None): weights [len(piece) - 1] (instruction tuning: 1 on completion
+tokens), None = every target has weight 1.
 
 decoder_only (lm)          tokens, targets, weights                       [B, L]
 encoder_decoder (seq2seq)  source [B, S]; target_in, targets, weights     [B, T]
@@ -84,7 +86,12 @@ def _lm_batch(rows: Sequence[Sequence[Example]], width: int, segments: bool) -> 
         layout.scatter(targets, np.concatenate([piece[1:] for piece in pieces]))
         layout.scatter(positions, layout.position)
         layout.scatter(segment_ids, layout.segment)
-        layout.scatter(weights, 1.0)
+        masks = [mask for _, mask, _ in examples]
+        if all(mask is None for mask in masks):
+            layout.scatter(weights, 1.0)
+        else:
+            flat = [np.ones(len(p) - 1, np.float32) if m is None else m for p, m in zip(pieces, masks, strict=True)]
+            layout.scatter(weights, np.concatenate(flat).astype(np.float32))
     out = {"tokens": tokens, "targets": targets, "weights": weights}
     if segments:
         out.update(positions=positions, segment_ids=segment_ids)

@@ -16,10 +16,18 @@ File paths by source (split "validation" reads `eval_path`, "test" reads `test_p
     hf        `hf_path`: a `save_to_disk` directory (splits `*_split`) or a parquet/JSON/CSV file for
               training; `eval_path`/`test_path` may name more files.
     synthetic digit strings (`synthetic_task`); held-out splits never overlap training.
+    instruct  instruction tuning (task "lm"), one JSON object per line: {"prompt": ..., "completion": ...}
+              or {"messages": [{"role": ..., "content": ...}, ...]} rendered with the chat template
+              (`chat_template_path`: a .jinja file or a checkpoint directory; default: the directory of
+              `tokenizer_path`). The loss covers the completion / assistant turns only (see `instruct.py`).
+    labelled_blocks  classification from one text of headed paragraphs (`train_path`, e.g. a play whose
+              speeches start with "NAME:"): the header's name is the label (`header_pattern`, the
+              `top_labels` most frequent); the text's `num_blocks` contiguous blocks are split, every
+              `eval_block_every`-th one is validation (see `labelled_blocks.py`).
 
 Batches hold `batch_size` rows (global; split over processes); with `pack=True` a row holds
 several examples. LM documents longer than `max_length` are cut into consecutive blocks (nothing
-is dropped, so `truncate` concerns seq2seq and classification only).
+is dropped, so `truncate` concerns seq2seq, classification and instruct records only).
 """
 
 from __future__ import annotations
@@ -30,7 +38,7 @@ from typing import Any, Literal
 from jaxformer.config import check_choice, suggest
 from jaxformer.errors import DataError
 
-Source = Literal["synthetic", "text", "parallel", "tsv", "jsonl", "tfds", "hf"]
+Source = Literal["synthetic", "text", "parallel", "tsv", "jsonl", "tfds", "hf", "instruct", "labelled_blocks"]
 Task = Literal["lm", "seq2seq", "classification"]
 SyntheticTask = Literal["reverse", "sort", "copy", "majority"]
 TokenizerKind = Literal["char", "byte", "sentencepiece", "hf", "digits"]
@@ -45,6 +53,8 @@ TASKS_OF_SOURCE: dict[str, tuple[str, ...]] = {
     "jsonl": ("lm", "seq2seq", "classification"),
     "tfds": ("lm", "seq2seq", "classification"),
     "hf": ("lm", "seq2seq", "classification"),
+    "instruct": ("lm",),
+    "labelled_blocks": ("classification",),
 }
 SYNTHETIC_TASK_KIND = {"reverse": "seq2seq", "sort": "seq2seq", "copy": "seq2seq", "majority": "classification"}
 
@@ -79,6 +89,14 @@ class DataConfig:
     target_field: str = "target"
     label_field: str = "label"
     num_classes: int = 0  # classification: 0 = infer (max training label + 1)
+    prompt_field: str = "prompt"  # instruct: the keys of a prompt/completion record
+    completion_field: str = "completion"
+    messages_field: str = "messages"  # instruct: the key of a conversation record
+    chat_template_path: str | None = None  # instruct: .jinja file or checkpoint dir; None = tokenizer_path's dir
+    header_pattern: str = r"([^\s:][^:]*):"  # labelled_blocks: a paragraph's first line (group 1 = the label)
+    top_labels: int = 0  # labelled_blocks: keep the k names with most training records (0 = all)
+    num_blocks: int = 50  # labelled_blocks: contiguous blocks of equal length the text is cut into
+    eval_block_every: int = 10  # labelled_blocks: block b is validation when b % this == this - 1
 
     # TFDS / Hugging Face datasets.
     tfds_name: str | None = None
@@ -127,6 +145,7 @@ class DataConfig:
             "num_classes",
             "prefetch",
             "tokenizer_train_examples",
+            "top_labels",
         ):
             _check_int(name, getattr(self, name), minimum=0)
         for name in ("max_source_length", "max_target_length"):
@@ -135,6 +154,13 @@ class DataConfig:
         if self.max_length < 2:
             raise DataError(f"max_length={self.max_length} must be >= 2 (a token and its eos).")
         _check_int("vocab_size", self.vocab_size, minimum=16)
+        _check_int("num_blocks", self.num_blocks, minimum=2)
+        _check_int("eval_block_every", self.eval_block_every, minimum=2)
+        if self.eval_block_every > self.num_blocks:
+            raise DataError(
+                f"eval_block_every={self.eval_block_every} exceeds num_blocks={self.num_blocks}; no block would be "
+                "validation. Lower it or raise num_blocks."
+            )
         if not isinstance(self.pack_pool, (int, float)) or not 1.0 <= self.pack_pool <= 4.0:
             raise DataError(f"pack_pool={self.pack_pool!r} must be a number in [1, 4].")
         if not isinstance(self.holdout_fraction, (int, float)) or not 0.0 <= self.holdout_fraction < 1.0:
@@ -175,6 +201,8 @@ class DataConfig:
             "parallel": "train_path",
             "tsv": "train_path",
             "jsonl": "train_path",
+            "instruct": "train_path",
+            "labelled_blocks": "train_path",
             "tfds": "tfds_name",
         }.get(self.source)
         if required and not getattr(self, required):

@@ -6,6 +6,8 @@ lm              a document becomes [bos] + ids + [eos], cut into pieces of at mo
 seq2seq         inputs = source ids + [eos] (<= S), targets = target ids + [eos] (<= T);
                 the decoder input is [bos] + target ids, built at batching time.
 classification  inputs = [bos] + ids + [eos] (<= L), plus the label.
+instruct        (task lm, `instruct.encode_instruct`) one piece per record, with `weights`: 1 where the
+                next token is a completion / assistant token, else 0.
 
 Over-long seq2seq/classification examples are truncated (keeping bos/eos) and counted, or
 raise `SequenceTooLongError` naming the record, when `truncate` is False.
@@ -67,6 +69,7 @@ class Examples:
     labels: np.ndarray | None  # [n] int32
     record_index: np.ndarray  # [n] which raw record each example came from
     truncated: int = 0
+    weights: Ragged | None = None  # lm: per-target loss weights (len(piece) - 1 each); None = all 1
 
     def __len__(self) -> int:
         return len(self.inputs)
@@ -86,8 +89,10 @@ class Examples:
         return tuple(self.sizes[:, k].tolist() for k in range(self.sizes.shape[1]))
 
     def get(self, i: int) -> tuple[np.ndarray, np.ndarray | None, int | None]:
-        """Example i as (inputs, targets or None, label or None)."""
-        targets = None if self.targets is None else self.targets[i]
+        """Example i as (inputs, targets or None, label or None); for lm the middle slot holds the
+        per-target weights (None: every target counts)."""
+        second = self.weights if self.task == "lm" else self.targets
+        targets = None if second is None else second[i]
         label = None if self.labels is None else int(self.labels[i])
         return self.inputs[i], targets, label
 
@@ -106,6 +111,7 @@ class Examples:
             None if self.labels is None else self.labels[indices],
             self.record_index[indices],
             self.truncated,
+            None if self.weights is None else self.weights.take(indices),
         )
 
 

@@ -24,6 +24,7 @@ from jaxformer.data.batching import TASK_OF_FAMILY, build_batch
 from jaxformer.data.config import DataConfig
 from jaxformer.data.encode import Examples, encode_split
 from jaxformer.data.errors import DataError
+from jaxformer.data.instruct import encode_instruct, segment_texts
 from jaxformer.data.iterator import BatchStream, FixedExamples, FreshExamples
 from jaxformer.data.prefetch import Prefetcher
 from jaxformer.data.records import ListRecords, RawSplit
@@ -39,7 +40,8 @@ _STREAM_FIELDS = (
     "max_train_examples", "train_path", "source_suffix", "target_suffix", "text_unit", "holdout_fraction",
     "tfds_name", "hf_path", "train_split", "tokenizer", "vocab_size", "tokenizer_path", "max_length",
     "max_source_length", "max_target_length", "truncate", "shuffle", "pack", "pack_pool",
-    "bucket_by_length", "bucket_boundaries",
+    "bucket_by_length", "bucket_boundaries", "prompt_field", "completion_field", "messages_field",
+    "chat_template_path", "header_pattern", "top_labels", "num_blocks", "eval_block_every",
 )  # fmt: skip
 
 
@@ -210,7 +212,10 @@ class Pipeline:
         """All encoded examples of `split` (every process holds the whole split)."""
         if split not in self._examples:
             raw = self._raw_split(split)
-            examples = encode_split(raw, self.task, self.tokenizer, self.widths, self.config.truncate)
+            if self.config.source == "instruct":
+                examples = encode_instruct(raw, self.tokenizer, self.widths[0], self.config.truncate)
+            else:
+                examples = encode_split(raw, self.task, self.tokenizer, self.widths, self.config.truncate)
             self.stats[split] = {"records": len(raw), "examples": len(examples), "truncated": examples.truncated}
             self._examples[split] = examples
         return self._examples[split]
@@ -238,7 +243,9 @@ class Pipeline:
         raw = self._raw_split("train")
         for _, records in raw.chunks():
             for record in records:
-                if self.task == "lm":
+                if self.config.source == "instruct":
+                    yield from segment_texts(record)
+                elif self.task == "lm":
                     yield record
                 else:
                     yield record[0]

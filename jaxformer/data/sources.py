@@ -8,14 +8,19 @@ lazily in chunks.
 
 from __future__ import annotations
 
+import logging
+
 from jaxformer.data import files, synthetic
 from jaxformer.data.config import DataConfig
 from jaxformer.data.errors import DataError
 from jaxformer.data.hf_source import load_hf_split
+from jaxformer.data.instruct import read_instruct_jsonl
+from jaxformer.data.labelled_blocks import build_labelled_blocks
 from jaxformer.data.records import LimitedRecords, ListRecords, RawSplit, fields_for
 from jaxformer.data.tfds_source import load_tfds_split
 
 SPLITS = ("train", "validation", "test")
+log = logging.getLogger("jaxformer.data")
 
 
 def load_split(config: DataConfig, split: str, seed: int) -> RawSplit | None:
@@ -39,7 +44,9 @@ def load_split(config: DataConfig, split: str, seed: int) -> RawSplit | None:
 
 def _holds_out(config: DataConfig) -> bool:
     """Whether validation is carved out of the training records (local files without an eval_path)."""
-    from_files = config.source in ("text", "parallel", "tsv", "jsonl") or (config.source == "hf" and not config.hf_path)
+    from_files = config.source in ("text", "parallel", "tsv", "jsonl", "instruct") or (
+        config.source == "hf" and not config.hf_path
+    )
     return from_files and config.eval_path is None
 
 
@@ -79,6 +86,8 @@ def _split_path(config: DataConfig, split: str) -> str | None:
 
 
 def _load_local(config: DataConfig, split: str) -> RawSplit | None:
+    if config.source == "labelled_blocks":
+        return _labelled_blocks(config, split)
     path = _split_path(config, split)
     if path is None:
         return None
@@ -102,4 +111,24 @@ def _load_local(config: DataConfig, split: str) -> RawSplit | None:
     if config.source == "jsonl":
         records = files.read_jsonl(path, config.task, fields_for(config))
         return RawSplit(split, ListRecords(records), lambda i: f"{path} record {i + 1}")
+    if config.source == "instruct":
+        segments = read_instruct_jsonl(path, config)
+        return RawSplit(split, ListRecords(segments), lambda i: f"{path} record {i + 1}")
     raise DataError(f"source={config.source!r} has no local files.")
+
+
+def _labelled_blocks(config: DataConfig, split: str) -> RawSplit | None:
+    """The train or validation blocks of `train_path` (no test split)."""
+    if split == "test":
+        return None
+    path = str(config.train_path)
+    blocks = build_labelled_blocks(
+        files.read_text(path, "labelled text"),
+        config.header_pattern,
+        config.top_labels,
+        config.num_blocks,
+        config.eval_block_every,
+    )
+    records = blocks.train if split == "train" else blocks.validation
+    log.info("%s: %d %s records, labels %s", path, len(records), split, list(blocks.labels))
+    return RawSplit(split, ListRecords(records), lambda i: f"{path} {split} record {i + 1}")

@@ -177,6 +177,10 @@ class HFTokenizer(Tokenizer):
             self.impl = HFTokenizerImpl.from_file(str(file))
         except Exception as err:  # the Rust error types are not importable
             raise DataError(f"could not read {str(file)!r} as a tokenizers tokenizer.json: {err}") from None
+        # A tokenizer.json may carry padding/truncation settings (sentence-transformers saves Fixed(128)
+        # padding): jaxformer pads and cuts itself, so encode() must return the text's ids only.
+        self.impl.no_padding()
+        self.impl.no_truncation()
         their_size = int(self.impl.get_vocab_size(with_added_tokens=True))
         self.vocab_size = their_size + NUM_RESERVED
         self.to_ours = np.arange(their_size, dtype=np.int64) + NUM_RESERVED  # their id -> our id

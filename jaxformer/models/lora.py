@@ -8,7 +8,8 @@ input axes, O the output axes, e.g. query [D | N, H], attention output [N, H | D
     W' = W + (alpha / r) * einsum(A, B over r)
 
 The adapter tree mirrors the parameter tree down to the adapted kernel, which holds
-{"lora_a": A, "lora_b": B}: `init_lora` makes it, `merge(params, lora_params, lora)` folds it in, and
+{"lora_a": A, "lora_b": B}, plus a full copy of each `lora.train_modules` module (e.g. a new
+"classifier" head, trained as a whole like PEFT's modules_to_save; `merge` puts it in place): `init_lora` makes it, `merge(params, lora_params, lora)` folds it in, and
 `apply` runs the unchanged base module on the merged weights inside the traced function, so the
 adapters work with every layer option (fused q/k/v projections, `scan_layers`, remat, KV-cache
 decoding) and shard with the base kernels (same logical axis names). Gradients reach A and B
@@ -111,10 +112,28 @@ def find_adapters(lora: LoraConfig, params: Any) -> dict[str, Adapter]:
     return dict(sorted(chosen.items()))
 
 
+def trained_leaves(lora: LoraConfig, params: Any) -> dict[str, Any]:
+    """The leaves of `params` under `lora.train_modules` (path -> leaf); ConfigError naming a missing module."""
+    leaves = flat(params)
+    tops = sorted({p.split("/", 1)[0] for p in leaves})
+    missing = [m for m in lora.train_modules if m not in tops]
+    if missing:
+        raise ConfigError(f"lora.train_modules {missing} are not modules of this model; it has {tops}.")
+    return {p: v for p, v in leaves.items() if p.split("/", 1)[0] in lora.train_modules}
+
+
+def _copy(leaf: Any) -> jax.Array:
+    """A new buffer with `leaf`'s value (never an alias: a train step may donate the adapters' buffers)."""
+    if isinstance(leaf, jax.ShapeDtypeStruct):  # under eval_shape (abstract states)
+        return jnp.zeros(leaf.shape, leaf.dtype)
+    return jnp.array(leaf, copy=True)
+
+
 def init_lora(lora: LoraConfig, params: Any, rng: jax.Array) -> dict[str, Any]:
-    """Adapters for the kernels `lora.targets` select: A normal(0, 1/sqrt(fan_in)), B zeros (so W' = W)."""
+    """Adapters for the kernels `lora.targets` select: A normal(0, 1/sqrt(fan_in)), B zeros (so W' = W);
+    plus copies of the `lora.train_modules` parameters (so the model starts as the base)."""
     dtypes = {p: v.dtype for p, v in flat(params).items()}
-    out = {}
+    out = {p: _copy(v) for p, v in trained_leaves(lora, params).items()}
     for i, (path, ad) in enumerate(find_adapters(lora, params).items()):
         dtype = dtypes[path]
         a = jax.random.normal(jax.random.fold_in(rng, i), ad.a_shape(lora.rank), jnp.float32) * ad.fan_in**-0.5
@@ -130,7 +149,7 @@ def lora_logical_axes(lora: LoraConfig, boxed_params: Any) -> dict[str, Any]:
     E.g. query [D, N, H] ("embed", "heads", "kv") -> A ("embed", None), B (None, "heads", "kv").
     """
     specs = {"/".join(k): v for k, v in flatten_dict(dict(nn.get_partition_spec(boxed_params))).items()}
-    out = {}
+    out = {p: specs[p] for p in trained_leaves(lora, boxed_params)}
     for path, ad in find_adapters(lora, boxed_params).items():
         axes = tuple(specs[path])
         out[f"{path}/lora_a"] = jax.sharding.PartitionSpec(*axes[: ad.lead + ad.inputs], None)
@@ -151,9 +170,9 @@ def update(a: jax.Array, b: jax.Array, lead: int) -> jax.Array:
     return jnp.einsum(f"{stacked}{ins}r,{stacked}r{outs}->{stacked}{ins}{outs}", a, b)
 
 
-def adapter_pairs(lora_params: Any) -> dict[str, tuple[Any, Any]]:
-    """{kernel path: (A, B)} of an adapter tree."""
-    leaves = flat(lora_params)
+def adapter_pairs(lora_params: Any, train_modules: tuple[str, ...] = ()) -> dict[str, tuple[Any, Any]]:
+    """{kernel path: (A, B)} of an adapter tree (the copies of `train_modules` left out)."""
+    leaves = {p: v for p, v in flat(lora_params).items() if p.split("/", 1)[0] not in train_modules}
     paths = sorted({p.rsplit("/", 1)[0] for p in leaves})
     bad = [p for p in leaves if p.rsplit("/", 1)[-1] not in ADAPTER_LEAVES]
     if bad:
@@ -168,7 +187,12 @@ def merge(params: Any, lora_params: Any, lora: LoraConfig, *, dropout_rng: jax.A
     Raises ValueError (one line) when an adapter has no kernel of its shape in `params`.
     """
     base = {"/".join(k): v for k, v in flatten_dict(nn.meta.unbox(dict(params))).items()}
-    for i, (path, (a, b)) in enumerate(adapter_pairs(lora_params).items()):
+    for path, leaf in flat(lora_params).items():  # lora.train_modules: trained copies replace the base
+        if path.split("/", 1)[0] in lora.train_modules:
+            if path not in base or tuple(base[path].shape) != tuple(leaf.shape):
+                raise CheckpointError(f"trained module parameter {path!r} does not fit the base model's parameters.")
+            base[path] = leaf
+    for i, (path, (a, b)) in enumerate(adapter_pairs(lora_params, lora.train_modules).items()):
         if path not in base:
             raise CheckpointError(
                 f"adapter for {path!r} has no base kernel there: the adapters belong to another model."

@@ -1,0 +1,29 @@
+"""experiments/finetune_minilm_classify.py with LoRA: the same speakers task, data, steps and batches,
+the MiniLM weights frozen, rank-8 adapters on every attention and MLP projection and the new
+`classifier` head trained in full (`lora.train_modules`, PEFT's modules_to_save).
+
+    jaxformer train --config experiments/finetune_minilm_classify_lora.py --workdir /tmp/minilm-speakers-lora
+
+LoRA updates start at zero and move the weights less per step than full fine-tuning, so the
+learning rate is 10x (1e-3), as is usual for LoRA.
+"""
+
+import importlib.util
+import os
+
+_spec = importlib.util.spec_from_file_location(
+    "finetune_minilm_classify", os.path.join(os.path.dirname(os.path.abspath(__file__)), "finetune_minilm_classify.py")
+)
+_full = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(_full)
+
+
+def get_config():
+    config = _full.get_config()
+    config.lora.rank = 8
+    config.lora.alpha = 16.0
+    config.lora.dropout = 0.0
+    config.lora.targets = ["query", "key", "value", "out", "up", "down"]
+    config.lora.train_modules = ["classifier"]
+    config.train.learning_rate = 1e-3
+    return config
