@@ -107,7 +107,7 @@ class ModelConfig:
     final_logits_bias: bool = False  # a learned bias added to the logits (Marian)
     num_token_types: int = 0  # BERT segment embeddings; 0 disables
     pooler: bool = False  # BERT pooler: dense + tanh on the first token
-    encoder_head: EncoderHead = "none"
+    encoder_head: EncoderHead = "none"  # mlm | classification (pooled) | qa (start/end) | token_classification
     num_classes: int = 2
     attention_impl: AttentionImpl = "xla"
     scan_layers: bool = False

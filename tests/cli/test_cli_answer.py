@@ -8,11 +8,11 @@ run on the same token ids.
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
-from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
+from support.wordpiece import VOCAB, write_tokenizer
+from tokenizers import Tokenizer
 
 from jaxformer import cli, inference
 from jaxformer.decoding.spans import best_spans, context_mask
@@ -20,55 +20,17 @@ from jaxformer.decoding.spans import best_spans, context_mask
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
-SPECIAL = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
-WORDS = [
-    "where",
-    "is",
-    "the",
-    "capital",
-    "of",
-    "france",
-    "paris",
-    "lies",
-    "on",
-    "seine",
-    "river",
-    "city",
-    "old",
-    "and",
-    "large",
-    "what",
-    "flows",
-    "through",
-    "it",
-]
-PIECES = ["cap", "##ital", "##s", "fr", "##ance", "."]
 QUESTION = "Where is the capital of France?"
 CONTEXT = "Paris is the capital of France. The old city lies on the Seine, a large river."
 TAGS = {0: "O", 1: "B-LOC", 2: "I-LOC"}
 CLASSES = {0: "negative", 1: "positive", 2: "mixed"}
 
 
-def write_tokenizer(directory: Path) -> Tokenizer:
-    vocab = {token: i for i, token in enumerate(SPECIAL + WORDS + PIECES)}
-    tokenizer = Tokenizer(models.WordPiece(vocab, unk_token="[UNK]"))
-    tokenizer.normalizer = normalizers.BertNormalizer(lowercase=True)
-    tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    tokenizer.post_processor = processors.TemplateProcessing(
-        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1", special_tokens=[("[CLS]", 2), ("[SEP]", 3)]
-    )
-    tokenizer.decoder = decoders.WordPiece()
-    tokenizer.save(str(directory / "tokenizer.json"))
-    special = {"pad_token": "[PAD]", "unk_token": "[UNK]", "cls_token": "[CLS]", "sep_token": "[SEP]"}
-    (directory / "tokenizer_config.json").write_text(json.dumps({**special, "mask_token": "[MASK]"}))
-    return tokenizer
-
-
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     """name -> (directory, torch model, tokenizer) for "qa", "tag", "classify"."""
     root = tmp_path_factory.mktemp("cli_answer")
-    size = len(SPECIAL + WORDS + PIECES)
+    size = len(VOCAB)
     config = dict(vocab_size=size, hidden_size=20, num_hidden_layers=2, num_attention_heads=4, intermediate_size=23)
     config.update(max_position_embeddings=64, initializer_range=0.3, pad_token_id=0)
     torch.manual_seed(0)
