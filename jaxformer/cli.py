@@ -7,6 +7,8 @@
     jaxformer translate --workdir W --text TEXT [--method beam --beam_size 8]   (or --input FILE [--output FILE])
     jaxformer evaluate --workdir W [--split test --method beam --json OUT]      (alias: eval)
     jaxformer demo --workdir W [--host 127.0.0.1 --port 0]                      (needs the [demo] extra)
+    jaxformer answer --model DIR --question Q --context C [--max_answer_length 30 --top_k 1 --json]
+    jaxformer classify --model DIR --text TEXT [--json]   /   jaxformer tag --model DIR --text TEXT [--json]
 translate, evaluate and demo take --model DIR_OR_REPO (a Hugging Face checkpoint) instead of --workdir too;
     jaxformer evaluate --model DIR_OR_REPO --input FILE [--json OUT]   (one text per line, or source<TAB>reference)
 
@@ -177,6 +179,38 @@ def cmd_demo(args: argparse.Namespace, overrides: list[str]) -> int:
     return 0
 
 
+def cmd_answer(args: argparse.Namespace, overrides: list[str]) -> int:
+    answers = inference.answer(
+        _load(args),
+        args.question,
+        args.context,
+        args.max_answer_length,
+        args.top_k,
+        max_seq_len=args.max_seq_len,
+        doc_stride=args.doc_stride,
+    )
+    if not answers:
+        raise InputError("no answer span fits in the context; pass a longer context or raise --max_answer_length.")
+    for found in answers:
+        print(json.dumps(dataclasses.asdict(found)) if args.json else found.text)
+    return 0
+
+
+def cmd_classify(args: argparse.Namespace, overrides: list[str]) -> int:
+    for text, result in zip(args.text, inference.classify_labels(_load(args), args.text), strict=True):
+        if args.json:
+            print(json.dumps({"text": text, **result}))
+        else:
+            print(f"{result['label']}\t{result['probabilities'][result['label']]:.4f}")
+    return 0
+
+
+def cmd_tag(args: argparse.Namespace, overrides: list[str]) -> int:
+    words = inference.tag(_load(args), args.text)
+    print(json.dumps(words) if args.json else " ".join(f"{w['word']}/{w['label']}" for w in words))
+    return 0
+
+
 def _is_first_process() -> bool:
     return jax.process_index() == 0
 
@@ -293,6 +327,31 @@ def _add_use_commands(sub: Any) -> None:
     demo.add_argument("--host", default="127.0.0.1", help="address to serve on (default 127.0.0.1)")
     demo.add_argument("--port", type=int, default=0, help="port (0: a free one)")
     demo.set_defaults(handler=cmd_demo)
+
+    answer = sub.add_parser("answer", help="extractive question answering: the best span of --context")
+    _run_arguments(answer)
+    answer.add_argument("--question", required=True, help="the question")
+    answer.add_argument("--context", required=True, help="the text holding the answer")
+    answer.add_argument("--max_answer_length", type=int, default=30, help="tokens in an answer at most (default 30)")
+    answer.add_argument("--top_k", type=int, default=1, help="print the k best spans, best first (default 1)")
+    answer.add_argument(
+        "--max_seq_len", type=int, help="tokens per window of a long context (default: min(384, max_len))"
+    )
+    answer.add_argument("--doc_stride", type=int, default=128, help="tokens shared by neighbouring windows")
+    answer.add_argument("--json", action="store_true", help="print each span as JSON (text, characters, score)")
+    answer.set_defaults(handler=cmd_answer)
+
+    classify = sub.add_parser("classify", help="label texts with a sequence-classification model")
+    _run_arguments(classify)
+    classify.add_argument("--text", action="append", required=True, help="text to classify (repeat for a batch)")
+    classify.add_argument("--json", action="store_true", help="print label, id and every probability as JSON")
+    classify.set_defaults(handler=cmd_classify)
+
+    tag = sub.add_parser("tag", help="label each word of a text with a token-classification model")
+    _run_arguments(tag)
+    tag.add_argument("--text", required=True, help="text to tag")
+    tag.add_argument("--json", action="store_true", help="print the words with characters and probabilities as JSON")
+    tag.set_defaults(handler=cmd_tag)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
