@@ -26,8 +26,12 @@ from support.wordpiece import VOCAB as WORDPIECE
 from support.wordpiece import write_tokenizer
 
 from jaxformer import cli, hf, inference, models, presets
+from jaxformer.architectures import distilbert as distilbert_arch
+from jaxformer.architectures import roberta as roberta_arch
 from jaxformer.decoding.spans import best_spans, context_mask
 from jaxformer.errors import CheckpointError
+from jaxformer.hf import distilbert as distilbert_hf
+from jaxformer.hf import roberta as roberta_hf
 from jaxformer.hf.convert import ARCHITECTURES, architecture_for, nested, param_shapes
 
 torch = pytest.importorskip("torch")
@@ -358,6 +362,17 @@ def test_tiny_twins_are_odd_sized_and_count_like_transformers(name):
     assert len({config.vocab_size, config.d_model, config.d_ff}) == 3 and config.vocab_size % 2
     model_type = architecture_for(config).model_type
     assert meta_count(model_type, ARCHITECTURES[model_type].config_to_hf(config)) == abstract_count(config)
+
+
+@pytest.mark.parametrize("module, arch", [(roberta_hf, roberta_arch), (distilbert_hf, distilbert_arch)])
+def test_export_checks_the_fixed_fields_that_no_key_carries(module, arch):
+    """FIXED is stated once: every fixed field is either written through a Key, decided by the tensors, or checked."""
+    carried = {key.field for key in module.KEYS}
+    assert set(arch.FIXED) - carried - set(module.DERIVED) <= set(module.EXPORT_FIELDS)
+    assert not carried & set(module.EXPORT_FIELDS)
+    for field, value in arch.FIXED.items():
+        if field in module.EXPORT_FIELDS:
+            assert module.EXPORT_FIELDS[field] == value, field
 
 
 # Refusals ------------------------------------------------------------------------------------
