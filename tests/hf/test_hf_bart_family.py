@@ -200,6 +200,25 @@ def test_sequence_classification_matches_transformers(tiny, name):
     assert np.abs(np.asarray(other) - np.asarray(logits)).max() > 1e-3
 
 
+def test_finetune_init_adds_a_classification_head_to_a_bart_lm(tiny, tmp_path):
+    """BartForConditionalGeneration -> classifier: the body kept, the head new; it exports as
+    BartForSequenceClassification and transformers gives jaxformer's logits."""
+    directory, _ = tiny["bart"]
+    _, loaded, _ = hf.load(directory)
+    config, params = hf.finetune_init(directory, encoder_head="classification", num_classes=3, classifier_token_id=EOS)
+    assert "lm_head" not in params and {"pooler", "classifier"} <= set(params)
+    np.testing.assert_array_equal(params["embed"]["embedding"], loaded["embed"]["embedding"])
+    out = hf.save(config, params, tmp_path / "cls")
+    reference = transformers.BartForSequenceClassification.from_pretrained(out).eval()
+    source, source_valid = padded(12, (6, 4), 6, end=EOS)
+    with torch.no_grad():
+        expected = reference(input_ids=torch.tensor(source), attention_mask=as_mask(source_valid)).logits.numpy()
+    model = models.build(config)
+    target = shift_right(jnp.asarray(source), START)
+    logits = jax.jit(model.apply)({"params": params}, jnp.asarray(source), target, jnp.asarray(source_valid))
+    np.testing.assert_allclose(np.asarray(logits), expected, rtol=0, atol=ATOL)
+
+
 # Round trips ---------------------------------------------------------------------------------
 
 
