@@ -19,6 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from flax import linen as nn
 from safetensors.numpy import load_file
 
 from jaxformer import decoding, hf, models, presets
@@ -210,6 +211,62 @@ def test_jaxformer_preset_exports_to_transformers(tmp_path, preset):
     assert_close(logits, logits_ref, target_valid, atol=1e-4)  # random N(0, 0.3) weights: logits ~ 1e2
     reloaded = hf.load(out)[2]
     assert reloaded == config.replace(num_decoder_layers=config.decoder_layers, max_len=reloaded.max_len)
+
+
+# Presets at published sizes ------------------------------------------------------------------
+
+V1_1_SMALL = dict(d_model=512, d_kv=64, d_ff=1024, num_heads=6, num_layers=8, num_decoder_layers=8)
+V1_1_BASE = dict(d_model=768, d_kv=64, d_ff=2048, num_heads=12, num_layers=12, num_decoder_layers=12)
+V1_1 = dict(
+    feed_forward_proj="gated-gelu",
+    tie_word_embeddings=False,
+    layer_norm_epsilon=1e-6,
+    relative_attention_num_buckets=32,
+    relative_attention_max_distance=128,
+    dropout_rate=0.1,
+    pad_token_id=0,
+    eos_token_id=1,
+    decoder_start_token_id=0,
+)
+# preset -> (model_type, the published config.json values the family reads, the model card's size or None)
+PUBLISHED = {
+    "t5-v1_1-small": ("t5", dict(V1_1, **V1_1_SMALL, vocab_size=32128), 76_961_152),  # google/t5-v1_1-small
+    "flan-t5-small": ("t5", dict(V1_1, **V1_1_SMALL, vocab_size=32128), 76_961_152),  # google/flan-t5-small
+    "flan-t5-base": ("t5", dict(V1_1, **V1_1_BASE, vocab_size=32128), 247_577_856),  # google/flan-t5-base
+    "mt5-small": ("mt5", dict(V1_1, **V1_1_SMALL, vocab_size=250112), 300_176_768),  # google/mt5-small
+    "mt5-base": ("mt5", dict(V1_1, **V1_1_BASE, vocab_size=250112), 582_401_280),  # google/mt5-base
+    "umt5-small": ("umt5", dict(V1_1, **V1_1_SMALL, vocab_size=256384), None),  # google/umt5-small
+}
+SEPARATE_HEAD = {"shared.weight": np.zeros(1), "lm_head.weight": np.ones(1)}  # stand-ins: a checkpoint's own head
+
+
+def meta_count(model_type: str, values: dict) -> int:
+    """Parameters of transformers' model built on the meta device, as the published checkpoint holds them:
+    transformers 5 ties lm_head to `shared` when built, while these checkpoints store a separate lm_head
+    (from_pretrained keeps two different tensors apart), so a tied head counts once more."""
+    config = transformers.AutoConfig.for_model(model_type, **values)
+    with torch.device("meta"):
+        model = transformers.AutoModelForSeq2SeqLM.from_config(config)
+    assert type(model).__name__ == FAMILY[{"t5": "flan_t5"}.get(model_type, model_type)][0]
+    count = sum(p.numel() for p in model.parameters())  # a shared tensor is yielded once
+    return count + (model.lm_head.weight.numel() if model.lm_head.weight is model.shared.weight else 0)
+
+
+@pytest.mark.parametrize("name", list(PUBLISHED))
+def test_preset_parameter_count_equals_transformers_meta_device(name):
+    model_type, published, size = PUBLISHED[name]
+    config = presets.get(name)
+    arch = hf.convert.architecture_for(config)
+    assert arch.model_type == model_type
+    leaves = jax.tree.leaves(nn.meta.unbox(models.abstract_params(config)))
+    count = sum(leaf.size for leaf in leaves)
+    exported = {k: v for k, v in arch.config_to_hf(config).items() if k != "architectures"}
+    assert meta_count(model_type, published) == count  # the published values, not our translation
+    assert meta_count(model_type, exported) == count
+    if size is not None:
+        assert count == size
+    imported = arch.config_from_hf(published, SEPARATE_HEAD)
+    assert imported == config.replace(num_decoder_layers=config.decoder_layers)
 
 
 # Decoding -----------------------------------------------------------------------------------
