@@ -23,10 +23,12 @@ from flax import linen as nn
 from safetensors.numpy import load_file
 
 from jaxformer import decoding, hf, models, presets
+from jaxformer.cli import main as cli_main
 from jaxformer.hf.convert import nested, param_shapes
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
+tokenizers = pytest.importorskip("tokenizers")
 
 VOCAB, WIDTH, HEADS, HEAD_DIM, FFN = 97, 36, 3, 10, 52
 PAD = 0  # T5's pad id, also the decoder start
@@ -375,3 +377,61 @@ def test_beam4_matches_transformers_generate(decoding_setup, name, with_eos):
         config, params, source, source_valid, method="beam", beam_size=BEAMS, alpha=0.0, **options
     )
     same_until_padding(ours, expected)
+
+
+# CLI: jaxformer translate --model DIR -------------------------------------------------------
+
+SENTENCES = [
+    "The quick brown fox jumps over the lazy dog.",
+    "Der schnelle braune Fuchs springt über den faulen Hund.",
+    "Le renard brun rapide saute par-dessus le chien paresseux.",
+    "Numbers 12345 and 67890, colours and flavours.",
+    "Relative positions in every layer of the stack.",
+]
+
+
+def make_cli_checkpoint(directory, name: str):
+    """A tiny random mT5 / umT5 with a byte-level BPE tokenizer.json that appends </s> (as T5's does)."""
+    tokenizer = tokenizers.Tokenizer(tokenizers.models.BPE())
+    tokenizer.pre_tokenizer = tokenizers.pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = tokenizers.decoders.ByteLevel()
+    trainer = tokenizers.trainers.BpeTrainer(
+        vocab_size=301,
+        special_tokens=["<pad>", "</s>", "<unk>"],
+        initial_alphabet=tokenizers.pre_tokenizers.ByteLevel.alphabet(),
+    )
+    tokenizer.train_from_iterator(SENTENCES, trainer)
+    tokenizer.post_processor = tokenizers.processors.TemplateProcessing(single="$A </s>", special_tokens=[("</s>", 1)])
+    cls, config_cls, extra, _ = FAMILY[name]
+    sizes = dict(SIZES, vocab_size=tokenizer.get_vocab_size())
+    torch.manual_seed(11)
+    model = getattr(transformers, cls)(getattr(transformers, config_cls)(**sizes, **extra, tie_word_embeddings=False))
+    with torch.no_grad():  # spread the weights out: random T5 inits pick <pad> at every step
+        model.lm_head.weight = torch.nn.Parameter(torch.randn(sizes["vocab_size"], WIDTH) * 0.3)
+        for key, tensor in model.named_parameters():
+            tensor.add_(torch.randn_like(tensor) * 0.1) if "layer_norm" in key else tensor.normal_(0.0, 0.3)
+    model.generation_config.max_length = 13  # transformers' output length (start token + 12), jaxformer's default
+    model.eval().save_pretrained(directory)
+    tokenizer.save(str(directory / "tokenizer.json"))
+    tokens = {"tokenizer_class": "PreTrainedTokenizerFast", "eos_token": "</s>", "pad_token": "<pad>"}
+    (directory / "tokenizer_config.json").write_text(json.dumps(tokens), encoding="utf-8")
+    return model.eval()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["mt5", "umt5"])
+def test_cli_translate_a_checkpoint_matches_transformers(tmp_path, capsys, name):
+    directory = tmp_path / name
+    model = make_cli_checkpoint(directory, name)
+    tokenizer = transformers.AutoTokenizer.from_pretrained(directory)
+    texts = SENTENCES[:3]
+    expected = []
+    with torch.no_grad():
+        for text in texts:
+            ids = torch.tensor([tokenizer(text)["input_ids"]])
+            out = model.generate(ids, do_sample=False, use_cache=False)  # max_length from generation_config.json
+            expected.append(tokenizer.decode(out[0, 1:].tolist(), skip_special_tokens=True))
+    assert len(set(expected)) > 1 and all(expected)
+    args = ["translate", "--model", str(directory)]
+    assert cli_main([*args, *(a for t in texts for a in ("--text", t))]) == 0
+    assert capsys.readouterr().out.splitlines()[-len(texts) :] == expected
