@@ -19,13 +19,16 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from flax import linen as nn
 from safetensors.numpy import load_file
 
 from jaxformer import decoding, hf, models, presets
+from jaxformer.cli import main as cli_main
 from jaxformer.hf.convert import nested, param_shapes
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
+tokenizers = pytest.importorskip("tokenizers")
 
 VOCAB, WIDTH, HEADS, HEAD_DIM, FFN = 97, 36, 3, 10, 52
 PAD = 0  # T5's pad id, also the decoder start
@@ -145,7 +148,9 @@ def test_umt5_holds_one_bias_table_per_self_attention_layer(tiny):
     reference = load_file(str(tiny["umt5"][0] / "model.safetensors"))
     for stack, layers in (("encoder", config.num_layers), ("decoder", config.decoder_layers)):
         assert "relative_position_bias" not in params[stack]
-        tables = [np.asarray(params[stack][f"layers_{i}"]["relative_position_bias"]["embedding"]) for i in range(layers)]
+        tables = [
+            np.asarray(params[stack][f"layers_{i}"]["relative_position_bias"]["embedding"]) for i in range(layers)
+        ]
         for i, table in enumerate(tables):
             name = f"{stack}.block.{i}.layer.0.SelfAttention.relative_attention_bias.weight"
             np.testing.assert_array_equal(table, reference[name])
@@ -210,10 +215,65 @@ def test_jaxformer_preset_exports_to_transformers(tmp_path, preset):
     assert reloaded == config.replace(num_decoder_layers=config.decoder_layers, max_len=reloaded.max_len)
 
 
+# Presets at published sizes ------------------------------------------------------------------
+
+V1_1_SMALL = dict(d_model=512, d_kv=64, d_ff=1024, num_heads=6, num_layers=8, num_decoder_layers=8)
+V1_1_BASE = dict(d_model=768, d_kv=64, d_ff=2048, num_heads=12, num_layers=12, num_decoder_layers=12)
+V1_1 = dict(
+    feed_forward_proj="gated-gelu",
+    tie_word_embeddings=False,
+    layer_norm_epsilon=1e-6,
+    relative_attention_num_buckets=32,
+    relative_attention_max_distance=128,
+    dropout_rate=0.1,
+    pad_token_id=0,
+    eos_token_id=1,
+    decoder_start_token_id=0,
+)
+# preset -> (model_type, the published config.json values the family reads, the model card's size or None)
+PUBLISHED = {
+    "t5-v1_1-small": ("t5", dict(V1_1, **V1_1_SMALL, vocab_size=32128), 76_961_152),  # google/t5-v1_1-small
+    "flan-t5-small": ("t5", dict(V1_1, **V1_1_SMALL, vocab_size=32128), 76_961_152),  # google/flan-t5-small
+    "flan-t5-base": ("t5", dict(V1_1, **V1_1_BASE, vocab_size=32128), 247_577_856),  # google/flan-t5-base
+    "mt5-small": ("mt5", dict(V1_1, **V1_1_SMALL, vocab_size=250112), 300_176_768),  # google/mt5-small
+    "mt5-base": ("mt5", dict(V1_1, **V1_1_BASE, vocab_size=250112), 582_401_280),  # google/mt5-base
+    "umt5-small": ("umt5", dict(V1_1, **V1_1_SMALL, vocab_size=256384), None),  # google/umt5-small
+}
+SEPARATE_HEAD = {"shared.weight": np.zeros(1), "lm_head.weight": np.ones(1)}  # stand-ins: a checkpoint's own head
+
+
+def meta_count(model_type: str, values: dict) -> int:
+    """Parameters of transformers' model built on the meta device, as the published checkpoint holds them:
+    transformers 5 ties lm_head to `shared` when built, while these checkpoints store a separate lm_head
+    (from_pretrained keeps two different tensors apart), so a tied head counts once more."""
+    config = transformers.AutoConfig.for_model(model_type, **values)
+    with torch.device("meta"):
+        model = transformers.AutoModelForSeq2SeqLM.from_config(config)
+    assert type(model).__name__ == FAMILY[{"t5": "flan_t5"}.get(model_type, model_type)][0]
+    count = sum(p.numel() for p in model.parameters())  # a shared tensor is yielded once
+    return count + (model.lm_head.weight.numel() if model.lm_head.weight is model.shared.weight else 0)
+
+
+@pytest.mark.parametrize("name", list(PUBLISHED))
+def test_preset_parameter_count_equals_transformers_meta_device(name):
+    model_type, published, size = PUBLISHED[name]
+    config = presets.get(name)
+    arch = hf.convert.architecture_for(config)
+    assert arch.model_type == model_type
+    leaves = jax.tree.leaves(nn.meta.unbox(models.abstract_params(config)))
+    count = sum(leaf.size for leaf in leaves)
+    exported = {k: v for k, v in arch.config_to_hf(config).items() if k != "architectures"}
+    assert meta_count(model_type, published) == count  # the published values, not our translation
+    assert meta_count(model_type, exported) == count
+    if size is not None:
+        assert count == size
+    imported = arch.config_from_hf(published, SEPARATE_HEAD)
+    assert imported == config.replace(num_decoder_layers=config.decoder_layers)
+
+
 # Decoding -----------------------------------------------------------------------------------
 
 STEPS, BEAMS = 8, 4
-GENERATED = ("flan_t5", "mt5", "umt5")
 
 
 def hf_generate(reference, source, source_valid, eos: int | None, beams: int) -> np.ndarray:
@@ -268,42 +328,48 @@ def same_until_padding(ours: np.ndarray, expected: np.ndarray) -> None:
 
 @pytest.fixture(scope="module")
 def decoding_setup(tiny):
-    """name -> (reference, params, config, source, source_valid, an EOS id the model emits mid-sequence)."""
-    out = {}
-    for name in GENERATED:
-        directory, reference = tiny[name]
-        model, params, config = hf.load(directory)
-        source, source_valid = padded_batch(10, batch=4, length=6, lengths=(6, 4, 2, 5))
-        free = free_greedy(model, params, source, source_valid)
-        assert len({tuple(row) for row in free}) >= 3, name  # source-dependent
-        assert sum(len(set(row)) > 2 for row in free) >= 2, name  # not one repeated token
-        # An id row 0 emits mid-sequence that no row starts with and some row never emits: rows end apart.
-        starts = set(free[:, 0])
-        candidates = [t for t in free[0, 2:6] if t != PAD and t not in starts and any(t not in row for row in free)]
-        eos = int(candidates[0]) if candidates else int(free[0, 3])
-        out[name] = (reference, params, config, source, source_valid, eos, free)
-    return out
+    """name -> (reference, params, config, source, source_valid, an EOS id the model emits mid-sequence, the
+    cache-free greedy output), built on first use."""
+    built: dict = {}
+
+    def get(name: str):
+        if name not in built:
+            directory, reference = tiny[name]
+            model, params, config = hf.load(directory)
+            source, source_valid = padded_batch(10, batch=4, length=6, lengths=(6, 4, 2, 5))
+            free = free_greedy(model, params, source, source_valid)
+            assert len({tuple(row) for row in free}) >= 3, name  # source-dependent
+            assert sum(len(set(row)) > 2 for row in free) >= 2, name  # not one repeated token
+            # An id row 0 emits mid-sequence that no row starts with and some row never emits: rows end apart.
+            starts = set(free[:, 0])
+            candidates = [t for t in free[0, 2:6] if t != PAD and t not in starts and any(t not in r for r in free)]
+            eos = int(candidates[0]) if candidates else int(free[0, 3])
+            built[name] = (reference, params, config, source, source_valid, eos, free)
+        return built[name]
+
+    return get
 
 
-@pytest.mark.parametrize("name", GENERATED)
+# umT5 (the per-layer bias) runs in the default suite; Flan-T5 and mT5 compile the same search again: slow.
+SLOW = pytest.mark.slow
+GENERATED_CASES = [pytest.param("flan_t5", marks=SLOW), pytest.param("mt5", marks=SLOW), "umt5"]
+
+
+@pytest.mark.parametrize("name", GENERATED_CASES)
 def test_greedy_matches_transformers_generate(decoding_setup, name):
-    reference, params, config, source, source_valid, eos, free = decoding_setup[name]
-    expected = hf_generate(reference, source, source_valid, None, beams=1)
-    np.testing.assert_array_equal(expected, free)  # HF greedy = the cache-free loop
-    options = dict(bos_id=PAD, max_new_tokens=STEPS, pad_id=PAD)
-    ours = decoding.translate(config, params, source, source_valid, method="greedy", eos_id=None, **options)
-    np.testing.assert_array_equal(ours, expected)
+    reference, params, config, source, source_valid, eos, free = decoding_setup(name)
+    np.testing.assert_array_equal(hf_generate(reference, source, source_valid, None, beams=1), free)  # HF = the loop
     ends = [list(row).index(eos) if eos in row else STEPS for row in free]
     assert len(set(ends)) > 1  # rows end at different steps
     expected = hf_generate(reference, source, source_valid, eos, beams=1)
-    ours = decoding.translate(config, params, source, source_valid, method="greedy", eos_id=eos, **options)
-    same_until_padding(ours, expected)
+    options = dict(bos_id=PAD, max_new_tokens=STEPS, eos_id=eos, pad_id=PAD)
+    same_until_padding(decoding.translate(config, params, source, source_valid, method="greedy", **options), expected)
 
 
-@pytest.mark.parametrize("name", GENERATED)
-@pytest.mark.parametrize("with_eos", [False, True], ids=["no_eos", "eos"])
+@pytest.mark.parametrize("name", GENERATED_CASES)
+@pytest.mark.parametrize("with_eos", [pytest.param(False, marks=SLOW), True], ids=["no_eos", "eos"])
 def test_beam4_matches_transformers_generate(decoding_setup, name, with_eos):
-    reference, params, config, source, source_valid, eos, _ = decoding_setup[name]
+    reference, params, config, source, source_valid, eos, _ = decoding_setup(name)
     eos_id = eos if with_eos else None
     expected = hf_generate(reference, source, source_valid, eos_id, beams=BEAMS)
     options = dict(bos_id=PAD, max_new_tokens=STEPS, eos_id=eos_id, pad_id=PAD)
@@ -311,3 +377,61 @@ def test_beam4_matches_transformers_generate(decoding_setup, name, with_eos):
         config, params, source, source_valid, method="beam", beam_size=BEAMS, alpha=0.0, **options
     )
     same_until_padding(ours, expected)
+
+
+# CLI: jaxformer translate --model DIR -------------------------------------------------------
+
+SENTENCES = [
+    "The quick brown fox jumps over the lazy dog.",
+    "Der schnelle braune Fuchs springt über den faulen Hund.",
+    "Le renard brun rapide saute par-dessus le chien paresseux.",
+    "Numbers 12345 and 67890, colours and flavours.",
+    "Relative positions in every layer of the stack.",
+]
+
+
+def make_cli_checkpoint(directory, name: str):
+    """A tiny random mT5 / umT5 with a byte-level BPE tokenizer.json that appends </s> (as T5's does)."""
+    tokenizer = tokenizers.Tokenizer(tokenizers.models.BPE())
+    tokenizer.pre_tokenizer = tokenizers.pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = tokenizers.decoders.ByteLevel()
+    trainer = tokenizers.trainers.BpeTrainer(
+        vocab_size=301,
+        special_tokens=["<pad>", "</s>", "<unk>"],
+        initial_alphabet=tokenizers.pre_tokenizers.ByteLevel.alphabet(),
+    )
+    tokenizer.train_from_iterator(SENTENCES, trainer)
+    tokenizer.post_processor = tokenizers.processors.TemplateProcessing(single="$A </s>", special_tokens=[("</s>", 1)])
+    cls, config_cls, extra, _ = FAMILY[name]
+    sizes = dict(SIZES, vocab_size=tokenizer.get_vocab_size())
+    torch.manual_seed(11)
+    model = getattr(transformers, cls)(getattr(transformers, config_cls)(**sizes, **extra, tie_word_embeddings=False))
+    with torch.no_grad():  # spread the weights out: random T5 inits pick <pad> at every step
+        model.lm_head.weight = torch.nn.Parameter(torch.randn(sizes["vocab_size"], WIDTH) * 0.3)
+        for key, tensor in model.named_parameters():
+            tensor.add_(torch.randn_like(tensor) * 0.1) if "layer_norm" in key else tensor.normal_(0.0, 0.3)
+    model.generation_config.max_length = 13  # transformers' output length (start token + 12), jaxformer's default
+    model.eval().save_pretrained(directory)
+    tokenizer.save(str(directory / "tokenizer.json"))
+    tokens = {"tokenizer_class": "PreTrainedTokenizerFast", "eos_token": "</s>", "pad_token": "<pad>"}
+    (directory / "tokenizer_config.json").write_text(json.dumps(tokens), encoding="utf-8")
+    return model.eval()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["mt5", "umt5"])
+def test_cli_translate_a_checkpoint_matches_transformers(tmp_path, capsys, name):
+    directory = tmp_path / name
+    model = make_cli_checkpoint(directory, name)
+    tokenizer = transformers.AutoTokenizer.from_pretrained(directory)
+    texts = SENTENCES[:3]
+    expected = []
+    with torch.no_grad():
+        for text in texts:
+            ids = torch.tensor([tokenizer(text)["input_ids"]])
+            out = model.generate(ids, do_sample=False, use_cache=False)  # max_length from generation_config.json
+            expected.append(tokenizer.decode(out[0, 1:].tolist(), skip_special_tokens=True))
+    assert len(set(expected)) > 1 and all(expected)
+    args = ["translate", "--model", str(directory)]
+    assert cli_main([*args, *(a for t in texts for a in ("--text", t))]) == 0
+    assert capsys.readouterr().out.splitlines()[-len(texts) :] == expected
