@@ -34,7 +34,7 @@ from typing import Any, NoReturn
 
 import jax
 
-from jaxformer import demo, distributed, experiment, inference
+from jaxformer import demo, distributed, drafting, experiment, inference
 from jaxformer import outputs as outputs_io
 from jaxformer.config.search import METHODS, SearchConfig
 from jaxformer.errors import REPORT_BUG, InputError, UserError, describe_os_error, is_path_os_error
@@ -152,9 +152,9 @@ def cmd_generate(args: argparse.Namespace, overrides: list[str]) -> int:
 
 def _generate_speculative(args: argparse.Namespace, run: Any, prompts: list[str], chat: bool) -> list[str]:
     """Speculative decoding with the --draft model; its acceptance rate goes to stderr (stdout: the texts)."""
-    draft = inference.load_draft(args.draft)
+    draft = drafting.load_draft(args.draft)
     k = DEFAULT_DRAFT_TOKENS if args.draft_tokens is None else args.draft_tokens
-    result = inference.generate_speculative(run, prompts, draft, _search_of(args), draft_tokens=k, chat=chat)
+    result = drafting.generate_speculative(run, prompts, draft, _search_of(args), draft_tokens=k, chat=chat)
     print(
         f"speculative: draft {args.draft}, {k} draft tokens per round, acceptance rate "
         f"{result.acceptance_rate:.3f} ({result.accepted}/{result.proposed}), {result.rounds} rounds",

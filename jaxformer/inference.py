@@ -37,7 +37,7 @@ import numpy as np
 from tokenizers import Tokenizer
 
 from jaxformer import experiment as experiments
-from jaxformer import hf, presets
+from jaxformer import hf
 from jaxformer.config import GENERATE_NEW_TOKENS, ConfigError, ModelConfig, SearchConfig
 from jaxformer.data import build_pipeline, tokenizer_store
 from jaxformer.data.errors import DataFileNotFoundError
@@ -45,7 +45,6 @@ from jaxformer.data.pipeline import Pipeline
 from jaxformer.data.tokenizer_factory import sentencepiece_file
 from jaxformer.decoding import spans
 from jaxformer.decoding.evaluate import lm_batch, seq2seq_batch, split_metrics, text_scores
-from jaxformer.decoding.speculative import check_draft, speculative_generate
 from jaxformer.decoding.texts import generate_texts, translate_batched
 from jaxformer.errors import InputError
 from jaxformer.experiment import Experiment
@@ -765,86 +764,6 @@ def tag(model: Run | str | Path, text: str) -> list[dict[str, Any]]:
             words[word] = {"start": begin, "label": names[best], "id": best, "probability": float(probs[index, best])}
         words[word]["end"] = end
     return [{"word": text[w["start"] : w["end"]], **w} for w in words.values()]
-# Speculative decoding -----------------------------------------------------------------------
-
-
-@dataclasses.dataclass(frozen=True)
-class SpeculativeTexts:
-    """The new text of each prompt, and how the draft did: accepted / proposed draft tokens, rounds."""
-
-    texts: list[str]
-    accepted: int
-    proposed: int
-    rounds: int
-
-    @property
-    def acceptance_rate(self) -> float:
-        return self.accepted / self.proposed if self.proposed else 0.0
-
-
-def load_draft(draft: Any) -> tuple[ModelConfig, Any]:
-    """(config, params) of a draft model given as a `Run`, a (ModelConfig or preset name, params) pair, or a
-    path: a training workdir (it has checkpoints/) or a Hugging Face checkpoint directory / Hub repo id."""
-    if isinstance(draft, Run):
-        return draft.config, draft.params
-    if isinstance(draft, tuple) and len(draft) == 2:
-        config, params = draft
-        return (presets.get(config) if isinstance(config, str) else config), params
-    if isinstance(draft, (str, Path)):
-        run = as_run(draft)
-        return run.config, run.params
-    raise InferenceError(
-        f"draft={type(draft).__name__} is not a draft model; pass a Run, (config or preset name, params), "
-        "a training workdir or a Hugging Face checkpoint."
-    )
-
-
-def generate_speculative(
-    run: Run,
-    prompts: Sequence[str],
-    draft: Any,
-    search: SearchConfig | None = None,
-    *,
-    draft_tokens: int = 4,
-    chat: bool = False,
-    **settings: Any,
-) -> SpeculativeTexts:
-    """`generate` sped up by a draft model (see `load_draft` for the forms it takes) proposing
-    `draft_tokens` tokens per round. Greedy text equals `generate`'s; sampled text follows its distribution.
-    The draft must be decoder-only with the target's vocabulary size."""
-    _require_family(run, "decoder_only", "generate_speculative")
-    draft_config, draft_params = load_draft(draft)
-    check_draft(run.config, draft_config)
-    search = _search(search, settings)
-    draft_tokens = _check_int("draft_tokens", draft_tokens, 1, 64)
-    rows = prompt_ids(run, prompts, chat)
-    longest = max(len(r) for r in rows)
-    limit = min(run.config.max_len, draft_config.max_len)
-    room = limit - longest - (draft_tokens - 1)  # the last round looks k - 1 tokens past the end
-    if room < 1:
-        raise InputTooLongError(
-            f"the prompt ({longest} tokens) and {draft_tokens} draft tokens fill max_len={limit}; "
-            "shorten it or lower draft_tokens."
-        )
-    hint = f" (max_len {limit} - prompt length {longest} - (draft_tokens - 1))"
-    max_new_tokens = _check_int("max_new_tokens", search.new_tokens(GENERATE_NEW_TOKENS), 1, room, hint)
-    search = _checked_search(run, search, max_new_tokens)
-    tokenizer = run.tokenizer
-    result = speculative_generate(
-        run.config,
-        run.params,
-        draft_config,
-        draft_params,
-        rows,
-        search=search,
-        draft_tokens=draft_tokens,
-        eos_id=tokenizer.eos_id,
-        pad_id=tokenizer.pad_id,
-    )
-    texts = [tokenizer.decode([int(t) for t in row]) for row in result.tokens]
-    return SpeculativeTexts(texts, result.accepted, result.proposed, result.rounds)
-
-
 __all__ = [
     "Answer",
     "CheckpointPipeline",
@@ -853,7 +772,6 @@ __all__ = [
     "InputTooLongError",
     "NoCheckpointError",
     "Run",
-    "SpeculativeTexts",
     "WrongFamilyError",
     "answer",
     "as_run",
@@ -862,9 +780,7 @@ __all__ = [
     "evaluate",
     "evaluate_bleu",
     "generate",
-    "generate_speculative",
     "id2label",
-    "load_draft",
     "load_model",
     "load_run",
     "prompt_ids",

@@ -17,7 +17,7 @@ from support.inference_runs import QUIET, TEXT, trained_run
 from support.paths import REPO_ROOT
 from support.train_runs import train
 
-from jaxformer import cli, inference
+from jaxformer import cli, drafting, inference
 
 DRAFT = (
     "--config.model.d_model=16",
@@ -118,3 +118,17 @@ def test_bad_drafts_are_one_line_errors(runs, capsys):
         "draft_tokens=0 must be an integer in [1, 64]",
     )
     one_error(*cli_lines(capsys, *base, "--draft", str(runs["target"] / "missing"))[::2])
+
+
+def test_python_api_takes_a_run_a_path_or_config_and_params(runs):
+    target = inference.load_run(runs["target"])
+    draft = inference.load_run(runs["draft"])
+    prompts = ["the quick", "a"]
+    plain = inference.generate(target, prompts, max_new_tokens=10)
+    for form in (draft, runs["draft"], str(runs["draft"]), (draft.config, draft.params)):
+        out = drafting.generate_speculative(target, prompts, form, max_new_tokens=10, draft_tokens=3)
+        assert out.texts == plain and 0.0 <= out.acceptance_rate <= 1.0 and out.proposed > 0
+    with pytest.raises(inference.InferenceError, match="draft's vocabulary has 99 ids"):
+        drafting.generate_speculative(target, prompts, ("tiny-gpt2", draft.params), max_new_tokens=4)
+    with pytest.raises(inference.InferenceError, match="max_new_tokens=40 must be in"):
+        drafting.generate_speculative(target, prompts, draft, max_new_tokens=40, draft_tokens=4)
