@@ -48,7 +48,7 @@ from jaxformer.decoding.evaluate import lm_batch, seq2seq_batch, split_metrics, 
 from jaxformer.decoding.texts import generate_texts, translate_batched
 from jaxformer.errors import InputError
 from jaxformer.experiment import Experiment
-from jaxformer.hf import convert, files, hub
+from jaxformer.hf import convert, files, hub, run_export
 from jaxformer.hf.tokenizer import CheckpointTokenizer, load_checkpoint_tokenizer
 from jaxformer.models import build, param_count
 from jaxformer.train.checkpoint import load_params
@@ -135,7 +135,11 @@ def load_run(workdir: str | Path, step: int | None = None, checkpoint: str | Pat
         exp = experiments.validate(ml_collections.ConfigDict(json.loads(config_file.read_text(encoding="utf-8"))))
     except json.JSONDecodeError as err:
         raise NoCheckpointError(f"{config_file} is not valid JSON ({err.msg} at line {err.lineno}).") from None
-    params, model_config, saved_step = load_params(workdir if checkpoint is None else Path(checkpoint), step)
+    if checkpoint is None and exp.lora is not None:  # adapters-only checkpoints: the base re-imported, merged
+        weights = run_export.run_weights(workdir, step)
+        params, model_config, saved_step = weights.params, weights.config, weights.step
+    else:
+        params, model_config, saved_step = load_params(workdir if checkpoint is None else Path(checkpoint), step)
     data = exp.data
     stored_tokenizer = tokenizer_store.load(workdir)  # the tokenizer training used (None: a pre-issue-20 run)
     if (

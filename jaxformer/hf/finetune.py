@@ -153,20 +153,24 @@ def checkpoint_tokenizer(source: Source) -> Tokenizer:
 
 
 def _data_with(experiment: Experiment, tokenizer: Tokenizer) -> Any:
-    """data.tokenizer (and tokenizer_path) naming the checkpoint's tokenizer, so config.json says what was used."""
-    kind = tokenizer.kind
+    """data.tokenizer (and tokenizer_path) naming the checkpoint's tokenizer: the data config says what is used."""
     path = getattr(tokenizer, "file", None) or getattr(tokenizer, "model_file", None)
-    return dataclasses.replace(experiment.data, tokenizer=kind, tokenizer_path=None if path is None else str(path))
+    return dataclasses.replace(
+        experiment.data,
+        tokenizer=tokenizer.kind,  # type: ignore[arg-type]  # a TokenizerKind: every Tokenizer's kind is one
+        tokenizer_path=None if path is None else str(path),
+    )
 
 
 def prepare(experiment: Experiment) -> tuple[Experiment, Start | None, Tokenizer | None]:
     """(experiment with the checkpoint's model, the Start of its weights, the run's tokenizer or None).
 
-    An experiment without model.init_from passes through (Start None) unless it is a LoRA run.
+    An experiment without model.init_from passes through (Start None, tokenizer None).
     """
-    if experiment.init_from is None:
+    init_from = experiment.init_from
+    if init_from is None:
         return experiment, None, None
-    source = locate(experiment.init_from, experiment.init_revision)
+    source = locate(init_from, experiment.init_revision)
     config = model_config(source, experiment.model_overrides)
     tokenizer = checkpoint_tokenizer(source) if experiment.tokenizer_from_init else None
     data = _data_with(experiment, tokenizer) if tokenizer is not None else experiment.data
@@ -178,7 +182,7 @@ def prepare(experiment: Experiment) -> tuple[Experiment, Start | None, Tokenizer
     def params(run_config: ModelConfig) -> Any:
         return import_params(source, run_config, vocab_map, experiment.seed)
 
-    return experiment, Start(experiment.init_from, params, experiment.init_revision), tokenizer
+    return experiment, Start(init_from, params, experiment.init_revision), tokenizer
 
 
 def _vocab_map(source: Source, tokenizer: Tokenizer) -> np.ndarray | None:
