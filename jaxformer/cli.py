@@ -34,7 +34,7 @@ from typing import Any, NoReturn
 
 import jax
 
-from jaxformer import demo, distributed, drafting, experiment, inference
+from jaxformer import demo, distributed, drafting, encoder_tasks, experiment, inference
 from jaxformer import outputs as outputs_io
 from jaxformer.config.search import METHODS, SearchConfig
 from jaxformer.errors import REPORT_BUG, InputError, UserError, describe_os_error, is_path_os_error
@@ -205,7 +205,7 @@ def cmd_demo(args: argparse.Namespace, overrides: list[str]) -> int:
 
 
 def cmd_answer(args: argparse.Namespace, overrides: list[str]) -> int:
-    answers = inference.answer(
+    answers = encoder_tasks.answer(
         _load(args),
         args.question,
         args.context,
@@ -222,7 +222,7 @@ def cmd_answer(args: argparse.Namespace, overrides: list[str]) -> int:
 
 
 def cmd_classify(args: argparse.Namespace, overrides: list[str]) -> int:
-    for text, result in zip(args.text, inference.classify_labels(_load(args), args.text), strict=True):
+    for text, result in zip(args.text, encoder_tasks.classify_labels(_load(args), args.text), strict=True):
         if args.json:
             print(json.dumps({"text": text, **result}))
         else:
@@ -231,7 +231,7 @@ def cmd_classify(args: argparse.Namespace, overrides: list[str]) -> int:
 
 
 def cmd_tag(args: argparse.Namespace, overrides: list[str]) -> int:
-    words = inference.tag(_load(args), args.text)
+    words = encoder_tasks.tag(_load(args), args.text)
     print(json.dumps(words) if args.json else " ".join(f"{w['word']}/{w['label']}" for w in words))
     return 0
 

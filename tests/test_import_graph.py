@@ -54,7 +54,7 @@ FLOORS: tuple[tuple[str, ...], ...] = (
     # 9: Hugging Face interop.
     ("jaxformer.hf",),
     # 10: running a workdir or a checkpoint.
-    ("jaxformer.inference", "jaxformer.demo", "jaxformer.drafting"),
+    ("jaxformer.inference", "jaxformer.demo", "jaxformer.drafting", "jaxformer.encoder_tasks"),
     # 11: the thin command line; the package's own `__init__` sits with it (it may re-export anything).
     ("jaxformer.cli", "jaxformer"),
 )

@@ -14,7 +14,7 @@ import pytest
 from support.wordpiece import VOCAB, write_tokenizer
 from tokenizers import Tokenizer
 
-from jaxformer import cli, inference
+from jaxformer import cli, encoder_tasks, inference
 from jaxformer.decoding.spans import best_spans, context_mask
 
 torch = pytest.importorskip("torch")
@@ -68,12 +68,12 @@ def torch_outputs(model, encoding):
 
 def test_answer_matches_transformers_and_the_cli_prints_the_api_span(tiny, capsys):
     directory, model, tokenizer = tiny["qa"]
-    answers = inference.answer(str(directory), QUESTION, CONTEXT, max_answer_length=6, top_k=4)
+    answers = encoder_tasks.answer(str(directory), QUESTION, CONTEXT, max_answer_length=6, top_k=4)
     assert len(answers) == 4
     encoding = tokenizer.encode(QUESTION, CONTEXT)
     expected = torch_outputs(model, encoding)
     run = inference.load_model(directory)
-    ours = inference.encoder_outputs(run, inference.qa_windows(run, QUESTION, CONTEXT)[1])
+    ours = encoder_tasks.encoder_outputs(run, encoder_tasks.qa_windows(run, QUESTION, CONTEXT)[1])
     width = len(encoding.ids)
     for key in ("start_logits", "end_logits"):
         np.testing.assert_allclose(ours[key][0, :width], getattr(expected, key)[0].numpy(), atol=1e-5)
@@ -122,7 +122,7 @@ def test_answer_bad_inputs_are_one_line_exit_2(tiny, capsys):
 def test_classify_prints_the_checkpoint_label_names(tiny, capsys):
     directory, model, tokenizer = tiny["classify"]
     texts = ["paris is old", "the seine flows through the city"]
-    results = inference.classify_labels(str(directory), texts)
+    results = encoder_tasks.classify_labels(str(directory), texts)
     for text, result in zip(texts, results, strict=True):
         probs = torch.softmax(torch_outputs(model, tokenizer.encode(text)).logits[0], -1).numpy()
         assert result["label"] == CLASSES[int(probs.argmax())]
@@ -135,7 +135,7 @@ def test_classify_prints_the_checkpoint_label_names(tiny, capsys):
 def test_tag_labels_each_word_by_its_first_token(tiny, capsys):
     directory, model, tokenizer = tiny["tag"]
     text = "Paris lies on the Seine, capitals of France."
-    words = inference.tag(str(directory), text)
+    words = encoder_tasks.tag(str(directory), text)
     encoding = tokenizer.encode(text)
     logits = torch_outputs(model, encoding).logits[0].numpy()
     first = {}
@@ -152,7 +152,7 @@ def test_a_long_context_is_read_in_overlapping_windows(tiny, capsys):
     """Windows of 24 tokens sharing 8: every window's spans, ranked together by score, as run_qa does."""
     directory, model, tokenizer = tiny["qa"]
     context = " ".join([CONTEXT, "What flows through it? The river Seine.", CONTEXT.lower(), "It is old and large."])
-    answers = inference.answer(str(directory), QUESTION, context, 5, top_k=6, max_seq_len=24, doc_stride=8)
+    answers = encoder_tasks.answer(str(directory), QUESTION, context, 5, top_k=6, max_seq_len=24, doc_stride=8)
     cutter = Tokenizer.from_str(tokenizer.to_str())
     cutter.enable_truncation(24, stride=8, strategy="only_second")
     first = cutter.encode(QUESTION, context)

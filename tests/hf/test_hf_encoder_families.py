@@ -25,7 +25,7 @@ from safetensors.numpy import load_file
 from support.wordpiece import VOCAB as WORDPIECE
 from support.wordpiece import write_tokenizer
 
-from jaxformer import cli, hf, inference, models, presets
+from jaxformer import cli, encoder_tasks, hf, models, presets
 from jaxformer.architectures import distilbert as distilbert_arch
 from jaxformer.architectures import roberta as roberta_arch
 from jaxformer.decoding.spans import best_spans, context_mask
@@ -261,7 +261,7 @@ def test_finetune_init_adds_a_classifier_that_transformers_computes_alike(tiny, 
 
 @pytest.mark.parametrize("model_type", ["roberta", "distilbert"])
 def test_answer_gives_the_span_of_transformers_logits(tmp_path, capsys, model_type):
-    """`inference.answer` / `jaxformer answer` on a tiny QA model with a real WordPiece tokenizer.json: the spans
+    """`encoder_tasks.answer` / `jaxformer answer` on a tiny QA model with a real WordPiece tokenizer.json: the spans
     best_spans picks from transformers' own logits on the same ids (pad id 0 = the tokenizer's [PAD])."""
     question, context = (
         "Where is the capital of France?",
@@ -277,7 +277,7 @@ def test_answer_gives_the_span_of_transformers_logits(tmp_path, capsys, model_ty
     reference = model_class(model_type, "qa")(config).eval()
     reference.save_pretrained(tmp_path)
     tokenizer = write_tokenizer(tmp_path)
-    answers = inference.answer(str(tmp_path), question, context, max_answer_length=5, top_k=3)
+    answers = encoder_tasks.answer(str(tmp_path), question, context, max_answer_length=5, top_k=3)
     encoding = tokenizer.encode(question, context)
     inputs = dict(attention_mask=torch.ones(1, len(encoding.ids), dtype=torch.int64))
     if model_type == "roberta":
@@ -290,7 +290,7 @@ def test_answer_gives_the_span_of_transformers_logits(tmp_path, capsys, model_ty
     capsys.readouterr()
     code = cli.main(["answer", "--model", str(tmp_path), "--question", question, "--context", context])
     captured = capsys.readouterr()
-    top = inference.answer(str(tmp_path), question, context)[0]
+    top = encoder_tasks.answer(str(tmp_path), question, context)[0]
     assert top.text and (code, captured.out, captured.err) == (0, top.text + "\n", "")
 
 
