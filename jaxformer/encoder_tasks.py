@@ -39,6 +39,7 @@ from jaxformer.inference import (
     classify,
 )
 from jaxformer.models import build
+from jaxformer.models.embeddings import max_tokens
 
 
 @dataclasses.dataclass(frozen=True)
@@ -90,7 +91,7 @@ def _check_text(text: Any, what: str) -> str:
 
 def _padded(run: Run, rows: Sequence[Sequence[int]], types: Sequence[Sequence[int]] | None = None) -> dict[str, Any]:
     """tokens, token_type_ids, valid [B, W] with W the longest row rounded up to 8 (a few compiled shapes)."""
-    limit = run.config.max_len
+    limit = max_tokens(run.config)  # RoBERTa: less its padding offset
     for index, row in enumerate(rows):
         if len(row) > limit:
             name = "the input" if len(rows) == 1 else f"input {index}"
@@ -137,7 +138,7 @@ def qa_windows(
     """
     tokenizer = _offsets_tokenizer(run, "answer")
     question, context = _check_text(question, "question"), _check_text(context, "context")
-    limit = run.config.max_len
+    limit = max_tokens(run.config)
     max_seq_len = min(384, limit) if max_seq_len is None else _check_int("max_seq_len", max_seq_len, 4, limit)
     doc_stride = min(_check_int("doc_stride", doc_stride, 0, 1 << 20), max_seq_len // 2)
     encoding = tokenizer.encode(question, context, add_special_tokens=True)

@@ -141,7 +141,7 @@ KEYS = (  # config.json key <-> ModelConfig field; missing keys take FIXED's val
     Key("initializer_range", "initializer_range", read=float),
 )
 DERIVED = ("pooler", "encoder_head", "num_classes")  # from the tensors present
-PLAIN = ("use_bias", "scale_attention_logits", "embed_scale", "position_rule", "pooler_activation")
+PLAIN = ("use_bias", "scale_attention_logits", "embed_scale", "position_rule", "pooler_activation", "position_offset")
 EXPORT_FIELDS = export_fields(bert_arch.FIXED, KEYS, DERIVED, PLAIN)
 
 

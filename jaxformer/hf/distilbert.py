@@ -132,7 +132,7 @@ KEYS = (  # config.json key <-> ModelConfig field; missing keys take FIXED's val
     Key("initializer_range", "initializer_range", read=float),
 )
 DERIVED = ("encoder_head", "num_classes", "pooler_activation")  # from the tensors; checked in check_export_extra
-PLAIN = ("use_bias", "scale_attention_logits", "embed_scale", "position_rule")
+PLAIN = ("use_bias", "scale_attention_logits", "embed_scale", "position_rule", "position_offset")
 EXPORT_FIELDS = export_fields(distilbert_arch.FIXED, KEYS, DERIVED, PLAIN)
 
 

@@ -81,7 +81,7 @@ KEYS = (  # config.json key <-> ModelConfig field; missing keys take FIXED's val
     Key("tie_word_embeddings", "tie_embeddings", read=bool),  # on import decided with the tensors (is_tied)
 )
 DERIVED = ("tie_embeddings",)
-PLAIN = ("use_bias", "embed_scale", "embedding_norm", "final_logits_bias", "tied_logits_rescale")
+PLAIN = ("use_bias", "embed_scale", "embedding_norm", "final_logits_bias", "tied_logits_rescale", "position_offset")
 EXPORT_FIELDS = export_fields(gpt2_arch.FIXED, KEYS, DERIVED, PLAIN)
 
 

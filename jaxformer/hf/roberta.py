@@ -114,7 +114,7 @@ def keys(model_type: str) -> tuple[Key, ...]:
 
 KEYS = keys("roberta")
 DERIVED = ("pooler", "encoder_head", "num_classes", "pad_token_id")  # from the tensors present / pad_token_id
-PLAIN = ("use_bias", "scale_attention_logits", "embed_scale")
+PLAIN = ("use_bias", "scale_attention_logits", "embed_scale", "position_offset")
 EXPORT_FIELDS = export_fields(roberta_arch.FIXED, KEYS, DERIVED, PLAIN)  # XLM_FIXED differs in vocab_size only
 
 

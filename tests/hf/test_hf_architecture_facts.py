@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import dataclasses
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 import torch
 import transformers as tf
 from transformers.activations import ACT2FN
 
+from jaxformer import hf as jaxformer_hf
 from jaxformer import models, presets
 from jaxformer.architectures import bert as bert_arch
 from jaxformer.architectures import gpt2 as gpt2_arch
@@ -224,3 +227,12 @@ def test_marian_preset_parameter_count_matches_transformers():
     positions = sum(m.weight.numel() for n, m in model.named_modules() if n.endswith("embed_positions"))
     expected = sum(hf_params.values()) - positions + model.final_logits_bias.numel()
     assert models.param_count(presets.get("marian-opus-mt-en-de")) == expected
+
+
+@pytest.mark.parametrize("name", ["tiny-gpt2", "tiny-bert", "tiny-roberta", "tiny-distilbert"])
+def test_export_refuses_bart_position_offset_on_families_without_it(name, tmp_path):
+    """BART's learned-position offset has no counterpart in these families: export says so, not IndexError."""
+    config = presets.get(name, position_offset=2)
+    init = lambda: models.build(config).init(jax.random.PRNGKey(0), jnp.ones((1, 4), jnp.int32))  # noqa: E731
+    with pytest.raises(ValueError, match="position_offset"):
+        jaxformer_hf.save(config, jax.eval_shape(init)["params"], tmp_path)
