@@ -37,7 +37,7 @@ from jaxformer.data import tokenizer_store
 from jaxformer.data.tokenizers import NUM_RESERVED, HFTokenizer, Tokenizer
 from jaxformer.errors import CheckpointError, ConfigError
 from jaxformer.experiment import Experiment, to_dataclass
-from jaxformer.hf import convert, files, hub
+from jaxformer.hf import convert, files, hub, peft
 from jaxformer.train import checkpoint as checkpoint_lib
 from jaxformer.train.init_from import Start
 
@@ -179,10 +179,35 @@ def prepare(experiment: Experiment) -> tuple[Experiment, Start | None, Tokenizer
     # tokenizer is in <workdir>/tokenizer/ as for every run.
     experiment = dataclasses.replace(experiment, model=config, data=data)
 
+    adapters = None
+    if experiment.lora_init_adapter is not None:
+        experiment, adapters = _with_adapter(experiment, source, experiment.lora_init_adapter)
+
     def params(run_config: ModelConfig) -> Any:
         return import_params(source, run_config, vocab_map, experiment.seed)
 
-    return experiment, Start(init_from, params, experiment.init_revision), tokenizer
+    return experiment, Start(init_from, params, experiment.init_revision, adapters), tokenizer
+
+
+def _with_adapter(experiment: Experiment, source: Source, directory: str) -> tuple[Experiment, Any]:
+    """The experiment with the PEFT adapter's LoraConfig (rank, alpha, targets; lora.dropout kept) and the adapters.
+
+    A PEFT adapter names Hugging Face modules, so its base must be a Hugging Face checkpoint; an adapter
+    of another architecture or size is one CheckpointError (hf/peft.py names the module that does not fit).
+    """
+    if source.kind != "hf":
+        raise ConfigError(
+            f"lora.init_adapter={directory!r} is a PEFT adapter of a Hugging Face model, but model.init_from="
+            f"{str(source.path)!r} is a jaxformer workdir; start from the adapter's base checkpoint instead."
+        )
+    path = Path(directory).expanduser()
+    if not path.exists():
+        raise ConfigError(f"lora.init_adapter={directory!r} does not exist; give a PEFT adapter directory.")
+    spec, adapters = peft.load_adapter(experiment.model, path)
+    assert experiment.lora is not None  # lora.init_adapter turns LoRA on (experiment.validate)
+    spec = dataclasses.replace(spec, dropout=experiment.lora.dropout)
+    print(f"init_from: LoRA adapters from {path} (rank {spec.rank}, alpha {spec.alpha:g})", flush=True)
+    return dataclasses.replace(experiment, lora=spec), jax.device_get(adapters)
 
 
 def _vocab_map(source: Source, tokenizer: Tokenizer) -> np.ndarray | None:
