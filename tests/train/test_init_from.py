@@ -179,3 +179,29 @@ def test_peft_adapter_as_init_adapter_gives_the_peft_models_logits(checkpoints, 
     with torch.no_grad():
         want = model(theirs, attention_mask=mask).logits.numpy()
     np.testing.assert_allclose(logits[..., 3:][valid], want[valid], atol=1e-5, rtol=1e-5)
+
+
+def test_full_fine_tune_exports_to_hf_in_the_checkpoints_vocabulary_order(checkpoints, train_file, tmp_path):
+    import torch
+    import transformers
+
+    from jaxformer.hf import run_export
+
+    workdir = tmp_path / "run"
+    exp, start, tokenizer = prepared(tmp_path, lm_settings(str(checkpoints["gpt2"]), train_file, steps=2))
+    train_and_evaluate(exp, workdir, start, tokenizer)
+    out, step = run_export.export_hf(workdir, tmp_path / "hf")
+    assert step == 2 and (out / "tokenizer.json").is_file()
+    params, config = restore_params(workdir)
+    ours, valid = padded(tokenizer, TEXTS)
+    logits = np.asarray(models.build(config).apply({"params": params}, jnp.asarray(ours), valid=jnp.asarray(valid)))
+    exported = transformers.AutoModelForCausalLM.from_pretrained(out).eval()
+    original = transformers.AutoModelForCausalLM.from_pretrained(checkpoints["gpt2"]).eval()
+    theirs, mask = torch.tensor(np.where(valid, ours - 3, 0)), torch.tensor(valid.astype(np.int64))
+    with torch.no_grad():
+        want = exported(theirs, attention_mask=mask).logits.numpy()
+        before = original(theirs, attention_mask=mask).logits.numpy()
+    assert want.shape[-1] == before.shape[-1] == 301  # the checkpoint's own vocabulary again
+    # column theirs = our column to_ours[theirs] (the special <|endoftext|> is our eos, id 2, trained as such)
+    np.testing.assert_allclose(logits[..., tokenizer.to_ours][valid], want[valid], atol=1e-5, rtol=1e-5)
+    assert np.abs(want - before)[valid].max() > 1e-3  # two training steps changed the weights
