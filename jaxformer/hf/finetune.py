@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import logging
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +40,6 @@ from jaxformer.hf import convert, files, hub, peft
 from jaxformer.train import checkpoint as checkpoint_lib
 from jaxformer.train.init_from import Start
 
-LOG = logging.getLogger("jaxformer.finetune")
 VOCAB_AXIS = "vocab"
 
 
@@ -260,7 +258,12 @@ def import_params(source: Source, config: ModelConfig, vocab_map: np.ndarray | N
         p: np.dtype(v.dtype)
         for p, v in convert.flat_params(models.abstract_params(config.replace(scan_layers=False))).items()
     }
-    new_heads = sorted(p for p, shape in shapes.items() if p not in old)
+    new_heads = sorted(  # absent, or a head of another size (e.g. a classifier with other num_classes)
+        p
+        for p, shape in shapes.items()
+        if p not in old
+        or (p.split("/")[0] in convert.HEAD_MODULES and p not in vocab_axes and tuple(old[p].shape) != shape)
+    )
     fresh = convert.init_heads(config, sorted({p.split("/")[0] for p in new_heads}), seed) if new_heads else {}
     out: dict[str, np.ndarray] = {}
     resized = []
@@ -268,7 +271,7 @@ def import_params(source: Source, config: ModelConfig, vocab_map: np.ndarray | N
         if path in fresh and path in new_heads:
             out[path] = np.asarray(fresh[path])
             continue
-        if path not in old:
+        if path not in old:  # not reached: param_shapes' paths are the checkpoint's or heads
             raise CheckpointError(f"model.init_from: {path} is neither in the checkpoint nor a new head.")
         array = old[path]
         if path in vocab_axes and (vocab_map is not None or array.shape != shape):
@@ -282,7 +285,6 @@ def import_params(source: Source, config: ModelConfig, vocab_map: np.ndarray | N
             )
         out[path] = array.astype(dtypes[path], copy=False)
     if new_heads:
-        LOG.warning("init_from %s: freshly initialised %s", source.path, convert.listing(new_heads))
         print(f"init_from: freshly initialised {convert.listing(new_heads)}", flush=True)
     if resized:
         print(
