@@ -58,6 +58,7 @@ class Experiment:
     model_overrides: dict[str, Any] = dataclasses.field(default_factory=dict)  # model.* keys set (with init_from)
     lora: LoraConfig | None = None  # lora.rank > 0: low-rank adapters on the frozen model
     tokenizer_from_init: bool = False  # the init_from checkpoint's tokenizer is the run's (hf/finetune.py sets it)
+    lora_init_adapter: str | None = None  # lora.init_adapter: a PEFT adapter directory the adapters start from
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -82,6 +83,7 @@ def base_config() -> ml_collections.ConfigDict:
             "dropout": lora.dropout,
             "targets": list(lora.targets),
             "train_modules": list(lora.train_modules),
+            "init_adapter": "",
         }
     )
     config.parallelism = "jit"  # "jit" (sharded by the mesh and the rules) or "pmap" (data parallel)
@@ -357,11 +359,20 @@ def validate(config: ml_collections.ConfigDict) -> Experiment:
     seed = raw.get("seed", 0)
     _check_type("seed", seed, int)
     rules = _rules(raw.get("logical_axis_rules", DEFAULT_RULES))
-    lora = _lora(dict(raw.get("lora", {})))
+    lora_values = dict(raw.get("lora", {}))
+    init_adapter = lora_values.pop("init_adapter", None) or None
+    if init_adapter is not None and (not isinstance(init_adapter, str) or init_from is None):
+        raise ConfigError(
+            f"lora.init_adapter={init_adapter!r} needs model.init_from: the PEFT adapter's base checkpoint "
+            "(a Hugging Face directory or Hub repo id)."
+        )
+    if init_adapter is not None and not lora_values.get("rank"):
+        lora_values["rank"] = LoraConfig().rank  # replaced by the adapter's own (hf/finetune.py)
+    lora = _lora(lora_values)
     return Experiment(
         seed, model, data, train, checkpoint, mesh, parallelism, rules, preset, raw,  # type: ignore[arg-type]
         init_from=init_from, init_revision=init_revision, model_overrides=overrides, lora=lora,
-        tokenizer_from_init=tokenizer_from_init,
+        tokenizer_from_init=tokenizer_from_init, lora_init_adapter=init_adapter,
     )  # fmt: skip
 
 

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import logging
 from pathlib import Path
 from typing import Any
 
@@ -37,11 +36,10 @@ from jaxformer.data import tokenizer_store
 from jaxformer.data.tokenizers import NUM_RESERVED, HFTokenizer, Tokenizer
 from jaxformer.errors import CheckpointError, ConfigError
 from jaxformer.experiment import Experiment, to_dataclass
-from jaxformer.hf import convert, files, hub
+from jaxformer.hf import convert, files, hub, peft
 from jaxformer.train import checkpoint as checkpoint_lib
 from jaxformer.train.init_from import Start
 
-LOG = logging.getLogger("jaxformer.finetune")
 VOCAB_AXIS = "vocab"
 
 
@@ -179,10 +177,35 @@ def prepare(experiment: Experiment) -> tuple[Experiment, Start | None, Tokenizer
     # tokenizer is in <workdir>/tokenizer/ as for every run.
     experiment = dataclasses.replace(experiment, model=config, data=data)
 
+    adapters = None
+    if experiment.lora_init_adapter is not None:
+        experiment, adapters = _with_adapter(experiment, source, experiment.lora_init_adapter)
+
     def params(run_config: ModelConfig) -> Any:
         return import_params(source, run_config, vocab_map, experiment.seed)
 
-    return experiment, Start(init_from, params, experiment.init_revision), tokenizer
+    return experiment, Start(init_from, params, experiment.init_revision, adapters), tokenizer
+
+
+def _with_adapter(experiment: Experiment, source: Source, directory: str) -> tuple[Experiment, Any]:
+    """The experiment with the PEFT adapter's LoraConfig (rank, alpha, targets; lora.dropout kept) and the adapters.
+
+    A PEFT adapter names Hugging Face modules, so its base must be a Hugging Face checkpoint; an adapter
+    of another architecture or size is one CheckpointError (hf/peft.py names the module that does not fit).
+    """
+    if source.kind != "hf":
+        raise ConfigError(
+            f"lora.init_adapter={directory!r} is a PEFT adapter of a Hugging Face model, but model.init_from="
+            f"{str(source.path)!r} is a jaxformer workdir; start from the adapter's base checkpoint instead."
+        )
+    path = Path(directory).expanduser()
+    if not path.exists():
+        raise ConfigError(f"lora.init_adapter={directory!r} does not exist; give a PEFT adapter directory.")
+    spec, adapters = peft.load_adapter(experiment.model, path)
+    assert experiment.lora is not None  # lora.init_adapter turns LoRA on (experiment.validate)
+    spec = dataclasses.replace(spec, dropout=experiment.lora.dropout)
+    print(f"init_from: LoRA adapters from {path} (rank {spec.rank}, alpha {spec.alpha:g})", flush=True)
+    return dataclasses.replace(experiment, lora=spec), jax.device_get(adapters)
 
 
 def _vocab_map(source: Source, tokenizer: Tokenizer) -> np.ndarray | None:
@@ -235,7 +258,12 @@ def import_params(source: Source, config: ModelConfig, vocab_map: np.ndarray | N
         p: np.dtype(v.dtype)
         for p, v in convert.flat_params(models.abstract_params(config.replace(scan_layers=False))).items()
     }
-    new_heads = sorted(p for p, shape in shapes.items() if p not in old)
+    new_heads = sorted(  # absent, or a head of another size (e.g. a classifier with other num_classes)
+        p
+        for p, shape in shapes.items()
+        if p not in old
+        or (p.split("/")[0] in convert.HEAD_MODULES and p not in vocab_axes and tuple(old[p].shape) != shape)
+    )
     fresh = convert.init_heads(config, sorted({p.split("/")[0] for p in new_heads}), seed) if new_heads else {}
     out: dict[str, np.ndarray] = {}
     resized = []
@@ -243,7 +271,7 @@ def import_params(source: Source, config: ModelConfig, vocab_map: np.ndarray | N
         if path in fresh and path in new_heads:
             out[path] = np.asarray(fresh[path])
             continue
-        if path not in old:
+        if path not in old:  # not reached: param_shapes' paths are the checkpoint's or heads
             raise CheckpointError(f"model.init_from: {path} is neither in the checkpoint nor a new head.")
         array = old[path]
         if path in vocab_axes and (vocab_map is not None or array.shape != shape):
@@ -257,7 +285,6 @@ def import_params(source: Source, config: ModelConfig, vocab_map: np.ndarray | N
             )
         out[path] = array.astype(dtypes[path], copy=False)
     if new_heads:
-        LOG.warning("init_from %s: freshly initialised %s", source.path, convert.listing(new_heads))
         print(f"init_from: freshly initialised {convert.listing(new_heads)}", flush=True)
     if resized:
         print(

@@ -60,6 +60,8 @@ def run_weights(workdir: str | Path, step: int | None = None) -> RunWeights:
     saved, _ = _saved_config(workdir, found)
     raw = saved.get("experiment")
     exp = experiment.validate(ml_collections.ConfigDict(raw)) if raw else None
+    if exp is not None and exp.lora_init_adapter is not None:  # the adapter's own rank and alpha, as in training
+        exp = dataclasses.replace(exp, lora=finetune.prepare(exp)[0].lora)
     reference = saved.get(init_from.BASE_KEY) or {}
     if exp is None or exp.lora is None or reference.get("fingerprint") is None:
         return RunWeights(params, config, found, exp)

@@ -37,6 +37,7 @@ class Start:
     source: str  # model.init_from as given ("" for a LoRA base freshly initialised from the seed)
     params: Callable[[ModelConfig], Any]
     revision: str | None = None
+    adapters: Any = None  # a LoRA run's first adapters (lora.init_adapter), in the model's layout; None: fresh
 
     def reference(self, fingerprint: str | None) -> dict[str, Any]:
         return {"init_from": self.source, "init_revision": self.revision, "fingerprint": fingerprint}

@@ -119,6 +119,7 @@ class LoraSteps:
     """A LoRA run's steps: the frozen base is their second argument."""
 
     init: Callable[[jax.Array, Any], TrainState]  # (rng, base) -> state of fresh adapters
+    from_adapters: Callable[[jax.Array, Any], TrainState]  # (rng, adapters) -> state around given adapters
     train: Callable[[TrainState, Any, Batch], tuple[TrainState, dict[str, Any]]]
     eval: Callable[[Any, Any, Batch], dict[str, Any]]  # (adapters, base, batch) -> sums
     merged: Callable[[Any, Any], Any]  # (adapters, base) -> merged params (decoding, export)
@@ -153,6 +154,7 @@ def build_lora_steps(
 
     return LoraSteps(
         init=lambda rng, base: init_lora_state(lora, base, tx, rng),
+        from_adapters=lambda rng, adapters: state_from_params(adapters, tx, rng),
         train=train_step,
         eval=eval_step,
         merged=lambda adapters, base: lora_lib.merge(base, adapters, lora),
@@ -258,6 +260,7 @@ def _lora_runtime(
 ) -> Runtime:
     """The Runtime of a LoRA run: `jit(fn, **options)` compiles (and places) a step; the base is bound here."""
     init = jit(steps.init, role="init")
+    from_adapters = jit(steps.from_adapters, role="from_adapters")
     train_step = (train_jit or jit)(steps.train, role="train")
     eval_step = (eval_jit or jit)(steps.eval, role="eval")
     merged = jit(steps.merged, role="merged")
@@ -271,6 +274,8 @@ def _lora_runtime(
 
     def init_state(rng: jax.Array) -> TrainState:
         remember(rng)
+        if base.start is not None and base.start.adapters is not None:  # lora.init_adapter
+            return from_adapters(rng, base.start.adapters)
         return init(rng, base.get())
 
     return Runtime(
@@ -344,6 +349,7 @@ def sharded_runtime(
     if lora is not None:
         roles = {
             "init": {"in_shardings": (None, param_shardings), "out_shardings": state_shardings},
+            "from_adapters": {"in_shardings": (None, state_shardings.params), "out_shardings": state_shardings},
             "train": {
                 "in_shardings": (state_shardings, param_shardings, rows),
                 "out_shardings": (state_shardings, whole),

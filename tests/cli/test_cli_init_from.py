@@ -22,6 +22,7 @@ from support.finetune_models import (
     corpus,
     lm_settings,
     losses,
+    peft_adapter,
     tiny_bert,
     tiny_gpt2,
     tiny_llama,
@@ -75,12 +76,14 @@ def test_init_from_errors_are_one_line_each(files, tmp_path):
     untrained.mkdir()
     (untrained / EXPORT_CONFIG).write_text("{}")
     repo = "jaxformer-tests/no-such-model"
+    llama_adapter = peft_adapter(tiny_llama(tmp_path / "llama"), tmp_path / "llama_adapter", ["q_proj", "v_proj"])
     offline = {"HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf_home")}
     cases = [
         (["--config.model.d_model=48"], {}, ["model.d_model=48", "(checkpoint: 30)", "shape"]),
         ([f"--config.model.init_from={tmp_path / 'nowhere'}"], {}, ["does not exist", "Hub repo id"]),
         ([f"--config.model.init_from={repo}"], offline, [repr(repo), "HF_HUB_OFFLINE", "hf download", "HF_HOME"]),
         ([f"--config.model.init_from={untrained}"], {}, ["no checkpoint yet", str(untrained)]),
+        ([f"--config.lora.init_adapter={llama_adapter}"], {}, ["PEFT adapter", "not an attention or MLP projection"]),
     ]
     running = [
         start(*train_args(experiment, tmp_path / f"w{i}", *args), env=env) for i, (args, env, _) in enumerate(cases)

@@ -140,6 +140,23 @@ def tiny_bert(directory: Path, seed: int = 0, num_labels: int | None = None) -> 
     return directory
 
 
+def peft_adapter(base_dir, out, targets, seed=0):
+    """A LoRA adapter written by `peft` itself on `base_dir`, with non-zero B (so it changes the model)."""
+    import peft
+    import torch
+    import transformers
+
+    base = transformers.AutoModelForCausalLM.from_pretrained(base_dir)
+    model = peft.get_peft_model(base, peft.LoraConfig(r=3, lora_alpha=5, target_modules=targets))
+    torch.manual_seed(seed)
+    with torch.no_grad():
+        for name, tensor in model.named_parameters():
+            if "lora_B" in name:
+                tensor.copy_(torch.randn_like(tensor) * 0.5)
+    model.save_pretrained(out)
+    return out
+
+
 def write_experiment(path: Path, settings: dict[str, Any]) -> Path:
     """An experiment file: base_config() with `settings` ({"train.steps": 4, ...}) applied."""
     lines = ["from jaxformer.experiment import base_config", "", "", "def get_config():", "    config = base_config()"]

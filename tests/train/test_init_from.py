@@ -16,7 +16,15 @@ import dataclasses
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from support.finetune_models import corpus, lm_settings, tiny_bert, tiny_gpt2, tiny_llama, write_experiment
+from support.finetune_models import (
+    corpus,
+    lm_settings,
+    peft_adapter,
+    tiny_bert,
+    tiny_gpt2,
+    tiny_llama,
+    write_experiment,
+)
 
 from jaxformer import experiment, models
 from jaxformer.errors import ConfigError
@@ -148,3 +156,52 @@ def test_workdir_init_from_takes_its_checkpoint_params(checkpoints, train_file, 
     assert set(flat_saved) == set(flat_imported)
     for key, value in flat_saved.items():
         np.testing.assert_array_equal(flat_imported[key], value)
+
+
+def test_peft_adapter_as_init_adapter_gives_the_peft_models_logits(checkpoints, train_file, tmp_path):
+    import peft
+    import torch
+    import transformers
+
+    from jaxformer.models import lora as lora_lib
+
+    adapter = peft_adapter(checkpoints["llama"], tmp_path / "adapter", ["q_proj", "v_proj", "down_proj"])
+    settings = {**lm_settings(str(checkpoints["llama"]), train_file), "lora.init_adapter": str(adapter)}
+    exp, start, tokenizer = prepared(tmp_path, settings)
+    assert (exp.lora.rank, exp.lora.alpha) == (3, 5.0) and start.adapters is not None
+    config = model_config_for(exp, tokenizer.vocab_size)
+    merged = lora_lib.merge(start.params(config), start.adapters, exp.lora)
+    ours, valid = padded(tokenizer, TEXTS)
+    logits = np.asarray(models.build(config).apply({"params": merged}, jnp.asarray(ours), valid=jnp.asarray(valid)))
+    base = transformers.AutoModelForCausalLM.from_pretrained(checkpoints["llama"]).eval()
+    model = peft.PeftModel.from_pretrained(base, adapter).eval()
+    theirs, mask = torch.tensor(np.where(valid, ours - 3, 0)), torch.tensor(valid.astype(np.int64))
+    with torch.no_grad():
+        want = model(theirs, attention_mask=mask).logits.numpy()
+    np.testing.assert_allclose(logits[..., 3:][valid], want[valid], atol=1e-5, rtol=1e-5)
+
+
+def test_full_fine_tune_exports_to_hf_in_the_checkpoints_vocabulary_order(checkpoints, train_file, tmp_path):
+    import torch
+    import transformers
+
+    from jaxformer.hf import run_export
+
+    workdir = tmp_path / "run"
+    exp, start, tokenizer = prepared(tmp_path, lm_settings(str(checkpoints["gpt2"]), train_file, steps=2))
+    train_and_evaluate(exp, workdir, start, tokenizer)
+    out, step = run_export.export_hf(workdir, tmp_path / "hf")
+    assert step == 2 and (out / "tokenizer.json").is_file()
+    params, config = restore_params(workdir)
+    ours, valid = padded(tokenizer, TEXTS)
+    logits = np.asarray(models.build(config).apply({"params": params}, jnp.asarray(ours), valid=jnp.asarray(valid)))
+    exported = transformers.AutoModelForCausalLM.from_pretrained(out).eval()
+    original = transformers.AutoModelForCausalLM.from_pretrained(checkpoints["gpt2"]).eval()
+    theirs, mask = torch.tensor(np.where(valid, ours - 3, 0)), torch.tensor(valid.astype(np.int64))
+    with torch.no_grad():
+        want = exported(theirs, attention_mask=mask).logits.numpy()
+        before = original(theirs, attention_mask=mask).logits.numpy()
+    assert want.shape[-1] == before.shape[-1] == 301  # the checkpoint's own vocabulary again
+    # column theirs = our column to_ours[theirs] (the special <|endoftext|> is our eos, id 2, trained as such)
+    np.testing.assert_allclose(logits[..., tokenizer.to_ours][valid], want[valid], atol=1e-5, rtol=1e-5)
+    assert np.abs(want - before)[valid].max() > 1e-3  # two training steps changed the weights
