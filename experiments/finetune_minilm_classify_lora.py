@@ -5,7 +5,7 @@ the MiniLM weights frozen, rank-8 adapters on every attention and MLP projection
     jaxformer train --config experiments/finetune_minilm_classify_lora.py --workdir /tmp/minilm-speakers-lora
 
 LoRA updates start at zero and move the weights less per step than full fine-tuning, so the
-learning rate is 10x (1e-3), as is usual for LoRA.
+learning rate is 10x (1.5e-3), as is usual for LoRA.
 """
 
 import importlib.util
@@ -25,5 +25,5 @@ def get_config():
     config.lora.dropout = 0.0
     config.lora.targets = ["query", "key", "value", "out", "up", "down"]
     config.lora.train_modules = ["classifier"]
-    config.train.learning_rate = 1e-3
+    config.train.learning_rate = 1.5e-3
     return config
