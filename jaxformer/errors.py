@@ -94,7 +94,7 @@ def free_bytes(path: str | os.PathLike[str]) -> int | None:
 def format_bytes(count: int) -> str:
     """'1,234,567 bytes (1.2 MB)': exact, then readable."""
     value, unit = float(count), "bytes"
-    for unit in ("bytes", "KB", "MB", "GB", "TB"):  # noqa: B007
+    for unit in ("bytes", "KB", "MB", "GB", "TB"):
         if value < 1000 or unit == "TB":
             break
         value /= 1000
@@ -121,8 +121,8 @@ def describe_os_error(err: OSError, flag: str | None = None) -> str:
 
 __all__ = [
     "ISSUE_TRACKER",
-    "STORAGE_ERRNOS",
     "REPORT_BUG",
+    "STORAGE_ERRNOS",
     "CheckpointError",
     "CheckpointNotFoundError",
     "ConfigError",
