@@ -613,11 +613,30 @@ def export_params(workdir: str | Path, out: str | Path, step: int | None = None)
         raise CheckpointError(f"export directory {out} already exists and is not empty; choose another --out.")
     params, model_config, step = load_params(workdir, step)
     out.mkdir(parents=True, exist_ok=True)
-    checkpointer = ocp.StandardCheckpointer()
-    checkpointer.save(out.resolve() / "params", params)
-    checkpointer.wait_until_finished()
-    checkpointer.close()
-    integrity.seal(out / "params")
+    noise = _quiet_storage_noise()
+    try:
+        checkpointer = ocp.StandardCheckpointer()
+        checkpointer.save(out.resolve() / "params", params)
+        checkpointer.wait_until_finished()
+        checkpointer.close()
+        integrity.seal(out / "params")
+    except Exception as err:
+        code = storage_errno(err)
+        if code is None:
+            raise
+        noise.settle(failed=True)
+        shutil.rmtree(out / "params", ignore_errors=True)
+        need = sum(int(getattr(leaf, "nbytes", 0)) for leaf in jax.tree.leaves(params))
+        free = free_bytes(out)
+        what = {errno.ENOSPC: "no space left on the device", errno.EDQUOT: "the disk quota is exceeded"}.get(
+            code, "it is read-only or not permitted"
+        )
+        raise CheckpointStorageError(
+            f"cannot write the export to {out}: {what}; the parameters need about {format_bytes(need)} and "
+            f"{format_bytes(free) if free is not None else 'an unknown amount'} are free. Free space or pick "
+            "another --out on a writable disk."
+        ) from None
+    noise.settle(failed=False)
     (out / EXPORT_CONFIG).write_text(json.dumps(model_config.to_dict(), indent=2, sort_keys=True), encoding="utf-8")
     _copy_run_tokenizer(Path(workdir), out)
     return out, step
