@@ -421,7 +421,8 @@ def is_user_error(err: BaseException) -> bool:
         return True
     if not is_path_os_error(err):
         return False
-    return PACKAGE_DIR not in Path(os.fsdecode(err.filename)).resolve().parents  # type: ignore[attr-defined]
+    filename = err.filename  # type: ignore[attr-defined]
+    return filename is None or PACKAGE_DIR not in Path(os.fsdecode(filename)).resolve().parents
 
 
 def _flag_for(args: argparse.Namespace | None, filename: Any) -> str | None:

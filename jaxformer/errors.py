@@ -76,8 +76,11 @@ STORAGE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCE
 
 
 def is_path_os_error(err: BaseException) -> bool:
-    """An OSError about a named path whose errno has a known fix (permission, read-only, full, exists, ...)."""
-    return isinstance(err, OSError) and err.filename is not None and err.errno in _OS_ERROR_FIXES
+    """An OSError whose errno has a known fix (permission, read-only, full, exists, ...): about a named path,
+    or a full / read-only disk (a failed write names no path)."""
+    if not isinstance(err, OSError) or err.errno not in _OS_ERROR_FIXES:
+        return False
+    return err.filename is not None or err.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS)
 
 
 def free_bytes(path: str | os.PathLike[str]) -> int | None:
@@ -94,11 +97,22 @@ def free_bytes(path: str | os.PathLike[str]) -> int | None:
 def format_bytes(count: int) -> str:
     """'1,234,567 bytes (1.2 MB)': exact, then readable."""
     value, unit = float(count), "bytes"
-    for unit in ("bytes", "KB", "MB", "GB", "TB"):  # noqa: B007
+    for unit in ("bytes", "KB", "MB", "GB", "TB"):
         if value < 1000 or unit == "TB":
             break
         value /= 1000
     return f"{count:,} bytes" if unit == "bytes" else f"{count:,} bytes ({value:.1f} {unit})"
+
+
+def os_error_fix(err: OSError, flag: str | None = None, path: str | None = None) -> tuple[str, str]:
+    """(what went wrong, what to do) for an OSError, by errno; `flag` (e.g. "--workdir") is the option to change."""
+    what, fix = _OS_ERROR_FIXES.get(err.errno or 0, (err.strerror or str(err), "check the path"))
+    fix = fix.format(where=flag or "path", where_a=flag or "a path")
+    if err.errno in (errno.ENOSPC, errno.EDQUOT) and path is not None:
+        free = free_bytes(path)
+        if free is not None:
+            what = f"{what} ({format_bytes(free)} free)"
+    return what, fix
 
 
 def describe_os_error(err: OSError, flag: str | None = None) -> str:
@@ -106,23 +120,20 @@ def describe_os_error(err: OSError, flag: str | None = None) -> str:
 
     `flag` names the option that gave the path (e.g. "--workdir"), so the fix can say which one to change.
     """
-    path = os.fsdecode(err.filename) if err.filename is not None else "?"
+    if err.filename is None:  # a write to an open file: the disk, not a path
+        what, fix = os_error_fix(err, flag)
+        return f"a write failed: {what}; {fix}."
+    path = os.fsdecode(err.filename)
+    what, fix = os_error_fix(err, flag, path)
     if err.filename2 is not None:
         path = f"{path} -> {os.fsdecode(err.filename2)}"
-    what, fix = _OS_ERROR_FIXES.get(err.errno or 0, (err.strerror or str(err), "check the path"))
-    where = flag or "path"
-    fix = fix.format(where=where, where_a=flag or "a path")
-    if err.errno in (errno.ENOSPC, errno.EDQUOT):
-        free = free_bytes(path)
-        if free is not None:
-            what = f"{what} ({format_bytes(free)} free)"
     return f"cannot use {path!r}: {what}; {fix}."
 
 
 __all__ = [
     "ISSUE_TRACKER",
-    "STORAGE_ERRNOS",
     "REPORT_BUG",
+    "STORAGE_ERRNOS",
     "CheckpointError",
     "CheckpointNotFoundError",
     "ConfigError",
@@ -135,4 +146,5 @@ __all__ = [
     "format_bytes",
     "free_bytes",
     "is_path_os_error",
+    "os_error_fix",
 ]

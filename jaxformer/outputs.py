@@ -14,7 +14,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from jaxformer.errors import InputError
+from jaxformer.errors import InputError, os_error_fix
 
 
 class OutputPathError(InputError):
@@ -58,7 +58,8 @@ def write_text(path: str | Path, text: str, flag: str) -> None:
             Path(tmp_name).unlink(missing_ok=True)
         sys.stdout.write(text)
         sys.stdout.flush()
+        what, fix = os_error_fix(err, flag, str(target))
         raise OutputPathError(
-            f"could not write {flag} {str(target)!r} ({err.strerror or err}); the output was printed above instead. "
-            "Free space or choose another path."
+            f"could not write {flag} {str(target)!r} ({err.strerror or err}: {what}); the output was printed "
+            f"above instead. To keep it in a file, {fix}."
         ) from None

@@ -86,9 +86,9 @@ def storage_errno(err: BaseException | None) -> int | None:
 class _StorageNoise(logging.Filter):
     """Holds back what Orbax's background threads print about a save the disk refused.
 
-    Its absl ERROR records with tracebacks are dropped when their exception (or message) is a disk refusal;
+    Its absl ERROR records (and asyncio's "exception was never retrieved") are dropped when their exception (or message) is a disk refusal;
     the "Event loop is closed" tracebacks of tensorstore writes finishing after Orbax closed its loop reach
-    sys.excepthook: they are held until the save's fate is known, then printed if it was not a disk refusal.
+    sys.unraisablehook (or sys.excepthook): they are held until the save's fate is known, then printed if it was not a disk refusal.
     """
 
     def __init__(self) -> None:
@@ -96,29 +96,37 @@ class _StorageNoise(logging.Filter):
         self._held: list[Any] = []
         self._lock = threading.Lock()
         self._previous_hook = sys.excepthook
+        self._previous_unraisable = sys.unraisablehook
         self.failed = False
 
     def filter(self, record: logging.LogRecord) -> bool:
         exc = record.exc_info[1] if record.exc_info else None
-        if storage_errno(exc) is not None or storage_errno(Exception(record.getMessage())) is not None:
+        return storage_errno(exc) is None and storage_errno(Exception(record.getMessage())) is None
+
+    def _hold(self, value: BaseException | None, show: Callable[[], None]) -> bool:
+        if not (isinstance(value, RuntimeError) and str(value) == "Event loop is closed"):
             return False
+        with self._lock:
+            if not self.failed:
+                self._held.append(show)
         return True
 
     def excepthook(self, kind: type[BaseException], value: BaseException, tb: Any) -> None:
-        if isinstance(value, RuntimeError) and str(value) == "Event loop is closed":
-            with self._lock:
-                if not self.failed:
-                    self._held.append((kind, value, tb))
-            return
-        self._previous_hook(kind, value, tb)
+        if not self._hold(value, lambda: self._previous_hook(kind, value, tb)):
+            self._previous_hook(kind, value, tb)
+
+    def unraisablehook(self, unraisable: Any) -> None:
+        """tensorstore reports a callback's error with PyErr_WriteUnraisable (printed as a bare traceback)."""
+        if not self._hold(unraisable.exc_value, lambda: self._previous_unraisable(unraisable)):
+            self._previous_unraisable(unraisable)
 
     def settle(self, failed: bool) -> None:
         """The save in flight ended: drop the held noise if the disk refused it, else print it."""
         with self._lock:
             held, self._held = self._held, []
             self.failed = failed
-        for item in [] if failed else held:
-            self._previous_hook(*item)
+        for show in [] if failed else held:
+            show()
 
 
 _NOISE: _StorageNoise | None = None
@@ -128,8 +136,10 @@ def _quiet_storage_noise() -> _StorageNoise:
     global _NOISE
     if _NOISE is None:
         _NOISE = _StorageNoise()
-        logging.getLogger("absl").addFilter(_NOISE)
+        for name in ("absl", "asyncio"):  # Orbax's logs; "exception was never retrieved" of its cancelled writes
+            logging.getLogger(name).addFilter(_NOISE)
         sys.excepthook = _NOISE.excepthook
+        sys.unraisablehook = _NOISE.unraisablehook
     return _NOISE
 
 
@@ -603,11 +613,30 @@ def export_params(workdir: str | Path, out: str | Path, step: int | None = None)
         raise CheckpointError(f"export directory {out} already exists and is not empty; choose another --out.")
     params, model_config, step = load_params(workdir, step)
     out.mkdir(parents=True, exist_ok=True)
-    checkpointer = ocp.StandardCheckpointer()
-    checkpointer.save(out.resolve() / "params", params)
-    checkpointer.wait_until_finished()
-    checkpointer.close()
-    integrity.seal(out / "params")
+    noise = _quiet_storage_noise()
+    try:
+        checkpointer = ocp.StandardCheckpointer()
+        checkpointer.save(out.resolve() / "params", params)
+        checkpointer.wait_until_finished()
+        checkpointer.close()
+        integrity.seal(out / "params")
+    except Exception as err:
+        code = storage_errno(err)
+        if code is None:
+            raise
+        noise.settle(failed=True)
+        shutil.rmtree(out / "params", ignore_errors=True)
+        need = sum(int(getattr(leaf, "nbytes", 0)) for leaf in jax.tree.leaves(params))
+        free = free_bytes(out)
+        what = {errno.ENOSPC: "no space left on the device", errno.EDQUOT: "the disk quota is exceeded"}.get(
+            code, "it is read-only or not permitted"
+        )
+        raise CheckpointStorageError(
+            f"cannot write the export to {out}: {what}; the parameters need about {format_bytes(need)} and "
+            f"{format_bytes(free) if free is not None else 'an unknown amount'} are free. Free space or pick "
+            "another --out on a writable disk."
+        ) from None
+    noise.settle(failed=False)
     (out / EXPORT_CONFIG).write_text(json.dumps(model_config.to_dict(), indent=2, sort_keys=True), encoding="utf-8")
     _copy_run_tokenizer(Path(workdir), out)
     return out, step

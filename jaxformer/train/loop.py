@@ -16,7 +16,7 @@ import numpy as np
 from jaxformer.config import ConfigError, ModelConfig
 from jaxformer.data import build_pipeline, tokenizer_store
 from jaxformer.decoding.evaluate import split_metrics
-from jaxformer.errors import UserError
+from jaxformer.errors import UserError, os_error_fix
 from jaxformer.experiment import Experiment, check_model_fits_data
 from jaxformer.train import init_from, samples
 from jaxformer.train.checkpoint import Checkpointer
@@ -33,6 +33,13 @@ class TrainingError(UserError, RuntimeError):
 def model_config_for(experiment: Experiment, vocab_size: int, num_classes: int | None = None) -> ModelConfig:
     """The experiment's model with the vocabulary (and, for classification, the classes) the data needs."""
     changes: dict[str, Any] = {}
+    asked = (experiment.raw.get("model") or {}).get("vocab_size")  # set by the user, not by the preset
+    if asked is not None and int(asked) < vocab_size:  # ids up to vocab_size - 1 would miss the embedding table
+        raise ConfigError(
+            f"model.vocab_size={asked} is smaller than the data tokenizer's {vocab_size} ids "
+            f"(data.tokenizer={experiment.data.tokenizer!r}): ids {asked}..{vocab_size - 1} have no embedding. "
+            f"Drop model.vocab_size (the model takes the tokenizer's size) or set it to at least {vocab_size}."
+        )
     if experiment.model.vocab_size != vocab_size:
         changes["vocab_size"] = vocab_size
     if num_classes is not None:
@@ -223,7 +230,8 @@ def prepare_workdir(workdir: str | Path) -> Path:
             f"--workdir {str(path)!r} cannot be created (permission denied); choose a directory you can write to."
         ) from None
     except OSError as err:
-        raise ConfigError(f"--workdir {str(path)!r} cannot be created: {err.strerror or err}.") from None
+        what, fix = os_error_fix(err, "--workdir", str(path))
+        raise ConfigError(f"--workdir {str(path)!r} cannot be created: {what}; {fix}.") from None
     return path
 
 
