@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from jaxformer import presets
+from jaxformer import hf, presets
 from jaxformer.config import GENERATE_NEW_TOKENS, ConfigError, ModelConfig, SearchConfig
 from jaxformer.decoding.speculative import MAX_DRAFT_TOKENS, check_draft, speculative_generate
 from jaxformer.errors import InputError
@@ -27,7 +27,6 @@ from jaxformer.inference import (
     InputTooLongError,
     Run,
     WrongFamilyError,
-    load_model,
     load_run,
     prompt_ids,
 )
@@ -49,7 +48,8 @@ class SpeculativeTexts:
 
 def load_draft(draft: Any) -> tuple[ModelConfig, Any]:
     """(config, params) of a draft model given as a `Run`, a (ModelConfig or preset name, params) pair, or a
-    path: a training workdir (it has checkpoints/) or a Hugging Face checkpoint directory / Hub repo id."""
+    path: a training workdir (it has checkpoints/) or a Hugging Face model directory / Hub repo id (its
+    weights only: the text goes through the target's tokenizer)."""
     if isinstance(draft, Run):
         return draft.config, draft.params
     if isinstance(draft, tuple) and len(draft) == 2:
@@ -57,8 +57,11 @@ def load_draft(draft: Any) -> tuple[ModelConfig, Any]:
         return (presets.get(config) if isinstance(config, str) else config), params
     if isinstance(draft, (str, Path)):
         path = Path(draft).expanduser()
-        run = load_run(path) if (path / "checkpoints").is_dir() else load_model(draft)
-        return run.config, run.params
+        if (path / "checkpoints").is_dir():
+            run = load_run(path)
+            return run.config, run.params
+        _, params, config = hf.load(draft)  # the target's tokenizer serves both: no tokenizer.json needed
+        return config, params
     raise InferenceError(
         f"draft={type(draft).__name__} is not a draft model; pass a Run, (config or preset name, params), "
         "a training workdir or a Hugging Face checkpoint."
