@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from jaxformer import presets
+from jaxformer import hf, presets
 from jaxformer.config import GENERATE_NEW_TOKENS, ConfigError, ModelConfig, SearchConfig
 from jaxformer.decoding.speculative import MAX_DRAFT_TOKENS, check_draft, speculative_generate
 from jaxformer.errors import InputError
@@ -27,7 +27,7 @@ from jaxformer.inference import (
     InputTooLongError,
     Run,
     WrongFamilyError,
-    as_run,
+    load_run,
     prompt_ids,
 )
 
@@ -48,15 +48,20 @@ class SpeculativeTexts:
 
 def load_draft(draft: Any) -> tuple[ModelConfig, Any]:
     """(config, params) of a draft model given as a `Run`, a (ModelConfig or preset name, params) pair, or a
-    path: a training workdir (it has checkpoints/) or a Hugging Face checkpoint directory / Hub repo id."""
+    path: a training workdir (it has checkpoints/) or a Hugging Face model directory / Hub repo id (its
+    weights only: the text goes through the target's tokenizer)."""
     if isinstance(draft, Run):
         return draft.config, draft.params
     if isinstance(draft, tuple) and len(draft) == 2:
         config, params = draft
         return (presets.get(config) if isinstance(config, str) else config), params
     if isinstance(draft, (str, Path)):
-        run = as_run(draft)  # a workdir or a checkpoint, told apart as answer()/classify() do
-        return run.config, run.params
+        path = Path(draft).expanduser()
+        if (path / "checkpoints").is_dir():
+            run = load_run(path)
+            return run.config, run.params
+        _, params, config = hf.load(draft)  # the target's tokenizer serves both: no tokenizer.json needed
+        return config, params
     raise InferenceError(
         f"draft={type(draft).__name__} is not a draft model; pass a Run, (config or preset name, params), "
         "a training workdir or a Hugging Face checkpoint."

@@ -17,9 +17,10 @@ from support.inference_runs import QUIET, TEXT, trained_run
 from support.paths import REPO_ROOT
 from support.train_runs import train
 
-from jaxformer import cli, drafting, inference
+from jaxformer import cli, drafting, hf, inference
 
 DRAFT = (
+    "--config.model.use_bias=True",  # the GPT-2 layout, so it exports to a HF GPT-2 directory
     "--config.model.d_model=16",
     "--config.model.num_heads=2",
     "--config.model.d_ff=24",
@@ -71,6 +72,11 @@ def test_generate_with_a_draft_prints_plain_greedy_text_and_the_acceptance_rate(
     assert code == 0 and out == plain
     rate_lines = [line for line in err.splitlines() if line.startswith("speculative:")]
     assert len(rate_lines) == 1 and "3 draft tokens per round, acceptance rate" in rate_lines[0], err
+    # the draft as a Hugging Face model directory (weights only; the target's tokenizer serves both)
+    draft = inference.load_run(runs["draft"])
+    exported = hf.save(draft.config, draft.params, runs["draft"].parent / "draft-hf")
+    code, out, err = cli_lines(capsys, *base, "--draft", str(exported), "--draft_tokens", "3")
+    assert code == 0 and out == plain, err
     # the same run as its own draft: every proposal is accepted
     code, out, err = cli_lines(capsys, *base, "--draft", str(runs["target"]), "--draft_tokens", "2")
     assert code == 0 and out == plain
