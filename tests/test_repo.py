@@ -15,6 +15,7 @@ import jax
 import pytest
 
 from jaxformer import experiment, models, presets
+from jaxformer.hf import finetune
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 EXPERIMENT_FILES = sorted(p for p in (REPO_ROOT / "experiments").glob("*.py") if not p.name.startswith("_"))
@@ -36,6 +37,7 @@ def test_experiments_are_found():
 @pytest.mark.parametrize("path", EXPERIMENT_FILES, ids=lambda p: p.name)
 def test_experiment_loads_validates_and_builds(path):
     exp = experiment.validate(experiment.load(path))  # raises ConfigError naming the key if anything is off
+    exp, _, _ = finetune.prepare(exp)  # model.init_from: the checkpoint's architecture (weights not read), as the CLI
     experiment.check_model_fits_data(exp)  # the model family trains data.task; rows fit model.max_len
     assert exp.preset in presets.names()
     check_builds(exp.model)  # vocabulary as configured; the data may change it at run time
