@@ -44,6 +44,7 @@ def minilm_dir() -> str:
 def get_config():
     config = base_config()
     config.seed = 0
+    config.model.preset = "tiny-bert"  # the family's placeholder: model.init_from's config replaces it
     config.model.init_from = minilm_dir()
     config.model.encoder_head = "classification"
     config.model.num_classes = 10
