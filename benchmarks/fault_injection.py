@@ -77,6 +77,7 @@ class Case:
     setup: Callable[[Path], None] | None = None  # prepares the case's own directory
     signal_after: str | None = None  # stop cases: "path:P", SIGTERM once file P exists
     timeout_s: float = 180.0
+    disk_fault: tuple[str, str, str | None] | None = None  # (ENOSPC|EROFS|EACCES, under, after): see disk_faults
 
 
 def write(path: Path, text: str) -> Path:
@@ -176,6 +177,48 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+FAULT_SHIM_SOURCE = REPO / "tests" / "support" / "fault_fs.c"
+FAULT_ERRNOS = {"ENOSPC": 28, "EROFS": 30, "EACCES": 13}
+
+
+def build_fault_shim(root: Path) -> Path | None:
+    """The LD_PRELOAD shim of tests/support/fault_fs.c (full / read-only disk at the libc calls), or None without gcc."""
+    compiler = shutil.which("gcc") or shutil.which("cc")
+    if compiler is None:
+        return None
+    out = root / "fault_fs.so"
+    subprocess.run([compiler, "-shared", "-fPIC", "-O1", "-o", str(out), str(FAULT_SHIM_SOURCE), "-ldl"], check=True)
+    return out
+
+
+def disk_faults(s2s: str, lm: str) -> list[Case]:
+    """A full, read-only or forbidden disk under each command's output: (name, area, argv, kind, under, after)."""
+    train = (
+        "train",
+        "--config",
+        SMOKE,
+        "--workdir",
+        "{dir}/run",
+        "--config.train.steps=6",
+        "--config.checkpoint.every=2",
+    )
+    rows = [
+        ("train: disk full at the second save", "train", train, "ENOSPC", "{dir}/run/checkpoints", "{dir}/run/checkpoints/2", "needs about"),
+        ("train: disk read-only for checkpoints after a save", "train", train, "EROFS", "{dir}/run/checkpoints", "{dir}/run/checkpoints/2", "is kept"),
+        ("train: disk forbids checkpoints after a save", "train", train, "EACCES", "{dir}/run/checkpoints", "{dir}/run/checkpoints/2", "is kept"),
+        ("train: workdir on a read-only disk", "train", train, "EROFS", "{dir}", None, "--workdir"),
+        ("train: workdir on a full disk", "train", train, "ENOSPC", "{dir}", None, "another disk"),
+        ("export: --out on a full disk", "export", ("export", "--workdir", lm, "--out", "{dir}/out"), "ENOSPC", "{dir}", None, "--out"),
+        ("export: --out on a read-only disk", "export", ("export", "--workdir", lm, "--out", "{dir}/out"), "EROFS", "{dir}", None, "--out"),
+        ("evaluate: --json on a full disk", "evaluate", ("evaluate", "--workdir", s2s, "--json", "{dir}/m.json"), "ENOSPC", "{dir}", None, "printed above"),
+        ("translate: --output on a forbidding disk", "translate", ("translate", "--workdir", s2s, "--text", "12", "--output", "{dir}/t.txt"), "EACCES", "{dir}", None, "printed above"),
+    ]  # fmt: skip
+    return [
+        Case(name, area, argv, contains=contains, disk_fault=(kind, under, after))
+        for name, area, argv, kind, under, after, contains in rows
+    ]
 
 
 def build_cases(fx: dict[str, Path]) -> list[Case]:
@@ -585,7 +628,15 @@ def build_cases(fx: dict[str, Path]) -> list[Case]:
             expect="warn",
         ),
         Case("hf.load: offline repo id", "hf.load", code=load.format(path="nobody-here/no-such-model")),
+        Case(
+            "model.vocab_size below the tokenizer",
+            "train",
+            cli(*train, "--workdir", "{dir}/w", *lm_data, "--config.model.vocab_size=8"),
+            contains="at least",
+        ),
     ]
+    if fx.get("fault_shim") is not None:
+        cases += disk_faults(s2s, lm)
     return cases
 
 
@@ -612,6 +663,12 @@ def run_case(case: Case, scratch: Path, env: dict[str, str]) -> dict[str, object
         command = [sys.executable, "-c", PY_API_WRAPPER, case.code.replace("{dir}", str(case_dir))]
     else:
         command = [sys.executable, "-m", "jaxformer.cli", *(a.replace("{dir}", str(case_dir)) for a in case.argv)]
+    if case.disk_fault is not None:
+        kind, under, after = case.disk_fault
+        env = {**env, "LD_PRELOAD": env["JAXFORMER_FAULT_SHIM"], "JAXFORMER_FAULT_ERRNO": str(FAULT_ERRNOS[kind])}
+        env["JAXFORMER_FAULT_PATH"] = under.replace("{dir}", str(case_dir.resolve()))
+        if after is not None:
+            env["JAXFORMER_FAULT_AFTER"] = after.replace("{dir}", str(case_dir.resolve()))
     start = time.monotonic()
     proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=case_dir)
     if case.signal_after is not None:
@@ -699,6 +756,10 @@ def main(argv: list[str] | None = None) -> int:
         env["HF_HOME"] = str(scratch / "hf-home")  # an empty cache: the Hub case is offline and uncached
         started = time.monotonic()
         fixtures = make_fixtures(scratch)
+        shim = build_fault_shim(scratch)
+        if shim is not None:
+            fixtures["fault_shim"] = shim
+            env["JAXFORMER_FAULT_SHIM"] = str(shim)
         cases = [c for c in build_cases(fixtures) if args.only in c.name]
         with concurrent.futures.ThreadPoolExecutor(max_workers=args.jobs) as pool:
             results = list(pool.map(lambda c: run_case(c, scratch, env), cases))

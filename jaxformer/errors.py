@@ -64,8 +64,8 @@ class DeviceError(UserError, RuntimeError):
 _OS_ERROR_FIXES: dict[int, tuple[str, str]] = {
     errno.EACCES: ("permission denied", "check the permissions of it and its directory, or pick another {where}"),
     errno.EPERM: ("operation not permitted", "check the permissions of it and its directory, or pick another {where}"),
-    errno.EROFS: ("it is on a read-only file system", "pick {where_a} on a writable disk"),
-    errno.ENOSPC: ("no space left on the device", "free some space or pick {where_a} on another disk"),
+    errno.EROFS: ("the disk is mounted read-only", "pick {where_a} on a writable disk"),
+    errno.ENOSPC: ("the disk is full", "free some space or pick {where_a} on another disk"),
     errno.EDQUOT: ("the disk quota is exceeded", "free some space or pick {where_a} on another disk"),
     errno.EEXIST: ("it already exists", "remove it or pick another {where}"),
     errno.ENOTDIR: ("a part of the path is a file, not a directory", "check the path or pick another {where}"),
@@ -105,8 +105,15 @@ def format_bytes(count: int) -> str:
 
 
 def os_error_fix(err: OSError, flag: str | None = None, path: str | None = None) -> tuple[str, str]:
-    """(what went wrong, what to do) for an OSError, by errno; `flag` (e.g. "--workdir") is the option to change."""
+    """(what went wrong, what to do) for an OSError, by errno; `flag` (e.g. "--workdir") is the option to change.
+
+    What went wrong starts with the system's own words (`strerror`, e.g. "Read-only file system").
+    """
     what, fix = _OS_ERROR_FIXES.get(err.errno or 0, (err.strerror or str(err), "check the path"))
+    if err.strerror and err.strerror.lower() != what.lower():
+        what = f"{err.strerror}: {what}"
+    elif err.strerror:
+        what = err.strerror
     fix = fix.format(where=flag or "path", where_a=flag or "a path")
     if err.errno in (errno.ENOSPC, errno.EDQUOT) and path is not None:
         free = free_bytes(path)

@@ -60,6 +60,6 @@ def write_text(path: str | Path, text: str, flag: str) -> None:
         sys.stdout.flush()
         what, fix = os_error_fix(err, flag, str(target))
         raise OutputPathError(
-            f"could not write {flag} {str(target)!r} ({err.strerror or err}: {what}); the output was printed "
+            f"could not write {flag} {str(target)!r} ({what}); the output was printed "
             f"above instead. To keep it in a file, {fix}."
         ) from None

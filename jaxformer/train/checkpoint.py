@@ -212,6 +212,11 @@ class Checkpointer:
             preservation_policy=preservation,
         )
         self.manager = ocp.CheckpointManager(self.directory, options=options, item_names=ITEMS)
+        # Orbax removes leftover temporary steps in a thread; finish it now, so a run that stops before
+        # close() (an error writing its run files) has no thread failing at interpreter shutdown.
+        cleanup = getattr(self.manager, "_cleanup_tmp_directory_future", None)
+        if cleanup is not None:
+            cleanup.result()
 
     def _set_aside_unreadable_metrics(self) -> None:
         """Orbax parses every step's metrics when it opens the directory; a garbled file would stop it there.
@@ -628,9 +633,7 @@ def export_params(workdir: str | Path, out: str | Path, step: int | None = None)
         shutil.rmtree(out / "params", ignore_errors=True)
         need = sum(int(getattr(leaf, "nbytes", 0)) for leaf in jax.tree.leaves(params))
         free = free_bytes(out)
-        what = {errno.ENOSPC: "no space left on the device", errno.EDQUOT: "the disk quota is exceeded"}.get(
-            code, "it is read-only or not permitted"
-        )
+        what = os.strerror(code)
         raise CheckpointStorageError(
             f"cannot write the export to {out}: {what}; the parameters need about {format_bytes(need)} and "
             f"{format_bytes(free) if free is not None else 'an unknown amount'} are free. Free space or pick "
