@@ -62,15 +62,15 @@ def get_config():
     config.data.max_length = 64
     config.data.tokenizer = "hf"  # the checkpoint's tokenizer.json (model.init_from supplies it)
 
-    config.train.steps = 100
+    config.train.steps = 240
     config.train.batch_size = 16
     config.train.learning_rate = 1.5e-4
     config.train.schedule = "linear"
     config.train.warmup_steps = 10
     config.train.weight_decay = 0.01
-    config.train.eval_every = 100
+    config.train.eval_every = 80
     config.train.eval_batches = 0
     config.train.log_every = 10
     config.train.num_samples = 0
-    config.checkpoint.every = 50
+    config.checkpoint.every = 80
     return config
