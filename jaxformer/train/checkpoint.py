@@ -29,11 +29,9 @@ import contextlib
 import dataclasses
 import errno
 import json
-import logging
 import os
 import shutil
 import sys
-import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -44,9 +42,10 @@ from jax.experimental import multihost_utils
 from orbax.checkpoint import checkpoint_managers as policies
 
 from jaxformer.config import CheckpointConfig, ModelConfig
-from jaxformer.errors import STORAGE_ERRNOS, CheckpointError, CheckpointNotFoundError, format_bytes, free_bytes
+from jaxformer.errors import CheckpointError, CheckpointNotFoundError, format_bytes, free_bytes
 from jaxformer.models import finite
 from jaxformer.train import integrity
+from jaxformer.train.storage import CheckpointStorageError, dir_bytes, quiet_storage_noise, storage_errno
 
 ITEMS = ("state", "data", "config")
 CORRUPT_DIRNAME = "checkpoints_corrupt"
@@ -61,90 +60,6 @@ class CheckpointCorruptError(CheckpointError):
 
 class CheckpointMismatchError(CheckpointError):
     """A checkpoint saved by a different model (parameter paths or shapes differ)."""
-
-
-class CheckpointStorageError(CheckpointError):
-    """A save the disk refused: no space, read-only or no permission. The previous checkpoints are kept."""
-
-
-# Disk refusals: an OSError's errno, or tensorstore's "[os_error_code='28']" / strerror text in its message.
-def storage_errno(err: BaseException | None) -> int | None:
-    """The STORAGE_ERRNOS errno behind `err` or any exception it was raised from, else None."""
-    seen: set[int] = set()
-    while err is not None and id(err) not in seen:
-        seen.add(id(err))
-        if isinstance(err, OSError) and err.errno in STORAGE_ERRNOS:
-            return err.errno
-        text = str(err)
-        for code in STORAGE_ERRNOS:
-            if f"os_error_code='{code}'" in text or f"[Errno {code}]" in text or os.strerror(code) in text:
-                return code
-        err = err.__cause__ or err.__context__
-    return None
-
-
-class _StorageNoise(logging.Filter):
-    """Holds back what Orbax's background threads print about a save the disk refused.
-
-    Its absl ERROR records (and asyncio's "exception was never retrieved") are dropped when their exception (or message) is a disk refusal;
-    the "Event loop is closed" tracebacks of tensorstore writes finishing after Orbax closed its loop reach
-    sys.unraisablehook (or sys.excepthook): they are held until the save's fate is known, then printed if it was not a disk refusal.
-    """
-
-    def __init__(self) -> None:
-        super().__init__()
-        self._held: list[Any] = []
-        self._lock = threading.Lock()
-        self._previous_hook = sys.excepthook
-        self._previous_unraisable = sys.unraisablehook
-        self.failed = False
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        exc = record.exc_info[1] if record.exc_info else None
-        return storage_errno(exc) is None and storage_errno(Exception(record.getMessage())) is None
-
-    def _hold(self, value: BaseException | None, show: Callable[[], None]) -> bool:
-        if not (isinstance(value, RuntimeError) and str(value) == "Event loop is closed"):
-            return False
-        with self._lock:
-            if not self.failed:
-                self._held.append(show)
-        return True
-
-    def excepthook(self, kind: type[BaseException], value: BaseException, tb: Any) -> None:
-        if not self._hold(value, lambda: self._previous_hook(kind, value, tb)):
-            self._previous_hook(kind, value, tb)
-
-    def unraisablehook(self, unraisable: Any) -> None:
-        """tensorstore reports a callback's error with PyErr_WriteUnraisable (printed as a bare traceback)."""
-        if not self._hold(unraisable.exc_value, lambda: self._previous_unraisable(unraisable)):
-            self._previous_unraisable(unraisable)
-
-    def settle(self, failed: bool) -> None:
-        """The save in flight ended: drop the held noise if the disk refused it, else print it."""
-        with self._lock:
-            held, self._held = self._held, []
-            self.failed = failed
-        for show in [] if failed else held:
-            show()
-
-
-_NOISE: _StorageNoise | None = None
-
-
-def _quiet_storage_noise() -> _StorageNoise:
-    global _NOISE
-    if _NOISE is None:
-        _NOISE = _StorageNoise()
-        for name in ("absl", "asyncio"):  # Orbax's logs; "exception was never retrieved" of its cancelled writes
-            logging.getLogger(name).addFilter(_NOISE)
-        sys.excepthook = _NOISE.excepthook
-        sys.unraisablehook = _NOISE.unraisablehook
-    return _NOISE
-
-
-def _dir_bytes(path: Path) -> int:
-    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
 
 
 @dataclasses.dataclass(frozen=True)
@@ -194,7 +109,7 @@ class Checkpointer:
         self._pending_step: int | None = None
         self._pending_bytes = 0  # the state's array bytes of the save in flight
         self._failure: CheckpointStorageError | None = None
-        self._noise = _quiet_storage_noise()
+        self._noise = quiet_storage_noise()
         self._warned_missing_metric = False
         self._set_aside_unreadable_metrics()
         self._purge_deleted()
@@ -348,7 +263,7 @@ class Checkpointer:
         saving = f"checkpoint step {step}" if step is not None else "a checkpoint"
         then = "then run the same command to resume" if last is not None else "then run the same command again"
         if code in (errno.ENOSPC, errno.EDQUOT):
-            on_disk = _dir_bytes(self.step_path(last)) if last is not None else 0
+            on_disk = dir_bytes(self.step_path(last)) if last is not None else 0
             need = max(on_disk, self._pending_bytes)
             basis = f"step {last} takes {format_bytes(on_disk)} on disk" if on_disk else "the size of the state"
             free = free_bytes(self.directory)
@@ -618,7 +533,7 @@ def export_params(workdir: str | Path, out: str | Path, step: int | None = None)
         raise CheckpointError(f"export directory {out} already exists and is not empty; choose another --out.")
     params, model_config, step = load_params(workdir, step)
     out.mkdir(parents=True, exist_ok=True)
-    noise = _quiet_storage_noise()
+    noise = quiet_storage_noise()
     try:
         checkpointer = ocp.StandardCheckpointer()
         checkpointer.save(out.resolve() / "params", params)
