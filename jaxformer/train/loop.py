@@ -15,6 +15,7 @@ import numpy as np
 
 from jaxformer.config import ConfigError, ModelConfig
 from jaxformer.data import build_pipeline, tokenizer_store
+from jaxformer.data.task_sources import LABELS_FILE
 from jaxformer.decoding.evaluate import split_metrics
 from jaxformer.errors import UserError, os_error_fix
 from jaxformer.experiment import Experiment, check_model_fits_data
@@ -43,7 +44,8 @@ def model_config_for(experiment: Experiment, vocab_size: int, num_classes: int |
     if experiment.model.vocab_size != vocab_size:
         changes["vocab_size"] = vocab_size
     if num_classes is not None:
-        changes.update(encoder_head="classification", num_classes=num_classes)
+        head = "token_classification" if experiment.data.task == "token_classification" else "classification"
+        changes.update(encoder_head=head, num_classes=num_classes)
     return experiment.model.replace(**changes) if changes else experiment.model
 
 
@@ -242,6 +244,8 @@ def _write_run_files(workdir: Path, experiment: Experiment, model_config: ModelC
         partial.write_text(json.dumps(values, indent=2, sort_keys=True, default=str))
         os.replace(partial, workdir / name)
     tokenizer_store.save(pipeline.tokenizer, workdir)
+    if getattr(pipeline, "label_names", None) is not None:  # token classification: class names for the export
+        (workdir / LABELS_FILE).write_text(json.dumps(pipeline.label_names))
 
 
 def _summarise(window: list[dict[str, Any]], seconds: float) -> dict[str, float]:
