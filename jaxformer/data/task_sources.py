@@ -63,7 +63,10 @@ class TaskPipeline:
             train_records = read_conll_jsonl(config.train_path or "")
             self.label_names = sorted({str(t) for r in train_records for t in r.tags})
         self.num_classes = None if self.label_names is None else len(self.label_names)
-        self.features = {"train": self._features(config.train_path or ""), "validation": self._features(config.eval_path)}
+        self.features = {
+            "train": self._features(config.train_path or ""),
+            "validation": self._features(config.eval_path),
+        }
         self.stats = {split: {"examples": len(f["weights"])} for split, f in self.features.items()}
         self._batches = 0
 
@@ -74,9 +77,7 @@ class TaskPipeline:
             stride = min(self.config.doc_stride, width // 2)
             out = qa_features(impl, read_squad_jsonl(path), max_seq_len=width, doc_stride=stride, pad_id=-1)
         else:
-            records = [
-                dataclasses.replace(r, tags=tuple(str(t) for t in r.tags)) for r in read_conll_jsonl(path)
-            ]
+            records = [dataclasses.replace(r, tags=tuple(str(t) for t in r.tags)) for r in read_conll_jsonl(path)]
             assert self.label_names is not None
             unknown = sorted({t for r in records for t in r.tags} - set(self.label_names))
             if unknown:

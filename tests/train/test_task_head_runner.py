@@ -66,7 +66,11 @@ def qa_records(n: int, seed: int) -> list[dict]:
         context = " ".join(words)
         start = context.index(f" {answer} ") + 1 if f" {answer} " in context else context.index(answer)
         out.append(
-            {"question": "where is the city", "context": context, "answers": {"text": [answer], "answer_start": [start]}}
+            {
+                "question": "where is the city",
+                "context": context,
+                "answers": {"text": [answer], "answer_start": [start]},
+            }
         )
     return out
 
@@ -206,6 +210,7 @@ def test_malformed_jsonl_record_is_one_line(tmp_path, capsys):
     train = tmp_path / "train.jsonl"
     train.write_text(json.dumps(qa_records(1, seed=1)[0]) + "\n" + '{"question": "where", "context": 3}\n')
     experiment = write_experiment(tmp_path / "bad.py", settings(str(bert), "qa", train, train, steps=2))
+    capsys.readouterr()  # transformers' save_pretrained progress
     code = main("train", "--config", str(experiment), "--workdir", str(tmp_path / "run"))
     err = capsys.readouterr().err.strip()
     assert code == 2 and len(err.splitlines()) == 1, err
