@@ -21,7 +21,7 @@ import numpy as np
 
 from jaxformer.data import synthetic
 from jaxformer.data.batching import TASK_OF_FAMILY, build_batch
-from jaxformer.data.config import HEAD_TASKS, DataConfig
+from jaxformer.data.config import DataConfig
 from jaxformer.data.encode import Examples, encode_split
 from jaxformer.data.errors import DataError
 from jaxformer.data.instruct import encode_instruct, segment_texts
@@ -29,7 +29,6 @@ from jaxformer.data.iterator import BatchStream, FixedExamples, FreshExamples
 from jaxformer.data.prefetch import Prefetcher
 from jaxformer.data.records import ListRecords, RawSplit
 from jaxformer.data.sources import SPLITS, load_split
-from jaxformer.data.task_sources import TaskPipeline
 from jaxformer.data.tokenizer_factory import build_tokenizer
 from jaxformer.data.tokenizers import BOS_ID, EOS_ID, Tokenizer
 
@@ -56,20 +55,15 @@ def build_pipeline(
     process_index: int = 0,
     process_count: int = 1,
     tokenizer: Tokenizer | None = None,
-) -> Pipeline | TaskPipeline:
+) -> Pipeline:
     """The input pipeline for a model of `family` trained with global `batch_size`.
 
     `tokenizer`: use this one (the run's stored tokenizer, see `tokenizer_store`) instead of building it.
-    data.task "qa" / "token_classification": a `TaskPipeline` (task_sources.py) for an encoder_only model.
     """
     if not isinstance(config, DataConfig):
         raise TypeError(f"build_pipeline expects a DataConfig, got {type(config).__name__}.")
     if family not in TASK_OF_FAMILY:
         raise DataError(f"family={family!r} is unknown; choose one of {sorted(TASK_OF_FAMILY)}.")
-    if config.task in HEAD_TASKS and family == "encoder_only" and 0 <= process_index < process_count:
-        if batch_size < process_count or batch_size % process_count:
-            raise DataError(f"batch_size={batch_size} must be a positive multiple of process_count={process_count}.")
-        return TaskPipeline(config, batch_size, seed, tokenizer, process_index, process_count)
     if TASK_OF_FAMILY[family] != config.task:
         raise DataError(
             f"a {family} model trains task={TASK_OF_FAMILY[family]!r} but data.task={config.task!r}; "

@@ -117,7 +117,7 @@ def export_hf(workdir: str | Path, out: str | Path, step: int | None = None) -> 
     _check_new(out, "--hf")
     weights = run_weights(workdir, step)
     params, config, source = _hf_order(weights, workdir)
-    extra = convert.read_special_tokens(source) if source is not None else {}
+    extra: dict[str, Any] = dict(convert.read_special_tokens(source)) if source is not None else {}
     labels = workdir / LABELS_FILE  # a token-classification run's label names (train/loop.py)
     if labels.is_file():
         names = json.loads(labels.read_text())

@@ -15,7 +15,8 @@ import numpy as np
 
 from jaxformer.config import ConfigError, ModelConfig
 from jaxformer.data import build_pipeline, tokenizer_store
-from jaxformer.data.task_sources import LABELS_FILE
+from jaxformer.data.config import HEAD_TASKS
+from jaxformer.data.task_sources import LABELS_FILE, TaskPipeline
 from jaxformer.decoding.evaluate import split_metrics
 from jaxformer.errors import UserError, os_error_fix
 from jaxformer.experiment import Experiment, check_model_fits_data
@@ -70,16 +71,22 @@ def train_and_evaluate(
 
     check_model_fits_data(experiment)  # a family/task or length mismatch: one clear error before any work
     sizes = check_parallelism(experiment, experiment.model)  # mesh, heads and batch vs the devices, before the data
-    pipeline = build_pipeline(
-        experiment.data,
-        family=experiment.model.family,
-        batch_size=train_cfg.batch_size,
-        seed=experiment.seed,
-        workdir=str(workdir),
-        process_index=process_index,
-        process_count=process_count,
-        tokenizer=tokenizer,
-    )
+    pipeline: Any
+    if experiment.data.task in HEAD_TASKS:  # qa / token_classification rows from JSONL (data/task_sources.py)
+        pipeline = TaskPipeline(
+            experiment.data, train_cfg.batch_size, experiment.seed, tokenizer, process_index, process_count
+        )
+    else:
+        pipeline = build_pipeline(
+            experiment.data,
+            family=experiment.model.family,
+            batch_size=train_cfg.batch_size,
+            seed=experiment.seed,
+            workdir=str(workdir),
+            process_index=process_index,
+            process_count=process_count,
+            tokenizer=tokenizer,
+        )
     model_config = model_config_for(experiment, pipeline.vocab_size, pipeline.num_classes)
     tx, schedule = make_optimizer(train_cfg, model_config.d_model)
     runtime = make_runtime(experiment, model_config, tx, schedule, sizes, start)  # the mesh resolved once, above
