@@ -36,7 +36,7 @@ from jaxformer.config import (
 )
 from jaxformer.config.backend import check_backend
 from jaxformer.data.batching import TASK_OF_FAMILY
-from jaxformer.data.config import DataConfig
+from jaxformer.data.config import HEAD_TASKS, DataConfig
 
 
 @dataclasses.dataclass(frozen=True)
@@ -423,7 +423,9 @@ def check_model_fits_data(experiment: Experiment) -> None:
     """
     model, data, preset = experiment.model, experiment.data, experiment.preset
     task_of_model = TASK_OF_FAMILY[model.family]
-    if data.task != task_of_model:
+    if data.task in HEAD_TASKS:
+        _check_head_task(experiment)
+    elif data.task != task_of_model:
         family = next(f for f, t in TASK_OF_FAMILY.items() if t == data.task)
         fitting = [name for name in presets.names() if presets.get(name).family == family]
         article = "an" if family[0] in "aeiou" else "a"
@@ -441,6 +443,23 @@ def check_model_fits_data(experiment: Experiment) -> None:
                 f"{shown} exceeds model.max_len={model.max_len} (the longest sequence the model accepts); "
                 f"lower the data length or raise model.max_len to at least {length}."
             )
+
+
+def _check_head_task(experiment: Experiment) -> None:
+    """data.task "qa" / "token_classification": an encoder_only model with that head and a HF tokenizer.json."""
+    model, data = experiment.model, experiment.data
+    if model.family != "encoder_only" or model.encoder_head != data.task:
+        raise ConfigError(
+            f"data.task={data.task!r} trains an encoder_only model with encoder_head={data.task!r}, but the model is "
+            f"{model.family} with encoder_head={model.encoder_head!r}; start from an encoder checkpoint "
+            f"(model.init_from) and set model.encoder_head={data.task!r}."
+        )
+    if data.tokenizer != "hf":
+        raise ConfigError(
+            f"data.task={data.task!r} needs a Hugging Face tokenizer.json (its offsets place the labels), but "
+            f"data.tokenizer={data.tokenizer!r}; start from a HF checkpoint with model.init_from (its tokenizer "
+            "is used) or set data.tokenizer='hf' and data.tokenizer_path."
+        )
 
 
 def _rules(value: Any) -> tuple[tuple[str, Any], ...]:

@@ -39,7 +39,8 @@ from jaxformer.config import check_choice, suggest
 from jaxformer.errors import DataError
 
 Source = Literal["synthetic", "text", "parallel", "tsv", "jsonl", "tfds", "hf", "instruct", "labelled_blocks"]
-Task = Literal["lm", "seq2seq", "classification"]
+Task = Literal["lm", "seq2seq", "classification", "qa", "token_classification"]
+HEAD_TASKS = ("qa", "token_classification")  # encoder heads fine-tuned from JSONL with a HF tokenizer (task_sources.py)
 SyntheticTask = Literal["reverse", "sort", "copy", "majority"]
 TokenizerKind = Literal["char", "byte", "sentencepiece", "hf", "digits"]
 TextUnit = Literal["file", "line"]
@@ -50,7 +51,7 @@ TASKS_OF_SOURCE: dict[str, tuple[str, ...]] = {
     "text": ("lm",),
     "parallel": ("seq2seq",),
     "tsv": ("seq2seq", "classification"),
-    "jsonl": ("lm", "seq2seq", "classification"),
+    "jsonl": ("lm", "seq2seq", "classification", *HEAD_TASKS),
     "tfds": ("lm", "seq2seq", "classification"),
     "hf": ("lm", "seq2seq", "classification"),
     "instruct": ("lm",),
@@ -116,6 +117,7 @@ class DataConfig:
 
     # Lengths in tokens (eos/bos included).
     max_length: int = 32  # LM block size / classifier input length / default for the two below
+    doc_stride: int = 128  # task="qa": tokens shared by consecutive windows of a long context
     max_source_length: int | None = None  # seq2seq encoder length; None = max_length
     max_target_length: int | None = None  # seq2seq decoder length; None = max_length
     truncate: bool = True  # seq2seq/classification: truncate over-long examples (counted warning) or raise
@@ -138,6 +140,7 @@ class DataConfig:
         for name in ("synthetic_min_length", "synthetic_max_length", "max_length"):
             _check_int(name, getattr(self, name), minimum=1)
         _check_int("num_eval_examples", self.num_eval_examples, minimum=1)
+        _check_int("doc_stride", self.doc_stride, minimum=1)
         for name in (
             "num_train_examples",
             "max_train_examples",
@@ -225,6 +228,8 @@ class DataConfig:
             raise DataError("tokenizer='hf' needs data.tokenizer_path pointing at a tokenizer.json file.")
         if self.pack and self.task == "classification":
             raise DataError("pack=True is not available for task='classification' (one label per row); set pack=False.")
+        if self.task in HEAD_TASKS and (self.pack or self.bucket_by_length):
+            raise DataError(f"pack and bucket_by_length are not available for task={self.task!r}; set both False.")
         if self.pack and self.bucket_by_length:
             raise DataError("pack=True and bucket_by_length=True exclude each other; choose one.")
         boundaries = self.bucket_boundaries

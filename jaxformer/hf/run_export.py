@@ -16,6 +16,7 @@ only, which no vocabulary touches, so it applies to the original base model as i
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,7 @@ import orbax.checkpoint as ocp
 from jaxformer import experiment, models
 from jaxformer.config import LoraConfig, ModelConfig
 from jaxformer.data import tokenizer_store
+from jaxformer.data.task_sources import LABELS_FILE
 from jaxformer.data.tokenizers import HFTokenizer
 from jaxformer.errors import CheckpointError
 from jaxformer.hf import convert, finetune, peft
@@ -115,7 +117,11 @@ def export_hf(workdir: str | Path, out: str | Path, step: int | None = None) -> 
     _check_new(out, "--hf")
     weights = run_weights(workdir, step)
     params, config, source = _hf_order(weights, workdir)
-    extra = convert.read_special_tokens(source) if source is not None else None
+    extra: dict[str, Any] = dict(convert.read_special_tokens(source)) if source is not None else {}
+    labels = workdir / LABELS_FILE  # a token-classification run's label names (train/loop.py)
+    if labels.is_file():
+        names = json.loads(labels.read_text())
+        extra.update(id2label={str(i): n for i, n in enumerate(names)}, label2id={n: i for i, n in enumerate(names)})
     convert.save(config.replace(scan_layers=False), params, out, tokenizer_dir=source, extra_config=extra)
     return Path(out), weights.step
 

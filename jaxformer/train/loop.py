@@ -15,6 +15,8 @@ import numpy as np
 
 from jaxformer.config import ConfigError, ModelConfig
 from jaxformer.data import build_pipeline, tokenizer_store
+from jaxformer.data.config import HEAD_TASKS
+from jaxformer.data.task_sources import LABELS_FILE, TaskPipeline
 from jaxformer.decoding.evaluate import split_metrics
 from jaxformer.errors import UserError, os_error_fix
 from jaxformer.experiment import Experiment, check_model_fits_data
@@ -43,7 +45,8 @@ def model_config_for(experiment: Experiment, vocab_size: int, num_classes: int |
     if experiment.model.vocab_size != vocab_size:
         changes["vocab_size"] = vocab_size
     if num_classes is not None:
-        changes.update(encoder_head="classification", num_classes=num_classes)
+        head = "token_classification" if experiment.data.task == "token_classification" else "classification"
+        changes.update(encoder_head=head, num_classes=num_classes)
     return experiment.model.replace(**changes) if changes else experiment.model
 
 
@@ -68,16 +71,22 @@ def train_and_evaluate(
 
     check_model_fits_data(experiment)  # a family/task or length mismatch: one clear error before any work
     sizes = check_parallelism(experiment, experiment.model)  # mesh, heads and batch vs the devices, before the data
-    pipeline = build_pipeline(
-        experiment.data,
-        family=experiment.model.family,
-        batch_size=train_cfg.batch_size,
-        seed=experiment.seed,
-        workdir=str(workdir),
-        process_index=process_index,
-        process_count=process_count,
-        tokenizer=tokenizer,
-    )
+    pipeline: Any
+    if experiment.data.task in HEAD_TASKS:  # qa / token_classification rows from JSONL (data/task_sources.py)
+        pipeline = TaskPipeline(
+            experiment.data, train_cfg.batch_size, experiment.seed, tokenizer, process_index, process_count
+        )
+    else:
+        pipeline = build_pipeline(
+            experiment.data,
+            family=experiment.model.family,
+            batch_size=train_cfg.batch_size,
+            seed=experiment.seed,
+            workdir=str(workdir),
+            process_index=process_index,
+            process_count=process_count,
+            tokenizer=tokenizer,
+        )
     model_config = model_config_for(experiment, pipeline.vocab_size, pipeline.num_classes)
     tx, schedule = make_optimizer(train_cfg, model_config.d_model)
     runtime = make_runtime(experiment, model_config, tx, schedule, sizes, start)  # the mesh resolved once, above
@@ -242,6 +251,8 @@ def _write_run_files(workdir: Path, experiment: Experiment, model_config: ModelC
         partial.write_text(json.dumps(values, indent=2, sort_keys=True, default=str))
         os.replace(partial, workdir / name)
     tokenizer_store.save(pipeline.tokenizer, workdir)
+    if getattr(pipeline, "label_names", None) is not None:  # token classification: class names for the export
+        (workdir / LABELS_FILE).write_text(json.dumps(pipeline.label_names))
 
 
 def _summarise(window: list[dict[str, Any]], seconds: float) -> dict[str, float]:
