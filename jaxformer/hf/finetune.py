@@ -173,6 +173,15 @@ def prepare(experiment: Experiment) -> tuple[Experiment, Start | None, Tokenizer
     tokenizer = checkpoint_tokenizer(source) if experiment.tokenizer_from_init else None
     data = _data_with(experiment, tokenizer) if tokenizer is not None else experiment.data
     vocab_map = _vocab_map(source, tokenizer) if tokenizer is not None else None
+    if vocab_map is not None and config.pad_token_id != tokenizer.pad_id:
+        # The re-indexed ids put pad at tokenizer.pad_id, but the checkpoint's config (its padding masks and,
+        # for RoBERTa, its position offset) still says pad_token_id: a run would mask the wrong token.
+        raise ConfigError(
+            f"model.init_from={str(source.path)!r} pads with id {config.pad_token_id}, but its tokenizer, "
+            f"re-indexed for jaxformer, pads with id {tokenizer.pad_id}; fine-tuning such checkpoints "
+            "(RoBERTa, BART, Marian) with their own tokenizer is not supported yet. Checkpoints that pad "
+            "with id 0 or have no pad token (BERT/MiniLM, GPT-2, Llama, Qwen, Gemma, T5) are."
+        )
     # experiment.raw stays as written (validating it again gives this same run, e.g. for export); the run's
     # tokenizer is in <workdir>/tokenizer/ as for every run.
     experiment = dataclasses.replace(experiment, model=config, data=data)

@@ -205,3 +205,16 @@ def test_full_fine_tune_exports_to_hf_in_the_checkpoints_vocabulary_order(checkp
     # column theirs = our column to_ours[theirs] (the special <|endoftext|> is our eos, id 2, trained as such)
     np.testing.assert_allclose(logits[..., tokenizer.to_ours][valid], want[valid], atol=1e-5, rtol=1e-5)
     assert np.abs(want - before)[valid].max() > 1e-3  # two training steps changed the weights
+
+
+def test_checkpoint_padding_with_another_id_than_the_reindexed_tokenizer_is_refused(tmp_path, train_file):
+    """A checkpoint whose pad_token_id is not the re-indexed tokenizer's pad (0) would mask the wrong token."""
+    import json
+
+    directory = tiny_bert(tmp_path / "bert_pad1")
+    hf_config = json.loads((directory / "config.json").read_text())
+    (directory / "config.json").write_text(json.dumps({**hf_config, "pad_token_id": 1}))
+    with pytest.raises(
+        ConfigError, match="pads with id 1, but its tokenizer, re-indexed for jaxformer, pads with id 0"
+    ):
+        prepared(tmp_path, lm_settings(str(directory), train_file))
