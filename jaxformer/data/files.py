@@ -9,7 +9,7 @@ import csv
 import gzip
 import io
 import json
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from jaxformer.data.errors import DataError, DataFileNotFoundError
@@ -111,20 +111,27 @@ def read_tsv(path: str | Path, task: str, header: bool, fields: Sequence[str]) -
     return records
 
 
-def read_jsonl(path: str | Path, task: str, fields: Sequence[str]) -> list:
-    """One record per non-blank line of a JSON-lines file; `fields` names the keys to read."""
-    file = existing_path(path, "jsonl")
-    records: list = []
-    for number, line in enumerate(read_lines(file, "jsonl"), start=1):
+def json_objects(path: str | Path, what: str = "jsonl") -> Iterator[tuple[str, dict]]:
+    """(where, object) for each non-blank line of a JSON-lines file: `where` names the file and line for
+    errors; a line that is not JSON, or not a JSON object, stops with one line naming it."""
+    file = existing_path(path, what)
+    for number, line in enumerate(read_lines(file, what), start=1):
         if not line.strip():
             continue
-        where = f"jsonl file {str(file)!r} line {number}"
+        where = f"{what} file {str(file)!r} line {number}"
         try:
             obj = json.loads(line)
         except json.JSONDecodeError as err:
             raise DataError(f"{where} is not valid JSON ({err.msg} at column {err.colno}).") from None
         if not isinstance(obj, dict):
             raise DataError(f"{where} holds a {type(obj).__name__}; each line must be a JSON object.")
+        yield where, obj
+
+
+def read_jsonl(path: str | Path, task: str, fields: Sequence[str]) -> list:
+    """One record per non-blank line of a JSON-lines file; `fields` names the keys to read."""
+    records: list = []
+    for where, obj in json_objects(path):
         values = []
         for field in fields:
             if field not in obj:

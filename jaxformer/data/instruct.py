@@ -141,19 +141,9 @@ def conversation_segments(template: ChatTemplate, messages: Any, where: str) -> 
 
 def read_instruct_jsonl(path: str | Path, config: DataConfig) -> list[Segments]:
     """The records of an instruction JSONL file as segments (see the module docstring)."""
-    file = files.existing_path(path, "instruct jsonl")
     template: ChatTemplate | None = None
     records: list[Segments] = []
-    for number, line in enumerate(files.read_lines(file, "instruct jsonl"), start=1):
-        if not line.strip():
-            continue
-        where = f"instruct file {str(file)!r} line {number}"
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise DataError(f"{where} is not valid JSON ({err.msg} at column {err.colno}).") from None
-        if not isinstance(obj, dict):
-            raise DataError(f"{where} holds a {type(obj).__name__}; each line must be a JSON object.")
+    for where, obj in files.json_objects(path, "instruct"):
         if config.messages_field in obj:
             template = template or load_chat_template(config)
             records.append(conversation_segments(template, obj[config.messages_field], where))
@@ -169,7 +159,7 @@ def read_instruct_jsonl(path: str | Path, config: DataConfig) -> list[Segments]:
                 f"{config.prompt_field!r} and {config.completion_field!r} (data.*_field name them)."
             )
     if not records:
-        raise DataError(f"instruct file {str(file)!r} has no records.")
+        raise DataError(f"instruct file {str(path)!r} has no records.")
     return records
 
 

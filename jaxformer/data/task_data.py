@@ -17,7 +17,6 @@ word's label goes on its first token, the other tokens and special tokens get -1
 from __future__ import annotations
 
 import dataclasses
-import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -26,7 +25,7 @@ import numpy as np
 from tokenizers import Tokenizer
 
 from jaxformer.data.errors import DataError
-from jaxformer.data.files import existing_path, read_lines
+from jaxformer.data.files import json_objects
 
 IGNORED = -100
 
@@ -46,21 +45,9 @@ class TaggedRecord:
 
 
 def _json_lines(path: str | Path) -> list[tuple[str, dict[str, Any]]]:
-    file = existing_path(path, "jsonl")
-    out = []
-    for number, line in enumerate(read_lines(file, "jsonl"), start=1):
-        if not line.strip():
-            continue
-        where = f"jsonl file {str(file)!r} line {number}"
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise DataError(f"{where} is not valid JSON ({err.msg} at column {err.colno}).") from None
-        if not isinstance(obj, dict):
-            raise DataError(f"{where} holds a {type(obj).__name__}; each line must be a JSON object.")
-        out.append((where, obj))
+    out = list(json_objects(path))
     if not out:
-        raise DataError(f"jsonl file {str(file)!r} has no records.")
+        raise DataError(f"jsonl file {str(path)!r} has no records.")
     return out
 
 
