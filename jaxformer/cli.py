@@ -292,6 +292,12 @@ SEARCH_HELP = {
     "top_k": "sample from the k most likely tokens (0: all)",
     "top_p": "nucleus sampling mass in (0, 1] (1: all)",
     "seed": "sampling seed",
+    "length_rule": "beam ranking: gnmt (--alpha) or transformers (--length_penalty, --early_stopping)",
+    "length_penalty": "exponent of --length_rule transformers: score = log P / length ** length_penalty",
+    "early_stopping": "beam stopping of --length_rule transformers: true | false | never",
+    "no_repeat_ngram_size": "ban tokens that repeat an n-gram of this size (0: off)",
+    "min_new_tokens": "EOS is banned for the first N new tokens",
+    "forced_eos_id": "force the last new token to this id",
 }
 
 
@@ -304,7 +310,7 @@ def _search_arguments(parser: argparse.ArgumentParser, methods: tuple[str, ...],
         if field.name == "method":
             parser.add_argument("--method", choices=methods, default=field.default, help=help_text)
         else:
-            kind = int if field.name == "max_new_tokens" else type(field.default)
+            kind = int if field.default is None else type(field.default)
             parser.add_argument(f"--{field.name}", type=kind, default=field.default, help=help_text)
 
 
