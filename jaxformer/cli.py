@@ -173,7 +173,11 @@ def cmd_translate(args: argparse.Namespace, overrides: list[str]) -> int:
     if args.output:
         outputs_io.check_writable(args.output, "--output")  # before decoding, not after
     run = _load(args)
-    outputs = inference.translate(run, texts, _search_of(args), batch_size=args.batch_size)
+    search = _search_of(args)  # options left at their defaults: the checkpoint's generation_config.json decides
+    changed = {
+        f.name: getattr(search, f.name) for f in dataclasses.fields(search) if getattr(search, f.name) != f.default
+    }
+    outputs = inference.translate(run, texts, None, batch_size=args.batch_size, **changed)
     if args.output:
         outputs_io.write_text(args.output, "".join(f"{line}\n" for line in outputs), "--output")
         print(f"Wrote {len(outputs)} translations to {args.output}.")

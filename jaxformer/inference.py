@@ -305,6 +305,30 @@ def _generation_length(directory: Path, limit: int) -> int:
     return limit
 
 
+def checkpoint_search(directory: str | Path) -> dict[str, Any]:
+    """The `SearchConfig` changes a HF checkpoint's generation_config.json asks for (transformers' names mapped):
+    num_beams > 1 -> method="beam", beam_size; length_penalty and early_stopping under length_rule="transformers";
+    no_repeat_ngram_size; min_length - 1 (the decoder start counts in it) or min_new_tokens; forced_eos_token_id."""
+    file = Path(directory) / "generation_config.json"
+    settings = json.loads(file.read_text(encoding="utf-8")) if file.is_file() else {}
+    out: dict[str, Any] = {"length_rule": "transformers"}
+    if isinstance(settings.get("num_beams"), int) and settings["num_beams"] > 1:
+        out.update(method="beam", beam_size=settings["num_beams"])
+    if isinstance(settings.get("length_penalty"), (int, float)):
+        out["length_penalty"] = settings["length_penalty"]
+    if isinstance(settings.get("early_stopping"), (bool, str)):
+        out["early_stopping"] = settings["early_stopping"]
+    if isinstance(settings.get("no_repeat_ngram_size"), int):
+        out["no_repeat_ngram_size"] = settings["no_repeat_ngram_size"]
+    if isinstance(settings.get("min_length"), int):
+        out["min_new_tokens"] = max(0, settings["min_length"] - 1)
+    if isinstance(settings.get("min_new_tokens"), int):
+        out["min_new_tokens"] = settings["min_new_tokens"]
+    if isinstance(settings.get("forced_eos_token_id"), int):
+        out["forced_eos_id"] = settings["forced_eos_token_id"]
+    return out
+
+
 def prompt_ids(run: Run, prompts: Sequence[str], chat: bool = False) -> list[list[int]]:
     """The model input ids of each prompt, as `generate(run, prompts, chat=chat)` feeds them."""
     prompts = _check_texts(prompts, "prompt")
@@ -439,9 +463,12 @@ def translate(
     """Translate each text with an encoder-decoder model, `batch_size` at a time (sorted by length).
 
     search / settings as in `generate`; max_new_tokens default: the training target length
-    (`data.max_target_length`, capped at max_len).
+    (`data.max_target_length`, capped at max_len). A HF checkpoint (`load_model`) without `search`: its
+    generation_config.json's rules (`checkpoint_search`) are the base that `settings` change.
     """
     _require_family(run, "encoder_decoder", "translate")
+    if search is None and run.experiment is None:
+        search = _search(None, checkpoint_search(run.workdir))
     search = _search(search, settings)
     texts = _check_texts(texts, "text")
     _encode(run, texts, "text")  # length checks before any decoding

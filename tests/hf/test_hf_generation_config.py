@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from jaxformer import decoding, hf
+from jaxformer.inference import checkpoint_search
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
@@ -46,9 +47,10 @@ def make(name: str):
 
 @pytest.fixture(scope="module", params=["bart", "mbart", "t5"])
 def setup(request, tmp_path_factory):
-    """(reference, config, params, source, source_valid, decoder start, pad, an eos id the model emits)."""
+    """(reference, config, params, source, source_valid, decoder start, pad, an eos id the model emits early)."""
     reference, pad = make(request.param)
     directory = tmp_path_factory.mktemp(request.param)
+    reference.generation_config.forced_eos_token_id = None  # BART's config sets it; each test states its own
     reference.save_pretrained(directory)
     _, params, config = hf.load(directory)
     start = hf.read_special_tokens(directory)["decoder_start_token_id"]
@@ -112,3 +114,26 @@ def test_beam_with_checkpoint_rules_matches_transformers(setup):
         np.testing.assert_array_equal(got, expected)
     plain = ours(setup, method="beam", beam_size=4, alpha=0.0)
     assert not np.array_equal(plain, got)  # the rules change the output
+
+
+@pytest.mark.parametrize("beams", [1, pytest.param(4, marks=pytest.mark.slow)])
+def test_checkpoint_generation_config_gives_transformers_defaults(setup, beams, tmp_path):
+    """A generation_config.json like the published ones: transformers' `generate()` with no settings and
+    `translate(**checkpoint_search(dir))` produce the same tokens."""
+    reference, _, _, source, source_valid, start, pad, eos = setup
+    rules = dict(BEAM_RULES, num_beams=beams) if beams > 1 else dict(RULES)
+    settings = dict(rules, forced_eos_token_id=eos, eos_token_id=eos, pad_token_id=pad)
+    settings.update(decoder_start_token_id=start, max_new_tokens=STEPS, do_sample=False, forced_bos_token_id=None)
+    generation = transformers.GenerationConfig(**settings)
+    generation.save_pretrained(tmp_path)
+    loaded = checkpoint_search(tmp_path)
+    assert loaded["no_repeat_ngram_size"] == 3 and loaded["min_new_tokens"] == 4 and loaded["forced_eos_id"] == eos
+    assert loaded.get("beam_size", 1) == beams and loaded.get("early_stopping", True) is True
+    with torch.no_grad():
+        out = reference.generate(
+            input_ids=torch.tensor(source),
+            attention_mask=torch.tensor(source_valid.astype(np.int64)),
+            generation_config=generation,
+        )
+    expected = np.pad(out[:, 1:].numpy(), ((0, 0), (0, STEPS + 1 - out.shape[1])), constant_values=pad)
+    np.testing.assert_array_equal(ours(setup, **loaded), expected)
