@@ -305,6 +305,16 @@ SEARCH_HELP = {
 }
 
 
+RULE_FIELDS = (
+    "length_rule",
+    "length_penalty",
+    "early_stopping",
+    "no_repeat_ngram_size",
+    "min_new_tokens",
+    "forced_eos_id",
+)
+
+
 def _search_arguments(parser: argparse.ArgumentParser, methods: tuple[str, ...], names: Sequence[str]) -> None:
     """--NAME options for these `SearchConfig` fields, their defaults taken from the dataclass."""
     for field in dataclasses.fields(SearchConfig):
@@ -348,7 +358,7 @@ def _add_use_commands(sub: Any) -> None:
     given.add_argument("--text", action="append", help="text to translate (repeat for a batch)")
     given.add_argument("--input", help="file with one text per line")
     translate.add_argument("--output", help="write the translations here, one per line (default: stdout)")
-    _search_arguments(translate, ("greedy", "beam"), ("method", "max_new_tokens", "beam_size", "alpha"))
+    _search_arguments(translate, ("greedy", "beam"), ("method", "max_new_tokens", "beam_size", "alpha", *RULE_FIELDS))
     translate.add_argument("--batch_size", type=int, default=64, help="texts decoded together")
     translate.set_defaults(handler=cmd_translate)
 
