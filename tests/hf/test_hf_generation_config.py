@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from jaxformer import decoding, hf
-from jaxformer.inference import checkpoint_search
+from jaxformer.hf.generation_config import checkpoint_search
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
