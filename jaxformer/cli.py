@@ -173,7 +173,11 @@ def cmd_translate(args: argparse.Namespace, overrides: list[str]) -> int:
     if args.output:
         outputs_io.check_writable(args.output, "--output")  # before decoding, not after
     run = _load(args)
-    outputs = inference.translate(run, texts, _search_of(args), batch_size=args.batch_size)
+    search = _search_of(args)  # options left at their defaults: the checkpoint's generation_config.json decides
+    changed = {
+        f.name: getattr(search, f.name) for f in dataclasses.fields(search) if getattr(search, f.name) != f.default
+    }
+    outputs = inference.translate(run, texts, None, batch_size=args.batch_size, **changed)
     if args.output:
         outputs_io.write_text(args.output, "".join(f"{line}\n" for line in outputs), "--output")
         print(f"Wrote {len(outputs)} translations to {args.output}.")
@@ -292,7 +296,23 @@ SEARCH_HELP = {
     "top_k": "sample from the k most likely tokens (0: all)",
     "top_p": "nucleus sampling mass in (0, 1] (1: all)",
     "seed": "sampling seed",
+    "length_rule": "beam ranking: gnmt (--alpha) or transformers (--length_penalty, --early_stopping)",
+    "length_penalty": "exponent of --length_rule transformers: score = log P / length ** length_penalty",
+    "early_stopping": "beam stopping of --length_rule transformers: true | false | never",
+    "no_repeat_ngram_size": "ban tokens that repeat an n-gram of this size (0: off)",
+    "min_new_tokens": "EOS is banned for the first N new tokens",
+    "forced_eos_id": "force the last new token to this id",
 }
+
+
+RULE_FIELDS = (
+    "length_rule",
+    "length_penalty",
+    "early_stopping",
+    "no_repeat_ngram_size",
+    "min_new_tokens",
+    "forced_eos_id",
+)
 
 
 def _search_arguments(parser: argparse.ArgumentParser, methods: tuple[str, ...], names: Sequence[str]) -> None:
@@ -304,7 +324,7 @@ def _search_arguments(parser: argparse.ArgumentParser, methods: tuple[str, ...],
         if field.name == "method":
             parser.add_argument("--method", choices=methods, default=field.default, help=help_text)
         else:
-            kind = int if field.name == "max_new_tokens" else type(field.default)
+            kind = int if field.default is None else type(field.default)
             parser.add_argument(f"--{field.name}", type=kind, default=field.default, help=help_text)
 
 
@@ -338,7 +358,7 @@ def _add_use_commands(sub: Any) -> None:
     given.add_argument("--text", action="append", help="text to translate (repeat for a batch)")
     given.add_argument("--input", help="file with one text per line")
     translate.add_argument("--output", help="write the translations here, one per line (default: stdout)")
-    _search_arguments(translate, ("greedy", "beam"), ("method", "max_new_tokens", "beam_size", "alpha"))
+    _search_arguments(translate, ("greedy", "beam"), ("method", "max_new_tokens", "beam_size", "alpha", *RULE_FIELDS))
     translate.add_argument("--batch_size", type=int, default=64, help="texts decoded together")
     translate.set_defaults(handler=cmd_translate)
 

@@ -47,6 +47,7 @@ from jaxformer.decoding.texts import generate_texts, translate_batched
 from jaxformer.errors import InputError
 from jaxformer.experiment import Experiment
 from jaxformer.hf import convert, files, hub, run_export
+from jaxformer.hf.generation_config import checkpoint_search
 from jaxformer.hf.tokenizer import CheckpointTokenizer, load_checkpoint_tokenizer
 from jaxformer.models import build, param_count
 from jaxformer.train.checkpoint import load_params
@@ -439,9 +440,12 @@ def translate(
     """Translate each text with an encoder-decoder model, `batch_size` at a time (sorted by length).
 
     search / settings as in `generate`; max_new_tokens default: the training target length
-    (`data.max_target_length`, capped at max_len).
+    (`data.max_target_length`, capped at max_len). A HF checkpoint (`load_model`) without `search`: its
+    generation_config.json's rules (`checkpoint_search`) are the base that `settings` change.
     """
     _require_family(run, "encoder_decoder", "translate")
+    if search is None and run.experiment is None:
+        search = _search(None, checkpoint_search(run.workdir))
     search = _search(search, settings)
     texts = _check_texts(texts, "text")
     _encode(run, texts, "text")  # length checks before any decoding

@@ -20,6 +20,8 @@ from jaxformer.errors import ConfigError
 
 Method = Literal["greedy", "sample", "beam"]
 METHODS = allowed_values(Method)
+LengthRule = Literal["gnmt", "transformers"]
+EarlyStopping = Literal["false", "true", "never"]
 MAX_BEAM_SIZE = 64  # the one beam-size rule: 1 <= beam_size <= MAX_BEAM_SIZE (and 2 * beam_size <= vocab_size)
 MAX_SEED = 2**31 - 1
 
@@ -51,6 +53,14 @@ class SearchConfig:
     top_k: int = 0  # sample from the k most likely tokens (0 = all)
     top_p: float = 1.0  # nucleus sampling mass in (0, 1] (1 = all)
     seed: int = 0  # sampling seed: a fixed seed reproduces the output
+    # Beam ranking: "gnmt" (alpha above; stops when no beam can win) or "transformers" (score = log P /
+    # length ** length_penalty, stopping by early_stopping "true" | "false" | "never", as transformers).
+    length_rule: LengthRule = "gnmt"
+    length_penalty: float = 1.0  # the exponent of length_rule="transformers"
+    early_stopping: EarlyStopping = "false"  # transformers' early_stopping (True/False/"never")
+    no_repeat_ngram_size: int = 0  # ban a token that repeats an n-gram of this size (0 = off)
+    min_new_tokens: int = 0  # EOS is banned for the first min_new_tokens new tokens
+    forced_eos_id: int | None = None  # the last new token is forced to this id (None = not forced)
 
     def __post_init__(self) -> None:
         try:
@@ -86,6 +96,25 @@ class SearchConfig:
         if temperature < 0:
             raise ConfigError(f"temperature={self.temperature!r} must be >= 0.")
         self._set("temperature", temperature)
+        try:
+            check_choice("length_rule", self.length_rule, LengthRule)
+        except ValueError as err:
+            raise ConfigError(str(err)) from None
+        self._set("length_penalty", _number("length_penalty", self.length_penalty))
+        stopping = str(self.early_stopping).lower() if isinstance(self.early_stopping, (bool, str)) else None
+        if stopping not in allowed_values(EarlyStopping):
+            raise ConfigError(
+                f"early_stopping={self.early_stopping!r} must be one of {list(allowed_values(EarlyStopping))} "
+                "(transformers' True / False / 'never')."
+            )
+        self._set("early_stopping", stopping)
+        self._set(
+            "no_repeat_ngram_size",
+            _integer("no_repeat_ngram_size", self.no_repeat_ngram_size, 0, "an integer >= 0 (0 = off)"),
+        )
+        self._set("min_new_tokens", _integer("min_new_tokens", self.min_new_tokens, 0, "an integer >= 0"))
+        if self.forced_eos_id is not None:
+            self._set("forced_eos_id", _integer("forced_eos_id", self.forced_eos_id, 0, "a token id >= 0 or None"))
 
     def _set(self, name: str, value: Any) -> None:
         object.__setattr__(self, name, value)  # the checked, plain-Python value (frozen dataclass)
@@ -108,6 +137,8 @@ class SearchConfig:
             raise ConfigError(
                 f"top_k={self.top_k} must be at most vocab_size={config.vocab_size} (0 keeps every token)."
             )
+        if self.forced_eos_id is not None and self.forced_eos_id >= config.vocab_size:
+            raise ConfigError(f"forced_eos_id={self.forced_eos_id} must be below vocab_size={config.vocab_size}.")
 
     def new_tokens(self, default: int) -> int:
         """max_new_tokens, or `default` when it is None."""

@@ -21,6 +21,7 @@ import numpy as np
 from jaxformer.config import ModelConfig, SearchConfig
 from jaxformer.decoding import inputs as checks
 from jaxformer.decoding.beam import beam_tokens
+from jaxformer.decoding.rules import Rules, apply_rules, prefix_tokens, rules_of
 from jaxformer.decoding.sampling import greedy_tokens, sample_logits
 from jaxformer.decoding.steps import LOOP_COMPILER_OPTIONS, DecodeInputs, DecodeState, prefill
 
@@ -31,17 +32,30 @@ def token_loop(
     rng: jax.Array,
     temperature: jax.Array,
     top_p: jax.Array,
+    rules: Rules,
+    prefix: jax.Array,
     *,
     max_new_tokens: int,
     method: str,
     top_k: int,
     use_top_p: bool,
-    eos_id: jax.Array,
+    no_repeat_ngram_size: int,
     pad_id: int,
 ) -> jax.Array:
-    """Greedy or sampled tokens [B, N] from a prefilled state (traceable; used inside jit)."""
+    """Greedy or sampled tokens [B, N] from a prefilled state (prefix [B, K]: see `rules`; traceable)."""
+    eos_id = rules.eos_id
 
-    def choose(logits: jax.Array, step: jax.Array, done: jax.Array | None = None) -> jax.Array:
+    def choose(logits: jax.Array, step: jax.Array, out: jax.Array, done: jax.Array | None = None) -> jax.Array:
+        history = jnp.concatenate([prefix, out], axis=1)  # [B, K + N]
+        logits = apply_rules(
+            logits,
+            step,
+            history,
+            prefix.shape[1] + step,
+            rules,
+            no_repeat_ngram_size=no_repeat_ngram_size,
+            max_new_tokens=max_new_tokens,
+        )
         if method == "greedy":
             return greedy_tokens(logits)
         key = jax.random.fold_in(rng, step)
@@ -50,8 +64,9 @@ def token_loop(
     def ended(tokens: jax.Array) -> jax.Array:
         return tokens == eos_id  # eos_id -1: never
 
-    first = choose(state.logits, jnp.array(0, jnp.int32))  # [B]
-    out = jnp.full((first.shape[0], max_new_tokens), pad_id, jnp.int32).at[:, 0].set(first)
+    out = jnp.full((state.logits.shape[0], max_new_tokens), pad_id, jnp.int32)
+    first = choose(state.logits, jnp.array(0, jnp.int32), out)  # [B]
+    out = out.at[:, 0].set(first)
 
     def keep_going(carry: tuple) -> jax.Array:
         step, done = carry[0], carry[3]
@@ -60,7 +75,7 @@ def token_loop(
     def extend(carry: tuple) -> tuple:
         step, previous, out, done, cache, positions = carry
         logits, cache = state.step(params, cache, previous, positions)
-        tokens = jnp.where(done, pad_id, choose(logits, step, done))
+        tokens = jnp.where(done, pad_id, choose(logits, step, out, done))
         out = jax.lax.dynamic_update_slice(out, tokens[:, None], (0, step))
         return step + 1, tokens, out, done | ended(tokens), cache, positions + 1
 
@@ -68,20 +83,21 @@ def token_loop(
     return jax.lax.while_loop(keep_going, extend, carry)[2]
 
 
-_STATIC = ("config", "max_new_tokens", "method", "top_k", "use_top_p", "pad_id")
+_STATIC = ("config", "max_new_tokens", "method", "top_k", "use_top_p", "no_repeat_ngram_size", "pad_id")
 
 
 @functools.partial(jax.jit, static_argnames=_STATIC, compiler_options=LOOP_COMPILER_OPTIONS)
-def _token_search(params, inputs, rng, temperature, top_p, eos_id, *, config, max_new_tokens, **options):
+def _token_search(params, inputs, rng, temperature, top_p, rules, *, config, max_new_tokens, **options):
     """Prefill (either family) then the greedy/sampling loop: one compiled program."""
     state = prefill(config, params, inputs, max_new_tokens)
-    return token_loop(params, state, rng, temperature, top_p, eos_id=eos_id, max_new_tokens=max_new_tokens, **options)
+    prefix = prefix_tokens(config, inputs)
+    return token_loop(params, state, rng, temperature, top_p, rules, prefix, max_new_tokens=max_new_tokens, **options)
 
 
 def _loop_options(
     config: ModelConfig, search: SearchConfig, eos_id: int | None, pad_id: int
 ) -> tuple[dict[str, Any], tuple[jax.Array, ...]]:
-    """Static options and traced (rng, temperature, top_p, eos_id) of the token loop."""
+    """Static options and traced (rng, temperature, top_p, rules) of the token loop."""
     checks.check_id(config, "eos_id", eos_id)
     checks.check_id(config, "pad_id", pad_id, required=True)
     search.check_model(config)
@@ -91,10 +107,11 @@ def _loop_options(
         method=search.method,
         top_k=search.top_k if sampling else 0,
         use_top_p=sampling and search.top_p < 1.0,
+        no_repeat_ngram_size=search.no_repeat_ngram_size,
         pad_id=int(pad_id),
     )
-    eos = jnp.int32(-1 if eos_id is None else eos_id)  # traced, so a new EOS id needs no recompilation
-    dynamic = (jax.random.PRNGKey(search.seed), jnp.float32(search.temperature), jnp.float32(search.top_p), eos)
+    rules = rules_of(search, eos_id)  # traced, so a new EOS id needs no recompilation
+    dynamic = (jax.random.PRNGKey(search.seed), jnp.float32(search.temperature), jnp.float32(search.top_p), rules)
     return options, dynamic
 
 
