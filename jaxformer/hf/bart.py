@@ -27,6 +27,7 @@ from jaxformer.hf.common import (
     Rule,
     activation_key,
     config_from_keys,
+    default_labels,
     export_fields,
     is_tied,
     per_layer,
@@ -151,8 +152,7 @@ def config_to_hf_for(model_type: str) -> Any:
         }
         if config.encoder_head == "classification":
             out["eos_token_id"] = config.classifier_token_id
-            out["id2label"] = {str(i): f"LABEL_{i}" for i in range(config.num_classes)}
-            out["label2id"] = {f"LABEL_{i}": i for i in range(config.num_classes)}
+            out.update(default_labels(config.num_classes))
         return out
 
     return config_to_hf

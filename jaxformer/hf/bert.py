@@ -27,6 +27,7 @@ from jaxformer.hf.common import (
     Rule,
     activation_key,
     config_from_keys,
+    default_labels,
     export_fields,
     per_layer,
     table,
@@ -126,20 +127,26 @@ def encoder_head(
     return "none", 2
 
 
-KEYS = (  # config.json key <-> ModelConfig field; missing keys take FIXED's value
-    Key("vocab_size", "vocab_size", required=True),
-    Key("hidden_size", "d_model", required=True),
-    Key("num_attention_heads", "num_heads", required=True),
-    Key("intermediate_size", "d_ff", required=True),
-    Key("num_hidden_layers", "num_layers", required=True),
-    Key("max_position_embeddings", "max_len", required=True),
-    Key("hidden_dropout_prob", "dropout_rate", read=float),
-    Key("attention_probs_dropout_prob", "attention_dropout_rate", read=float),
-    activation_key("hidden_act", MODEL_TYPE),
-    Key("type_vocab_size", "num_token_types", read=int),
-    Key("layer_norm_eps", "norm_eps", read=float),
-    Key("initializer_range", "initializer_range", read=float),
-)
+def bert_keys(model_type: str) -> tuple[Key, ...]:
+    """config.json key <-> ModelConfig field of BERT's config layout (RoBERTa and XLM-R share it);
+    missing keys take FIXED's value."""
+    return (
+        Key("vocab_size", "vocab_size", required=True),
+        Key("hidden_size", "d_model", required=True),
+        Key("num_attention_heads", "num_heads", required=True),
+        Key("intermediate_size", "d_ff", required=True),
+        Key("num_hidden_layers", "num_layers", required=True),
+        Key("max_position_embeddings", "max_len", required=True),
+        Key("hidden_dropout_prob", "dropout_rate", read=float),
+        Key("attention_probs_dropout_prob", "attention_dropout_rate", read=float),
+        activation_key("hidden_act", model_type),
+        Key("type_vocab_size", "num_token_types", read=int),
+        Key("layer_norm_eps", "norm_eps", read=float),
+        Key("initializer_range", "initializer_range", read=float),
+    )
+
+
+KEYS = bert_keys(MODEL_TYPE)
 DERIVED = ("pooler", "encoder_head", "num_classes")  # from the tensors present
 PLAIN = ("use_bias", "scale_attention_logits", "embed_scale", "position_rule", "pooler_activation", "position_offset")
 EXPORT_FIELDS = export_fields(bert_arch.FIXED, KEYS, DERIVED, PLAIN)
@@ -176,8 +183,7 @@ def config_to_hf(config: ModelConfig) -> dict[str, Any]:
         "tie_word_embeddings": True,
     }
     if config.encoder_head in ("classification", "token_classification"):
-        out["id2label"] = {str(i): f"LABEL_{i}" for i in range(config.num_classes)}
-        out["label2id"] = {f"LABEL_{i}": i for i in range(config.num_classes)}
+        out.update(default_labels(config.num_classes))
     return out
 
 

@@ -386,3 +386,9 @@ def export_fields(
     the tensors, or with no HF counterpart to check), plus `plain` fields that must keep ModelConfig's
     default (features the HF architecture lacks, e.g. embed_scale for GPT-2)."""
     return {**fixed_fields(fixed, keys, free), **{name: _MODEL_DEFAULTS[name] for name in plain}}
+
+
+def default_labels(num_classes: int) -> dict[str, dict]:
+    """transformers' placeholder label names for a classifier config: {"id2label": ..., "label2id": ...}."""
+    names = [f"LABEL_{i}" for i in range(num_classes)]
+    return {"id2label": {str(i): name for i, name in enumerate(names)}, "label2id": {n: i for i, n in enumerate(names)}}

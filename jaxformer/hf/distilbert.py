@@ -30,6 +30,7 @@ from jaxformer.hf.common import (
     Rule,
     activation_key,
     config_from_keys,
+    default_labels,
     export_fields,
     per_layer,
     table,
@@ -167,8 +168,7 @@ def config_to_hf(config: ModelConfig) -> dict[str, Any]:
         "tie_word_embeddings": True,
     }
     if config.encoder_head in ("classification", "token_classification"):
-        out["id2label"] = {str(i): f"LABEL_{i}" for i in range(config.num_classes)}
-        out["label2id"] = {f"LABEL_{i}": i for i in range(config.num_classes)}
+        out.update(default_labels(config.num_classes))
     return out
 
 

@@ -21,15 +21,15 @@ import numpy as np
 from jaxformer.architectures import roberta as roberta_arch
 from jaxformer.config import EncoderHead, ModelConfig
 from jaxformer.errors import CheckpointError
-from jaxformer.hf.bert import EMBEDDINGS, LAYER, POOLER
+from jaxformer.hf.bert import EMBEDDINGS, LAYER, POOLER, bert_keys
 from jaxformer.hf.common import (
     COPY,
     LINEAR_IN,
     Architecture,
     Key,
     Rule,
-    activation_key,
     config_from_keys,
+    default_labels,
     export_fields,
     per_layer,
     table,
@@ -95,21 +95,8 @@ def encoder_head(tensors: Mapping[str, np.ndarray]) -> tuple[EncoderHead, int]:
 
 
 def keys(model_type: str) -> tuple[Key, ...]:
-    """config.json key <-> ModelConfig field (BERT's keys); missing keys take FIXED's value."""
-    return (
-        Key("vocab_size", "vocab_size", required=True),
-        Key("hidden_size", "d_model", required=True),
-        Key("num_attention_heads", "num_heads", required=True),
-        Key("intermediate_size", "d_ff", required=True),
-        Key("num_hidden_layers", "num_layers", required=True),
-        Key("max_position_embeddings", "max_len", required=True),
-        Key("hidden_dropout_prob", "dropout_rate", read=float),
-        Key("attention_probs_dropout_prob", "attention_dropout_rate", read=float),
-        activation_key("hidden_act", model_type),
-        Key("type_vocab_size", "num_token_types", read=int),
-        Key("layer_norm_eps", "norm_eps", read=float),
-        Key("initializer_range", "initializer_range", read=float),
-    )
+    """config.json key <-> ModelConfig field: BERT's keys (missing keys take FIXED's value)."""
+    return bert_keys(model_type)
 
 
 KEYS = keys("roberta")
@@ -184,8 +171,7 @@ def make_config_to_hf(model_type: str):
             "tie_word_embeddings": True,
         }
         if config.encoder_head in ("classification", "token_classification"):
-            out["id2label"] = {str(i): f"LABEL_{i}" for i in range(config.num_classes)}
-            out["label2id"] = {f"LABEL_{i}": i for i in range(config.num_classes)}
+            out.update(default_labels(config.num_classes))
         return out
 
     return config_to_hf
