@@ -42,8 +42,8 @@ def check_length(config: ModelConfig, length: int, what: str = "input") -> None:
     limit = max_tokens(config)
     if length > limit:
         raise InputError(
-            f"{what} length {length} exceeds the model's maximum positions {limit} (max_len={config.max_len}"
-            f"{', less the padding offset' if limit != config.max_len else ''}); "
+            f"{what} length {length} exceeds the model's maximum positions max_len={config.max_len}"
+            f"{f' less the padding offset: {limit}' if limit != config.max_len else ''}; "
             "truncate the input or use a config with a larger max_len."
         )
 
