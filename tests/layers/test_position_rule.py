@@ -62,7 +62,9 @@ def test_the_offset_shortens_the_longest_input():
     config = ModelConfig(family="encoder_only", position_rule="padding_offset", pad_token_id=1, max_len=20)
     assert max_tokens(config) == 18  # positions 2..19 of a 20-row table
     check_length(config, 18)
-    with pytest.raises(InputError, match="length 19 exceeds the model's maximum positions max_len=20 less the padding offset: 18"):
+    with pytest.raises(
+        InputError, match="length 19 exceeds the model's maximum positions max_len=20 less the padding offset: 18"
+    ):
         check_length(config, 19)
 
 
