@@ -173,7 +173,7 @@ def prepare(experiment: Experiment) -> tuple[Experiment, Start | None, Tokenizer
     tokenizer = checkpoint_tokenizer(source) if experiment.tokenizer_from_init else None
     data = _data_with(experiment, tokenizer) if tokenizer is not None else experiment.data
     vocab_map = _vocab_map(source, tokenizer) if tokenizer is not None else None
-    if vocab_map is not None and config.pad_token_id != tokenizer.pad_id:
+    if tokenizer is not None and vocab_map is not None and config.pad_token_id != tokenizer.pad_id:
         # The re-indexed ids put pad at tokenizer.pad_id, but the checkpoint's config (its padding masks and,
         # for RoBERTa, its position offset) still says pad_token_id: a run would mask the wrong token.
         raise ConfigError(
