@@ -32,11 +32,11 @@ from jaxformer.inference import (
     InputTooLongError,
     Run,
     WrongFamilyError,
-    _check_int,
-    _check_texts,
-    _require_family,
     as_run,
+    check_int,
+    check_texts,
     classify,
+    require_family,
 )
 from jaxformer.models import build
 from jaxformer.models.embeddings import max_tokens
@@ -57,7 +57,7 @@ class Answer:
 
 
 def _require_head(run: Run, head: str, function: str) -> None:
-    _require_family(run, "encoder_only", function)
+    require_family(run, "encoder_only", function)
     if run.config.encoder_head != head:
         what = {"qa": "a question-answering", "classification": "a sequence-classification"}
         needs = what.get(head, "a token-classification")
@@ -86,7 +86,7 @@ def _offsets_tokenizer(run: Run, function: str) -> Any:
 
 
 def _check_text(text: Any, what: str) -> str:
-    return _check_texts([text], what)[0]
+    return check_texts([text], what)[0]
 
 
 def _padded(run: Run, rows: Sequence[Sequence[int]], types: Sequence[Sequence[int]] | None = None) -> dict[str, Any]:
@@ -139,8 +139,8 @@ def qa_windows(
     tokenizer = _offsets_tokenizer(run, "answer")
     question, context = _check_text(question, "question"), _check_text(context, "context")
     limit = max_tokens(run.config)
-    max_seq_len = min(384, limit) if max_seq_len is None else _check_int("max_seq_len", max_seq_len, 4, limit)
-    doc_stride = min(_check_int("doc_stride", doc_stride, 0, 1 << 20), max_seq_len // 2)
+    max_seq_len = min(384, limit) if max_seq_len is None else check_int("max_seq_len", max_seq_len, 4, limit)
+    doc_stride = min(check_int("doc_stride", doc_stride, 0, 1 << 20), max_seq_len // 2)
     encoding = tokenizer.encode(question, context, add_special_tokens=True)
     if len(encoding.ids) <= max_seq_len:
         windows = [encoding]
@@ -178,8 +178,8 @@ def answer(
     """
     run = as_run(model)
     _require_head(run, "qa", "answer")
-    max_answer_length = _check_int("max_answer_length", max_answer_length, 1, run.config.max_len)
-    top_k = _check_int("top_k", top_k, 1, 1000)
+    max_answer_length = check_int("max_answer_length", max_answer_length, 1, run.config.max_len)
+    top_k = check_int("top_k", top_k, 1, 1000)
     windows, inputs = qa_windows(run, question, context, max_seq_len, doc_stride)
     out = encoder_outputs(run, inputs)
     found: list[tuple[float, int, spans.Span]] = []

@@ -308,7 +308,7 @@ def _generation_length(directory: Path, limit: int) -> int:
 
 def prompt_ids(run: Run, prompts: Sequence[str], chat: bool = False) -> list[list[int]]:
     """The model input ids of each prompt, as `generate(run, prompts, chat=chat)` feeds them."""
-    prompts = _check_texts(prompts, "prompt")
+    prompts = check_texts(prompts, "prompt")
     if not chat:
         return _encode(run, prompts, "prompt")
     tokenizer = run.tokenizer
@@ -329,7 +329,8 @@ def prompt_ids(run: Run, prompts: Sequence[str], chat: bool = False) -> list[lis
 # Checks -------------------------------------------------------------------------------------
 
 
-def _require_family(run: Run, family: str, function: str) -> None:
+def require_family(run: Run, family: str, function: str) -> None:
+    """Refuse, in one line naming the right function, a run of another family (shared by the task modules)."""
     if run.family != family:
         use = {"decoder_only": "generate", "encoder_decoder": "translate", "encoder_only": "classify"}[run.family]
         raise WrongFamilyError(
@@ -341,7 +342,8 @@ def _a(word: str) -> str:
     return f"{'an' if word[0] in 'aeiou' else 'a'} {word}"
 
 
-def _check_texts(texts: Sequence[str], what: str) -> list[str]:
+def check_texts(texts: Sequence[str], what: str) -> list[str]:
+    """The user's texts as a list, refused one line each when not strings, empty or too long."""
     if isinstance(texts, str):
         raise InferenceError(f"{what}s must be a list of strings, not one string; wrap it in a list.")
     texts = list(texts)
@@ -372,7 +374,8 @@ def _encode(run: Run, texts: list[str], what: str) -> list[list[int]]:
     return rows
 
 
-def _check_int(name: str, value: Any, low: int, high: int, hint: str = "") -> int:
+def check_int(name: str, value: Any, low: int, high: int, hint: str = "") -> int:
+    """`value` as an int in [low, high] (an integral float is accepted), or an InferenceError naming it."""
     if isinstance(value, float) and value.is_integer():
         value = int(value)
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not low <= value <= high:
@@ -416,14 +419,14 @@ def generate(
     chat: each prompt is a user message, rendered by the checkpoint's chat template (load_model runs).
     Prompts + new tokens must fit in max_len.
     """
-    _require_family(run, "decoder_only", "generate")
+    require_family(run, "decoder_only", "generate")
     search = _search(search, settings)
     rows = prompt_ids(run, prompts, chat)
     longest = max(len(r) for r in rows)
     room = run.config.max_len - longest
     if room < 1:
         raise InputTooLongError(f"the prompt fills the model's max_len={run.config.max_len}; shorten it.")
-    max_new_tokens = _check_int(
+    max_new_tokens = check_int(
         "max_new_tokens",
         search.new_tokens(GENERATE_NEW_TOKENS),
         1,
@@ -443,17 +446,17 @@ def translate(
     (`data.max_target_length`, capped at max_len). A HF checkpoint (`load_model`) without `search`: its
     generation_config.json's rules (`checkpoint_search`) are the base that `settings` change.
     """
-    _require_family(run, "encoder_decoder", "translate")
+    require_family(run, "encoder_decoder", "translate")
     if search is None and run.experiment is None:
         search = _search(None, checkpoint_search(run.workdir))
     search = _search(search, settings)
-    texts = _check_texts(texts, "text")
+    texts = check_texts(texts, "text")
     _encode(run, texts, "text")  # length checks before any decoding
     limit = run.config.max_len
     max_new_tokens = search.new_tokens(min(run.pipeline.widths[1], limit))
-    max_new_tokens = _check_int("max_new_tokens", max_new_tokens, 1, limit, f" (the model's max_len is {limit})")
+    max_new_tokens = check_int("max_new_tokens", max_new_tokens, 1, limit, f" (the model's max_len is {limit})")
     search = _checked_search(run, search, max_new_tokens)
-    batch_size = _check_int("batch_size", batch_size, 1, 4096)
+    batch_size = check_int("batch_size", batch_size, 1, 4096)
     return translate_batched(run.config, run.params, run.pipeline, texts, search, batch_size)
 
 
@@ -471,12 +474,12 @@ def _classifier(config: ModelConfig) -> Any:
 
 def classify(run: Run, texts: Sequence[str]) -> list[tuple[int, list[float]]]:
     """(predicted class id, class probabilities [C]) for each text, with an encoder-only classifier."""
-    _require_family(run, "encoder_only", "classify")
+    require_family(run, "encoder_only", "classify")
     if run.config.encoder_head != "classification":
         raise WrongFamilyError(
             f"classify() needs a classification head; {run.workdir} has encoder_head={run.config.encoder_head!r}."
         )
-    rows = _encode(run, _check_texts(texts, "text"), "text")
+    rows = _encode(run, check_texts(texts, "text"), "text")
     width = min(run.pipeline.widths[0], run.config.max_len)
     batch = 8 * math.ceil(len(rows) / 8)  # a few batch shapes, a few compilations
     tokens = np.full((batch, width), run.tokenizer.pad_id, np.int32)  # [B, L]; padding rows get one token
@@ -506,7 +509,7 @@ def evaluate_bleu(
 
     search / settings as in `translate` (method greedy or beam); max_new_tokens default: the training target length.
     """
-    _require_family(run, "encoder_decoder", "evaluate_bleu")
+    require_family(run, "encoder_decoder", "evaluate_bleu")
     search = _search(search, settings)
     if search.method not in TRANSLATION_EVAL_METHODS:
         raise InferenceError(
@@ -527,7 +530,7 @@ def evaluate_bleu(
 def split_pairs(run: Run, split: str, max_examples: int = 0) -> list[tuple[str, str]]:
     """(input text, reference text) of every example of `split` (the first `max_examples` when > 0)."""
     _check_split(split)
-    _check_int("max_examples", max_examples, 0, 10**9)
+    check_int("max_examples", max_examples, 0, 10**9)
     pipeline = run.pipeline
     pipeline.split_examples(split)  # raises a one-line DataError when the config has no such split
     count = pipeline.stats[split]["records"]
