@@ -45,8 +45,7 @@ class DecoderOnly(nn.Module):
         valid: jax.Array | None = None,
     ) -> jax.Array:
         check_tokens(self.config, tokens)
-        for name, arr in (("positions", positions), ("segment_ids", segment_ids), ("valid", valid)):
-            check_same_shape(name, arr, tokens)
+        check_same_shape(tokens, positions=positions, segment_ids=segment_ids, valid=valid)
         if self.decode:
             positions = self.decode_positions(tokens, positions)
         elif positions is None:

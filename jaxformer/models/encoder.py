@@ -53,13 +53,9 @@ class EncoderOnly(nn.Module):
     ) -> dict[str, jax.Array]:
         cfg = self.config
         check_tokens(cfg, tokens)
-        for name, arr in (
-            ("token_type_ids", token_type_ids),
-            ("valid", valid),
-            ("positions", positions),
-            ("segment_ids", segment_ids),
-        ):
-            check_same_shape(name, arr, tokens)
+        check_same_shape(
+            tokens, token_type_ids=token_type_ids, valid=valid, positions=positions, segment_ids=segment_ids
+        )
         positions = encoder_positions(cfg, tokens) if positions is None else positions
         x = self.embedding(tokens, positions, token_type_ids)
         hidden = self.encoder(x, attention_mask(valid, segment_ids, tokens.shape[1]), positions)

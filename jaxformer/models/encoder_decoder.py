@@ -82,12 +82,9 @@ class EncoderDecoder(nn.Module):
         source_segment_ids: jax.Array | None = None,
     ) -> jax.Array:
         check_tokens(self.config, source, "source")
-        for name, arr in (
-            ("source_valid", source_valid),
-            ("source_positions", source_positions),
-            ("source_segment_ids", source_segment_ids),
-        ):
-            check_same_shape(name, arr, source)
+        check_same_shape(
+            source, source_valid=source_valid, source_positions=source_positions, source_segment_ids=source_segment_ids
+        )
         positions = default_positions(source) if source_positions is None else source_positions
         x = self.source_embedding(source, positions)
         return self.encoder(x, attention_mask(source_valid, source_segment_ids, source.shape[1]), positions)
@@ -121,12 +118,9 @@ class EncoderDecoder(nn.Module):
     ) -> jax.Array:
         """The decoder's last hidden states [B, T, D] (arguments as in `decode_step`)."""
         check_tokens(self.config, target, "target")
-        for name, arr in (
-            ("target_positions", target_positions),
-            ("target_segment_ids", target_segment_ids),
-            ("target_valid", target_valid),
-        ):
-            check_same_shape(name, arr, target)
+        check_same_shape(
+            target, target_positions=target_positions, target_segment_ids=target_segment_ids, target_valid=target_valid
+        )
         if (target_segment_ids is None) != (source_segment_ids is None):
             given = "source_segment_ids" if target_segment_ids is None else "target_segment_ids"
             raise InputError(

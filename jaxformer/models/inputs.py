@@ -26,11 +26,13 @@ def check_tokens(config: ModelConfig, tokens: jax.Array, name: str = "tokens") -
     check_length(config, tokens.shape[1], name)
 
 
-def check_same_shape(name: str, array: jax.Array | None, tokens: jax.Array) -> None:
-    if array is not None and tuple(array.shape) != tuple(tokens.shape):
-        raise InputError(
-            f"{name} has shape {tuple(array.shape)} but tokens are {tuple(tokens.shape)}; they must match."
-        )
+def check_same_shape(tokens: jax.Array, **arrays: jax.Array | None) -> None:
+    """Every given per-token array (mask, positions, segment ids) has the tokens' shape [B, T]; None is skipped."""
+    for name, array in arrays.items():
+        if array is not None and tuple(array.shape) != tuple(tokens.shape):
+            raise InputError(
+                f"{name} has shape {tuple(array.shape)} but tokens are {tuple(tokens.shape)}; they must match."
+            )
 
 
 def causal_attention_mask(valid: jax.Array | None, segment_ids: jax.Array | None, length: int) -> jax.Array:
