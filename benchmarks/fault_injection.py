@@ -571,47 +571,22 @@ def build_cases(fx: dict[str, Path]) -> list[Case]:
         Case("demo: bad port", "demo", cli("demo", "--workdir", lm, "--port", "-5")),
         # hf.load through the Python API
         Case("hf.load: missing directory", "hf.load", code=load.format(path="{dir}/none")),
-        Case(
-            "hf.load: no config.json",
-            "hf.load",
-            code=load.format(path="{dir}/ckpt"),
-            setup=damage_safetensors("no_config", hf_dir),
-        ),
-        Case(
-            "hf.load: config.json not JSON",
-            "hf.load",
-            code=load.format(path="{dir}/ckpt"),
-            setup=damage_safetensors("bad_json", hf_dir),
-        ),
-        Case(
-            "hf.load: unsupported model_type",
-            "hf.load",
-            code=load.format(path="{dir}/ckpt"),
-            setup=damage_safetensors("model_type", hf_dir),
-        ),
-        Case(
-            "hf.load: no weights file",
-            "hf.load",
-            code=load.format(path="{dir}/ckpt"),
-            setup=damage_safetensors("no_weights", hf_dir),
-        ),
-        Case(
-            "hf.load: a tensor missing",
-            "hf.load",
-            code=load.format(path="{dir}/ckpt"),
-            setup=damage_safetensors("missing_tensor", hf_dir),
-        ),
-        Case(
-            "hf.load: truncated safetensors",
-            "hf.load",
-            code=load.format(path="{dir}/ckpt"),
-            setup=damage_safetensors("truncate", hf_dir),
-        ),
-        Case(
-            "hf.load: garbled safetensors header",
-            "hf.load",
-            code=load.format(path="{dir}/ckpt"),
-            setup=damage_safetensors("header", hf_dir),
+        *(
+            Case(
+                f"hf.load: {what}",
+                "hf.load",
+                code=load.format(path="{dir}/ckpt"),
+                setup=damage_safetensors(kind, hf_dir),
+            )
+            for what, kind in (
+                ("no config.json", "no_config"),
+                ("config.json not JSON", "bad_json"),
+                ("unsupported model_type", "model_type"),
+                ("no weights file", "no_weights"),
+                ("a tensor missing", "missing_tensor"),
+                ("truncated safetensors", "truncate"),
+                ("garbled safetensors header", "header"),
+            )
         ),
         Case(
             "hf.load: NaN weight",
