@@ -221,6 +221,11 @@ def disk_faults(s2s: str, lm: str) -> list[Case]:
     ]
 
 
+def command_cases(command: str, base: tuple[str, ...], *rows: tuple[str, tuple[str, ...]]) -> list[Case]:
+    """One case per (what, extra arguments) row, each running `jaxformer COMMAND *base *extra`."""
+    return [Case(f"{command}: {what}", command, cli(command, *base, *extra)) for what, extra in rows]
+
+
 def build_cases(fx: dict[str, Path]) -> list[Case]:
     s2s, lm, hf_dir, text = str(fx["seq2seq"]), str(fx["charlm"]), fx["hf"], str(fx["text"])
     train = ("train", "--config", SMOKE)
@@ -496,66 +501,31 @@ def build_cases(fx: dict[str, Path]) -> list[Case]:
         Case("evaluate: missing step", "evaluate", cli("evaluate", "--workdir", s2s, "--step", "999")),
         Case("evaluate: beam 0", "evaluate", cli("evaluate", "--workdir", s2s, "--method", "beam", "--beam_size", "0")),
         # translate
-        Case(
-            "translate: --output is a directory",
+        *command_cases(
             "translate",
-            cli("translate", "--workdir", s2s, "--text", "123", "--output", str(fx["translate_out"])),
-        ),
-        Case(
-            "translate: --input missing", "translate", cli("translate", "--workdir", s2s, "--input", "{dir}/none.txt")
-        ),
-        Case("translate: --input empty", "translate", cli("translate", "--workdir", s2s, "--input", str(fx["empty"]))),
-        Case("translate: --input is a directory", "translate", cli("translate", "--workdir", s2s, "--input", "{dir}")),
-        Case(
-            "translate: beam size 0",
-            "translate",
-            cli("translate", "--workdir", s2s, "--text", "12", "--method", "beam", "--beam_size", "0"),
-        ),
-        Case(
-            "translate: beam size huge",
-            "translate",
-            cli("translate", "--workdir", s2s, "--text", "12", "--method", "beam", "--beam_size", "100000"),
-        ),
-        Case(
-            "translate: max_new_tokens huge",
-            "translate",
-            cli("translate", "--workdir", s2s, "--text", "12", "--max_new_tokens", "1000000000"),
+            ("--workdir", s2s),
+            ("--output is a directory", ("--text", "123", "--output", str(fx["translate_out"]))),
+            ("--input missing", ("--input", "{dir}/none.txt")),
+            ("--input empty", ("--input", str(fx["empty"]))),
+            ("--input is a directory", ("--input", "{dir}")),
+            ("beam size 0", ("--text", "12", "--method", "beam", "--beam_size", "0")),
+            ("beam size huge", ("--text", "12", "--method", "beam", "--beam_size", "100000")),
+            ("max_new_tokens huge", ("--text", "12", "--max_new_tokens", "1000000000")),
+            ("empty text", ("--text", "")),
         ),
         Case("translate: decoder-only run", "translate", cli("translate", "--workdir", lm, "--text", "12")),
-        Case("translate: empty text", "translate", cli("translate", "--workdir", s2s, "--text", "")),
-        # generate
         Case("generate: encoder-decoder run", "generate", cli("generate", "--workdir", s2s, "--prompt", "12")),
-        Case("generate: empty prompt", "generate", cli("generate", "--workdir", lm, "--prompt", "")),
-        Case(
-            "generate: top_p 0",
+        *command_cases(
             "generate",
-            cli("generate", "--workdir", lm, "--prompt", "th", "--method", "sample", "--top_p", "0"),
-        ),
-        Case(
-            "generate: negative temperature",
-            "generate",
-            cli("generate", "--workdir", lm, "--prompt", "th", "--method", "sample", "--temperature", "-1"),
-        ),
-        Case(
-            "generate: negative top_k",
-            "generate",
-            cli("generate", "--workdir", lm, "--prompt", "th", "--method", "sample", "--top_k", "-3"),
-        ),
-        Case(
-            "generate: character outside the vocabulary",
-            "generate",
-            cli("generate", "--workdir", lm, "--prompt", "th\u00e9\u4e2d"),
-        ),
-        Case(
-            "generate: prompt longer than max_len",
-            "generate",
-            cli("generate", "--workdir", lm, "--prompt", "the " * 40),
-        ),
-        Case("generate: missing step", "generate", cli("generate", "--workdir", lm, "--prompt", "th", "--step", "7")),
-        Case(
-            "generate: unknown method",
-            "generate",
-            cli("generate", "--workdir", lm, "--prompt", "th", "--method", "nucleus"),
+            ("--workdir", lm),
+            ("empty prompt", ("--prompt", "")),
+            ("top_p 0", ("--prompt", "th", "--method", "sample", "--top_p", "0")),
+            ("negative temperature", ("--prompt", "th", "--method", "sample", "--temperature", "-1")),
+            ("negative top_k", ("--prompt", "th", "--method", "sample", "--top_k", "-3")),
+            ("character outside the vocabulary", ("--prompt", "th\u00e9\u4e2d")),
+            ("prompt longer than max_len", ("--prompt", "the " * 40)),
+            ("missing step", ("--prompt", "th", "--step", "7")),
+            ("unknown method", ("--prompt", "th", "--method", "nucleus")),
         ),
         # export
         Case("export: missing workdir", "export", cli("export", "--workdir", "{dir}/none", "--out", "{dir}/out")),
