@@ -21,6 +21,11 @@ trained further in jaxformer).
 
 Per-module ranks, alphas (rank_pattern, alpha_pattern) and rsLoRA scales are folded into B on import
 (B * s_module / s_config), so one `LoraConfig` describes the imported tree.
+
+`lora.train_modules` (modules trained in full, such as a new classifier head) are PEFT's
+`modules_to_save`: their trained tensors are written under their HF names (e.g.
+base_model.model.classifier.weight) and listed in `modules_to_save`; import reads them back into
+the tree's copies, so the adapter directory alone carries the whole change to the base.
 """
 
 from __future__ import annotations
@@ -39,7 +44,7 @@ from safetensors.numpy import load_file, save_file
 from jaxformer.config import LORA_MODULES, LoraConfig, ModelConfig
 from jaxformer.errors import CheckpointError
 from jaxformer.hf.common import Concat, Reshape, Rule
-from jaxformer.hf.convert import architecture_for, nested, param_shapes, rescan, save, unscan
+from jaxformer.hf.convert import architecture_for, flat_params, nested, param_shapes, rescan, save, unscan
 from jaxformer.models import lora as lora_lib
 
 CONFIG_NAME = "adapter_config.json"
@@ -85,12 +90,17 @@ def save_adapter(
     *,
     base_model_name_or_path: str | None = None,
 ) -> Path:
-    """Write `lora_params` (either layer layout) as a PEFT LoRA directory; returns the directory."""
+    """Write `lora_params` (either layer layout) as a PEFT LoRA directory; returns the directory.
+
+    The trained copies of `lora.train_modules` go in as PEFT `modules_to_save`.
+    """
+    unrolled = unscan(dict(lora_params))
     pairs = {
         p: (np.asarray(a, np.float32), np.asarray(b, np.float32))
-        for p, (a, b) in lora_lib.adapter_pairs(unscan(dict(lora_params))).items()
+        for p, (a, b) in lora_lib.adapter_pairs(unrolled, lora.train_modules).items()
     }
-    tensors: dict[str, np.ndarray] = {}
+    saved = saved_module_tensors(config, lora, unrolled)
+    tensors: dict[str, np.ndarray] = {f"{KEY_PREFIX}{name}": value for name, value in saved.items()}
     modules, ranks, alphas, used = [], {}, {}, set()
     fan_in_fan_out = False
     for module, rule in adaptable_rules(config).items():
@@ -133,13 +143,39 @@ def save_adapter(
         "use_dora": False,
         "init_lora_weights": True,
         "inference_mode": True,
-        "modules_to_save": None,
+        "modules_to_save": sorted({name.rsplit(".", 1)[0] for name in saved}) or None,
     }
     out = Path(out_dir).expanduser()
     out.mkdir(parents=True, exist_ok=True)
     (out / CONFIG_NAME).write_text(json.dumps(adapter_config, indent=2) + "\n")
     save_file(tensors, str(out / WEIGHTS_NAME), metadata={"format": "pt"})
     return out
+
+
+def module_rules(config: ModelConfig, modules: tuple[str, ...]) -> dict[str, Rule]:
+    """{HF tensor name, export prefix included: rule} of every tensor of the top-level jaxformer `modules`.
+
+    A tensor made of parameters of a listed and an unlisted module (none in today's tables) is refused.
+    """
+    arch = architecture_for(config)
+    prefix = arch.prefix if arch.uses_prefix(config) else ""
+    out = {}
+    for rule in arch.rules(config.replace(scan_layers=False)):
+        owners = {path.split("/", 1)[0] in modules for path in rule.jax}
+        if owners == {True}:
+            out[rule.hf if rule.hf.startswith(arch.head_names) else prefix + rule.hf] = rule
+        elif len(owners) == 2:
+            raise CheckpointError(f"{rule.hf} mixes parameters of {modules} and of other modules; train both in full.")
+    return out
+
+
+def saved_module_tensors(config: ModelConfig, lora: LoraConfig, unrolled: Mapping[str, Any]) -> dict[str, np.ndarray]:
+    """{HF tensor name: array} of the trained `lora.train_modules` copies in an (unrolled) adapter tree."""
+    flat = flat_params(unrolled)
+    return {
+        name: rule.transform.to_hf([np.asarray(flat[path], np.float32) for path in rule.jax])
+        for name, rule in module_rules(config, lora.train_modules).items()
+    }
 
 
 def fuse(pieces: list[tuple[np.ndarray, np.ndarray] | None], widths: list[int]) -> tuple[np.ndarray, np.ndarray]:
@@ -187,15 +223,13 @@ def load_adapter(config: ModelConfig, adapter_dir: str | Path) -> tuple[LoraConf
     for key, ok in (("use_dora", False), ("bias", "none")):
         if peft.get(key, ok) != ok:
             raise CheckpointError(f"{config_path}: {key}={peft[key]!r} is not supported (needs {ok!r}).")
-    if peft.get("modules_to_save"):
-        raise CheckpointError(f"{config_path}: modules_to_save={peft['modules_to_save']!r} is not supported.")
     rank, alpha = int(peft["r"]), float(peft["lora_alpha"])
     rslora = bool(peft.get("use_rslora", False))
     lora = LoraConfig(rank=rank, alpha=alpha, dropout=float(peft.get("lora_dropout", 0.0)), targets=("query",))
     arch = architecture_for(config)
     rules = adaptable_rules(config)
     tensors = load_file(str(weights_path))
-    flat: dict[str, np.ndarray] = {}
+    flat, train_modules = _saved_modules(config, peft.get("modules_to_save") or [], tensors, weights_path)
     names = sorted({k[: -len(".lora_A.weight")] for k in tensors if k.endswith(".lora_A.weight")})
     if not names or len(tensors) != 2 * len(names):
         raise CheckpointError(f"{weights_path}: expected pairs of lora_A/lora_B weights, found {sorted(tensors)[:4]}.")
@@ -233,8 +267,10 @@ def load_adapter(config: ModelConfig, adapter_dir: str | Path) -> tuple[LoraConf
             flat[f"{kernel}/lora_a"] = np.ascontiguousarray(lora_a.T.reshape(*shape[:inputs], r_m))
             flat[f"{kernel}/lora_b"] = np.ascontiguousarray(b.reshape(r_m, *shape[inputs:]).astype(np.float32))
             row += width
-    adapted = sorted({p.rsplit("/", 1)[0] for p in flat})
-    lora = LoraConfig(rank=rank, alpha=alpha, dropout=lora.dropout, targets=_targets(config, adapted))
+    adapted = sorted({p.rsplit("/", 1)[0] for p in flat if p.split("/", 1)[0] not in train_modules})
+    lora = LoraConfig(
+        rank=rank, alpha=alpha, dropout=lora.dropout, targets=_targets(config, adapted), train_modules=train_modules
+    )
     tree = nested({k: jnp.asarray(v) for k, v in flat.items()})
     try:
         return lora, rescan(config, tree)
@@ -243,6 +279,48 @@ def load_adapter(config: ModelConfig, adapter_dir: str | Path) -> tuple[LoraConf
             f"PEFT adapter {directory} adapts different modules in different layers, which scan_layers=True "
             f"cannot stack ({err}); load it with scan_layers=False."
         ) from None
+
+
+def _saved_modules(
+    config: ModelConfig, modules_to_save: list[str], tensors: dict[str, np.ndarray], weights_path: Path
+) -> tuple[dict[str, np.ndarray], tuple[str, ...]]:
+    """Pop the `modules_to_save` tensors out of `tensors`; returns ({jaxformer path: array}, top-level modules).
+
+    Every parameter of each top-level jaxformer module they touch must be present (a module is
+    trained in full or not at all), else a CheckpointError names what is missing.
+    """
+    saved = {k: tensors.pop(k) for k in list(tensors) if not k.endswith((".lora_A.weight", ".lora_B.weight"))}
+    if not saved:
+        return {}, ()
+    if not modules_to_save:
+        raise CheckpointError(f"{weights_path}: tensors {sorted(saved)[:3]} are not LoRA weights nor modules_to_save.")
+    names = {k[len(KEY_PREFIX) :] if k.startswith(KEY_PREFIX) else k: v for k, v in saved.items()}
+    shapes = param_shapes(config.replace(scan_layers=False))
+    every = module_rules(config, tuple({p.split("/", 1)[0] for p in shapes}))
+    unknown = sorted(set(names) - set(every))
+    if unknown:
+        raise CheckpointError(
+            f"{weights_path}: modules_to_save tensors {unknown[:3]} are not tensors of this "
+            f"{architecture_for(config).model_type} model; the adapter belongs to another architecture."
+        )
+    modules = tuple(sorted({p.split("/", 1)[0] for name in names for p in every[name].jax}))
+    wanted = module_rules(config, modules)
+    missing = sorted(set(wanted) - set(names))
+    if missing:
+        raise CheckpointError(
+            f"{weights_path}: modules_to_save lacks {missing[:3]}; jaxformer trains whole modules {list(modules)}."
+        )
+    flat: dict[str, np.ndarray] = {}
+    for name, rule in wanted.items():
+        want = rule.transform.hf_shape([shapes[p] for p in rule.jax])
+        if tuple(names[name].shape) != tuple(want):
+            raise CheckpointError(
+                f"{weights_path}: {name} is {tuple(names[name].shape)} but this model needs {tuple(want)}: the "
+                "adapter belongs to another model size or label count."
+            )
+        arrays = rule.transform.to_jax(np.asarray(names[name], np.float32), [shapes[p] for p in rule.jax])
+        flat.update(zip(rule.jax, arrays, strict=True))
+    return flat, modules
 
 
 def _unrolled_shape(config: ModelConfig, path: str) -> tuple[int, ...]:

@@ -137,6 +137,14 @@ def export_peft(workdir: str | Path, out: str | Path, step: int | None = None) -
             "with lora.rank > 0 to get adapters."
         )
     exp = weights.experiment
+    vocab_modules = sorted(
+        {p.split("/", 1)[0] for p in finetune._vocab_axes(weights.config)} & set(weights.lora.train_modules)
+    )
+    if vocab_modules and exp is not None and exp.init_from is not None and exp.tokenizer_from_init:
+        raise CheckpointError(
+            f"lora.train_modules {vocab_modules} hold vocabulary rows re-indexed for jaxformer's special tokens, "
+            "which a PEFT directory cannot carry; export the merged model with --hf instead."
+        )
     base_name = exp.init_from if exp is not None else None
     peft.save_adapter(weights.config, weights.lora, weights.adapters, out, base_model_name_or_path=base_name)
     return Path(out), weights.step

@@ -24,7 +24,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 from support.fake_devices import launch
-from support.finetune_models import corpus, lm_settings, losses, tiny_gpt2, write_experiment
+from support.finetune_models import corpus, lm_settings, losses, tiny_bert, tiny_gpt2, write_experiment
 
 from jaxformer import cli as jaxformer_cli
 from jaxformer import models
@@ -95,6 +95,51 @@ def test_lora_run_checkpoints_adapters_only_and_exports_match_peft(setup, tmp_pa
     np.testing.assert_allclose(merged_logits[valid], mine[..., 3:][valid], atol=1e-5, rtol=1e-5)
     np.testing.assert_allclose(adapted[valid], mine[..., 3:][valid], atol=1e-5, rtol=1e-5)
     assert np.abs(untouched - adapted)[valid].max() > 1e-2  # the adapters changed the model
+
+
+def test_classifier_lora_run_exports_its_trained_head_for_peft(tmp_path):
+    """A LoRA classifier run (new head trained in full, lora.train_modules) -> `export --peft`: the directory
+    lists the head in modules_to_save, and peft on a freshly headed base gives the merged export's logits."""
+    import peft
+    import torch
+    import transformers
+
+    bert = tiny_bert(tmp_path / "bert")
+    lines = corpus(160, seed=3)
+    labelled = [f"{line}\t{0 if 'king' in line.split() else 1 if 'queen' in line.split() else 2}" for line in lines]
+    (tmp_path / "labels.tsv").write_text("\n".join(labelled) + "\n", encoding="utf-8")
+    settings = {
+        **lm_settings(str(bert), tmp_path / "labels.tsv", steps=4),
+        "data.source": "tsv",
+        "data.task": "classification",
+        "data.num_classes": 3,
+        "data.max_length": 16,
+        "train.learning_rate": 0.01,
+        "lora.rank": 2,
+        "lora.targets": ["query", "value"],
+        "lora.train_modules": ["classifier"],
+    }
+    del settings["data.text_unit"]
+    workdir = tmp_path / "run"
+    train_in_process(write_experiment(tmp_path / "cls.py", settings), workdir)
+    hf_out, peft_out = tmp_path / "hf", tmp_path / "peft"
+    assert jaxformer_cli.main(["export", "--workdir", str(workdir), "--hf", str(hf_out), "--peft", str(peft_out)]) == 0
+    assert json.loads((peft_out / "adapter_config.json").read_text())["modules_to_save"] == ["classifier"]
+
+    hf_tokenizer = transformers.PreTrainedTokenizerFast(tokenizer_file=str(bert / "tokenizer.json"))
+    encoded = [hf_tokenizer(t)["input_ids"] for t in TEXTS]
+    ids = np.zeros((len(encoded), max(map(len, encoded))), np.int64)
+    for i, row in enumerate(encoded):
+        ids[i, : len(row)] = row
+    mask = torch.tensor((ids != 0).astype(np.int64))
+    cls = transformers.BertForSequenceClassification
+    with torch.no_grad():
+        merged = cls.from_pretrained(hf_out).eval()(torch.tensor(ids), attention_mask=mask).logits.numpy()
+        fresh = cls.from_pretrained(bert, num_labels=3).eval()  # the base with a new, untrained head
+        untouched = fresh(torch.tensor(ids), attention_mask=mask).logits.numpy()
+        adapted = peft.PeftModel.from_pretrained(fresh, peft_out).eval()(torch.tensor(ids), attention_mask=mask)
+    np.testing.assert_allclose(adapted.logits.numpy(), merged, atol=1e-5, rtol=1e-5)
+    assert np.abs(untouched - merged).max() > 1e-2  # the saved head, not the base's fresh one, gave these
 
 
 def run_devices(experiment: Path, workdir: Path, devices: int, *overrides: str) -> subprocess.Popen:
