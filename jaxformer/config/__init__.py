@@ -25,6 +25,7 @@ from jaxformer.config.model import (
     check_positive,
     check_rate,
     field_names,
+    padding_position,
 )
 from jaxformer.config.run import (
     DEFAULT_RULES,
@@ -71,5 +72,6 @@ __all__ = [
     "check_positive",
     "check_rate",
     "field_names",
+    "padding_position",
     "suggest",
 ]

@@ -142,6 +142,9 @@ class ModelConfig:
     # Default positions of encoder_only models: "index" 0..T-1; "padding_offset" (RoBERTa)
     # cumsum(tokens != pad) * (tokens != pad) + pad_token_id, so pads sit at pad_token_id, real tokens from it + 1.
     position_rule: PositionRule = "index"
+    # padding_offset: the position pads sit at (real tokens from it + 1); None: pad_token_id, as in RoBERTa's own
+    # checkpoints. Set when a fine-tune re-indexes the vocabulary (pad moves to id 0, the positions must not move).
+    padding_position: int | None = None
     pooler_activation: PoolerActivation = "tanh"  # pooler: act(W h[:, 0] + b); DistilBERT's classifier: "relu"
     # --- issue 22: BART / mBART -----------------------------------------------------------------
     position_offset: int = 0  # learned table has max_len + offset rows; position p reads row p + offset (BART: 2)
@@ -345,11 +348,22 @@ def check_encoder_family_fields(config: ModelConfig) -> None:
                 f"position_rule='padding_offset' needs family='encoder_only' and position='learned', "
                 f"got family={config.family!r}, position={config.position!r}."
             )
-        if config.pad_token_id + 1 >= config.max_len:
+        offset = padding_position(config)
+        if not 0 <= offset < config.max_len - 1:
             raise ConfigError(
-                f"position_rule='padding_offset' puts the first token at position pad_token_id + 1 = "
-                f"{config.pad_token_id + 1}, beyond max_len={config.max_len}; raise max_len or lower pad_token_id."
+                f"position_rule='padding_offset' puts the first token at position {offset + 1} (the padding "
+                f"position + 1), outside max_len={config.max_len}; raise max_len or lower pad_token_id / "
+                "padding_position."
             )
+    elif config.padding_position is not None:
+        raise ConfigError(
+            f"padding_position={config.padding_position} applies to position_rule='padding_offset' only; remove it."
+        )
+
+
+def padding_position(config: ModelConfig) -> int:
+    """The position pads get under position_rule='padding_offset' (real tokens count up from it + 1)."""
+    return config.pad_token_id if config.padding_position is None else config.padding_position
 
 
 def check_seq2seq_fields(config: ModelConfig) -> None:

@@ -30,7 +30,7 @@ import jax
 import numpy as np
 
 from jaxformer import models
-from jaxformer.config import ModelConfig
+from jaxformer.config import ModelConfig, padding_position
 from jaxformer.config.backend import check_backend
 from jaxformer.data import tokenizer_store
 from jaxformer.data.tokenizers import NUM_RESERVED, HFTokenizer, Tokenizer
@@ -173,15 +173,8 @@ def prepare(experiment: Experiment) -> tuple[Experiment, Start | None, Tokenizer
     tokenizer = checkpoint_tokenizer(source) if experiment.tokenizer_from_init else None
     data = _data_with(experiment, tokenizer) if tokenizer is not None else experiment.data
     vocab_map = _vocab_map(source, tokenizer) if tokenizer is not None else None
-    if tokenizer is not None and vocab_map is not None and config.pad_token_id != tokenizer.pad_id:
-        # The re-indexed ids put pad at tokenizer.pad_id, but the checkpoint's config (its padding masks and,
-        # for RoBERTa, its position offset) still says pad_token_id: a run would mask the wrong token.
-        raise ConfigError(
-            f"model.init_from={str(source.path)!r} pads with id {config.pad_token_id}, but its tokenizer, "
-            f"re-indexed for jaxformer, pads with id {tokenizer.pad_id}; fine-tuning such checkpoints "
-            "(RoBERTa, BART, Marian) with their own tokenizer is not supported yet. Checkpoints that pad "
-            "with id 0 or have no pad token (BERT/MiniLM, GPT-2, Llama, Qwen, Gemma, T5) are."
-        )
+    if isinstance(tokenizer, HFTokenizer) and vocab_map is not None:
+        config = reindexed_config(config, tokenizer)
     # experiment.raw stays as written (validating it again gives this same run, e.g. for export); the run's
     # tokenizer is in <workdir>/tokenizer/ as for every run.
     experiment = dataclasses.replace(experiment, model=config, data=data)
@@ -215,6 +208,22 @@ def _with_adapter(experiment: Experiment, source: Source, directory: str) -> tup
     spec = dataclasses.replace(spec, dropout=experiment.lora.dropout)
     print(f"init_from: LoRA adapters from {path} (rank {spec.rank}, alpha {spec.alpha:g})", flush=True)
     return dataclasses.replace(experiment, lora=spec), jax.device_get(adapters)
+
+
+def reindexed_config(config: ModelConfig, tokenizer: HFTokenizer) -> ModelConfig:
+    """The checkpoint's config for its tokenizer re-indexed by jaxformer (pad/bos/eos at 0/1/2, the rest + 3).
+
+    The token ids the config names move with the vocabulary rows: pad_token_id (the padding masks) becomes
+    the tokenizer's pad, and BART's classifier_token_id (eos) its new id. RoBERTa's padding offset is a
+    property of the position table, not of the pad token, so it stays where the checkpoint had it
+    (`padding_position`): the imported model computes the checkpoint's function on re-indexed ids.
+    """
+    changes: dict[str, Any] = {"pad_token_id": tokenizer.pad_id}
+    if config.position_rule == "padding_offset":
+        changes["padding_position"] = padding_position(config)
+    if config.classifier_token_id is not None:
+        changes["classifier_token_id"] = int(tokenizer.to_ours[config.classifier_token_id])
+    return config.replace(**changes)
 
 
 def _vocab_map(source: Source, tokenizer: Tokenizer) -> np.ndarray | None:

@@ -11,7 +11,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jaxformer.config import ModelConfig
+from jaxformer.config import ModelConfig, padding_position
 from jaxformer.errors import InputError
 from jaxformer.layers.axes import BTD, constrain
 from jaxformer.layers.embed import Embed
@@ -34,7 +34,7 @@ def token_embed(cfg: ModelConfig, name: str | None = None) -> Embed:
 def max_tokens(config: ModelConfig) -> int:
     """The longest input: max_len, less the positions RoBERTa's padding offset reserves (pad id and below)."""
     if config.position_rule == "padding_offset":
-        return config.max_len - config.pad_token_id - 1
+        return config.max_len - padding_position(config) - 1
     return config.max_len
 
 
@@ -53,16 +53,17 @@ def default_positions(tokens: jax.Array) -> jax.Array:
     return jnp.broadcast_to(jnp.arange(tokens.shape[1], dtype=jnp.int32), tokens.shape)
 
 
-def padding_offset_positions(tokens: jax.Array, pad_id: int) -> jax.Array:
-    """RoBERTa's rule: [B, T] positions pad_id+1, pad_id+2, ... over non-pad tokens; pad tokens get pad_id."""
+def padding_offset_positions(tokens: jax.Array, pad_id: int, offset: int | None = None) -> jax.Array:
+    """RoBERTa's rule: [B, T] positions offset+1, offset+2, ... over non-pad tokens; pad tokens get offset
+    (offset None: pad_id, as in RoBERTa's checkpoints)."""
     real = (tokens != pad_id).astype(jnp.int32)
-    return jnp.cumsum(real, axis=1) * real + pad_id
+    return jnp.cumsum(real, axis=1) * real + (pad_id if offset is None else offset)
 
 
 def encoder_positions(config: ModelConfig, tokens: jax.Array) -> jax.Array:
     """The default positions [B, T] of an encoder_only model, by `config.position_rule`."""
     if config.position_rule == "padding_offset":
-        return padding_offset_positions(tokens, config.pad_token_id)
+        return padding_offset_positions(tokens, config.pad_token_id, padding_position(config))
     return default_positions(tokens)
 
 

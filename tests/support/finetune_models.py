@@ -140,6 +140,40 @@ def tiny_bert(directory: Path, seed: int = 0, num_labels: int | None = None) -> 
     return directory
 
 
+def tiny_roberta(directory: Path, seed: int = 0) -> Path:
+    """A RobertaModel padding with id 1 (its position offset follows it) with a byte-level BPE tokenizer.json."""
+    import torch
+    import transformers
+
+    tokenizer = bpe_tokenizer(303, ["<s>", "<pad>", "</s>", "<unk>", "<mask>"])
+    config = transformers.RobertaConfig(
+        vocab_size=tokenizer.get_vocab_size(), hidden_size=30, num_hidden_layers=2, num_attention_heads=3,
+        intermediate_size=37, max_position_embeddings=40, pad_token_id=1, bos_token_id=0, eos_token_id=2,
+    )  # fmt: skip
+    torch.manual_seed(seed)
+    transformers.RobertaModel(config).eval().save_pretrained(directory)
+    tokenizer.save(str(directory / "tokenizer.json"))
+    return directory
+
+
+def tiny_bart(directory: Path, seed: int = 0) -> Path:
+    """A BartForConditionalGeneration (pad 1, bos 0, eos 2 = decoder start) with a byte-level BPE tokenizer.json."""
+    import torch
+    import transformers
+
+    tokenizer = bpe_tokenizer(305, ["<s>", "<pad>", "</s>", "<unk>"])
+    config = transformers.BartConfig(
+        vocab_size=tokenizer.get_vocab_size(), d_model=24, encoder_layers=2, decoder_layers=2,
+        encoder_attention_heads=3, decoder_attention_heads=3, encoder_ffn_dim=37, decoder_ffn_dim=37,
+        max_position_embeddings=40, pad_token_id=1, bos_token_id=0, eos_token_id=2, decoder_start_token_id=2,
+        forced_eos_token_id=2,
+    )  # fmt: skip
+    torch.manual_seed(seed)
+    transformers.BartForConditionalGeneration(config).eval().save_pretrained(directory)
+    tokenizer.save(str(directory / "tokenizer.json"))
+    return directory
+
+
 def peft_adapter(base_dir, out, targets, seed=0):
     """A LoRA adapter written by `peft` itself on `base_dir`, with non-zero B (so it changes the model)."""
     import peft

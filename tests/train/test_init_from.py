@@ -23,6 +23,7 @@ from support.finetune_models import (
     tiny_bert,
     tiny_gpt2,
     tiny_llama,
+    tiny_roberta,
     write_experiment,
 )
 
@@ -207,14 +208,56 @@ def test_full_fine_tune_exports_to_hf_in_the_checkpoints_vocabulary_order(checkp
     assert np.abs(want - before)[valid].max() > 1e-3  # two training steps changed the weights
 
 
-def test_checkpoint_padding_with_another_id_than_the_reindexed_tokenizer_is_refused(tmp_path, train_file):
-    """A checkpoint whose pad_token_id is not the re-indexed tokenizer's pad (0) would mask the wrong token."""
+def test_roberta_padding_with_id_1_imports_on_reindexed_ids_and_exports_back(tmp_path):
+    """RoBERTa pads with id 1 and counts positions from it: re-indexed (pad 0) the masks follow the pad and
+    the positions stay (padding_position=1), so the import gives transformers' hidden states, and the
+    exported config.json pads with 1 again."""
     import json
 
-    directory = tiny_bert(tmp_path / "bert_pad1")
-    hf_config = json.loads((directory / "config.json").read_text())
-    (directory / "config.json").write_text(json.dumps({**hf_config, "pad_token_id": 1}))
-    with pytest.raises(
-        ConfigError, match="pads with id 1, but its tokenizer, re-indexed for jaxformer, pads with id 0"
-    ):
-        prepared(tmp_path, lm_settings(str(directory), train_file))
+    import torch
+    import transformers
+
+    from jaxformer.hf import run_export
+
+    directory = tiny_roberta(tmp_path / "roberta")
+    settings = {
+        "model.init_from": str(directory),
+        "data.source": "synthetic",
+        "data.task": "classification",
+        "data.synthetic_task": "majority",
+        "data.max_length": 24,
+        "train.steps": 1,
+        "train.batch_size": 4,
+        "train.eval_every": 0,
+        "train.num_samples": 0,
+        "train.progress": False,
+        "checkpoint.every": 1,
+    }
+    exp, start, tokenizer = prepared(tmp_path, settings)
+    assert exp.model.pad_token_id == 0 and exp.model.padding_position == 1
+    config = model_config_for(exp, tokenizer.vocab_size, num_classes=3)
+    params = start.params(config)
+    ours, valid = padded(tokenizer, TEXTS)
+    out = models.build(config).apply({"params": params}, jnp.asarray(ours), valid=jnp.asarray(valid))
+    theirs = np.where(valid, ours - 3, 1)  # transformers pads with its own pad id, 1
+    reference = transformers.RobertaModel.from_pretrained(directory).eval()
+    mask = torch.tensor(valid.astype(np.int64))
+    with torch.no_grad():
+        want = reference(torch.tensor(theirs), attention_mask=mask).last_hidden_state.numpy()
+    np.testing.assert_allclose(np.asarray(out["hidden"])[valid], want[valid], atol=1e-5, rtol=1e-5)
+    # Positions counted from the new pad id (0) instead of the padding position would give other states.
+    shifted = models.build(config.replace(padding_position=None)).apply({"params": params}, jnp.asarray(ours))
+    assert np.abs(np.asarray(shifted["hidden"]) - np.asarray(out["hidden"]))[valid].max() > 1e-3
+
+    workdir = tmp_path / "run"
+    train_and_evaluate(exp, workdir, start, tokenizer)
+    exported, _ = run_export.export_hf(workdir, tmp_path / "hf")
+    written = json.loads((exported / "config.json").read_text())
+    assert written["pad_token_id"] == 1 and written["vocab_size"] == reference.config.vocab_size
+    again = transformers.AutoModel.from_pretrained(exported).eval()
+    params_after, config_after = restore_params(workdir)
+    assert config_after.padding_position == 1
+    after = models.build(config_after).apply({"params": params_after}, jnp.asarray(ours), valid=jnp.asarray(valid))
+    with torch.no_grad():
+        got = again(torch.tensor(theirs), attention_mask=mask).last_hidden_state.numpy()
+    np.testing.assert_allclose(np.asarray(after["hidden"])[valid], got[valid], atol=1e-5, rtol=1e-5)
