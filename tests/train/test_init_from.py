@@ -20,6 +20,7 @@ from support.finetune_models import (
     corpus,
     lm_settings,
     peft_adapter,
+    tiny_bart,
     tiny_bert,
     tiny_gpt2,
     tiny_llama,
@@ -261,3 +262,44 @@ def test_roberta_padding_with_id_1_imports_on_reindexed_ids_and_exports_back(tmp
     with torch.no_grad():
         got = again(torch.tensor(theirs), attention_mask=mask).last_hidden_state.numpy()
     np.testing.assert_allclose(np.asarray(after["hidden"])[valid], got[valid], atol=1e-5, rtol=1e-5)
+
+
+def test_bart_padding_with_id_1_imports_on_reindexed_ids(tmp_path):
+    """BART (pad 1, bos 0, eos 2) for a seq2seq run with its own tokenizer: on re-indexed ids the imported
+    model gives transformers' logits, the vocabulary columns re-ordered alike."""
+    import torch
+    import transformers
+
+    directory = tiny_bart(tmp_path / "bart")
+    settings = {
+        "model.init_from": str(directory),
+        "data.source": "synthetic",
+        "data.task": "seq2seq",
+        "data.synthetic_task": "reverse",
+        "data.max_length": 24,
+    }
+    exp, start, tokenizer = prepared(tmp_path, settings)
+    assert exp.model.pad_token_id == 0 and exp.model.family == "encoder_decoder"
+    config = model_config_for(exp, tokenizer.vocab_size)
+    params = start.params(config)
+    source, source_valid = padded(tokenizer, TEXTS)
+    target, _ = padded(tokenizer, ["good night", "the king is", "my lord"])
+    target = np.concatenate([np.full((3, 1), tokenizer.eos_id, np.int32), target], axis=1)  # BART's start: eos
+    logits = np.asarray(
+        models.build(config).apply(
+            {"params": params}, jnp.asarray(source), jnp.asarray(target), source_valid=jnp.asarray(source_valid)
+        )
+    )
+    to_theirs = np.full(tokenizer.vocab_size, -1)
+    to_theirs[tokenizer.to_ours] = np.arange(len(tokenizer.to_ours))
+    theirs_source = np.where(source_valid, to_theirs[source], 1)
+    theirs_target = to_theirs[target]
+    reference = transformers.BartForConditionalGeneration.from_pretrained(directory).eval()
+    with torch.no_grad():
+        want = reference(
+            input_ids=torch.tensor(theirs_source),
+            attention_mask=torch.tensor(source_valid.astype(np.int64)),
+            decoder_input_ids=torch.tensor(np.where(theirs_target < 0, 1, theirs_target)),
+        ).logits.numpy()
+    real = np.concatenate([np.ones((3, 1), bool), target[:, 1:] != 0], axis=1)  # decoder positions before padding
+    np.testing.assert_allclose(logits[..., tokenizer.to_ours][real], want[real], atol=1e-5, rtol=1e-5)
