@@ -64,6 +64,7 @@ def test_full_disk_keeps_the_last_checkpoint_and_says_how_much_space(tmp_path: P
     assert same_params(kept, restore_params(workdir, 2)[0])
 
 
+@pytest.mark.slow  # two subprocess runs; the same errno table is covered by tests/cli/test_cli_oserrors.py
 @pytest.mark.parametrize(("kind", "what"), [("EROFS", "read-only file system"), ("EACCES", "permission denied")])
 def test_read_only_or_forbidden_checkpoints_directory(tmp_path: Path, kind: str, what: str) -> None:
     workdir = tmp_path / "run"
