@@ -136,6 +136,8 @@ def _prompts(args: argparse.Namespace) -> tuple[list[str], bool]:
 def cmd_generate(args: argparse.Namespace, overrides: list[str]) -> int:
     prompts, chat = _prompts(args)
     run = _load(args)
+    if args.quantize is not None:
+        run = inference.quantized(run, args.quantize)
     if args.print_ids:
         for ids in inference.prompt_ids(run, prompts, chat):
             print(json.dumps({"prompt_ids": ids}))
@@ -350,6 +352,7 @@ def _add_use_commands(sub: Any) -> None:
     generate.add_argument(
         "--draft_tokens", type=int, help=f"tokens the draft proposes per round (default {DEFAULT_DRAFT_TOKENS})"
     )
+    generate.add_argument("--quantize", help="int8: decode on int8 weight-only kernels (per-channel scales)")
     generate.set_defaults(handler=cmd_generate)
 
     translate = sub.add_parser("translate", help="translate text with an encoder-decoder run")

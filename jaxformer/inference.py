@@ -43,6 +43,7 @@ from jaxformer.data.errors import DataFileNotFoundError
 from jaxformer.data.pipeline import Pipeline
 from jaxformer.data.tokenizer_factory import sentencepiece_file
 from jaxformer.decoding.evaluate import lm_batch, seq2seq_batch, split_metrics, text_scores
+from jaxformer.decoding.quantize import quantize
 from jaxformer.decoding.texts import generate_texts, translate_batched
 from jaxformer.errors import InputError
 from jaxformer.experiment import Experiment
@@ -560,6 +561,14 @@ def evaluate(
 # Loading either kind of model ------------------------------------------------------------
 
 
+def quantized(run: Run, method: str | None = "int8") -> Run:
+    """The run with its decoder's dense kernels quantized (`decoding.quantize`; "none"/None: unchanged).
+
+    int8: per-output-channel int8 kernels + float32 scales, kept int8 in memory; `generate` runs on them.
+    """
+    return dataclasses.replace(run, params=quantize(run.config, run.params, method))
+
+
 def as_run(model: Run | str | Path) -> Run:
     """A loaded Run as is; a Hugging Face checkpoint directory or repo id (config.json with a model_type), or a
     training workdir (config.json of an experiment), loaded."""
@@ -588,6 +597,7 @@ __all__ = [
     "load_model",
     "load_run",
     "prompt_ids",
+    "quantized",
     "read_eval_file",
     "split_pairs",
     "translate",
