@@ -71,3 +71,38 @@ def test_no_eval_at_start_by_default(tmp_path: Path) -> None:
         "finetune_shakespeare_pretrain.py", tmp_path / "w", *SMALL_MODEL, *SHORT, f"--config.data.train_path={text}"
     )
     assert [r["step"] for r in run.eval_records()] == [2]
+
+
+def parallel(prefix: Path, n: int, offset: int) -> Path:
+    Path(f"{prefix}.en").write_text("".join(f"a dog {offset + i} runs.\n" for i in range(n)))
+    Path(f"{prefix}.de").write_text("".join(f"ein hund {offset + i} rennt.\n" for i in range(n)))
+    return prefix
+
+
+@pytest.mark.slow
+def test_seq2seq_from_workdir(tmp_path: Path) -> None:
+    """finetune_multi30k_seq2seq.py continues a multi30k_transformer.py workdir: its tokenizer and weights,
+    the step-0 validation loss equal to the source run's last one."""
+    train_prefix, val_prefix = parallel(tmp_path / "train", 120, 0), parallel(tmp_path / "val", 20, 500)
+    data = (
+        f"--config.data.train_path={train_prefix}",
+        f"--config.data.eval_path={val_prefix}",
+        f"--config.data.test_path={val_prefix}",
+        "--config.train.eval_batches=0",
+        "--config.train.num_samples=0",
+    )
+    source = train(
+        "multi30k_transformer.py",
+        tmp_path / "src",
+        *SMALL_MODEL,
+        "--config.model.num_decoder_layers=1",
+        "--config.data.tokenizer=char",
+        *SHORT,
+        *data,
+    )
+    run = train(
+        "finetune_multi30k_seq2seq.py", tmp_path / "ft", f"--config.model.init_from={tmp_path / 'src'}", *SHORT, *data
+    )
+    evals = run.eval_records()
+    assert [r["step"] for r in evals] == [0, 2]
+    assert evals[0]["eval_loss"] == pytest.approx(source.eval_records()[-1]["eval_loss"], abs=1e-5)
