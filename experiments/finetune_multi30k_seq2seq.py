@@ -37,15 +37,15 @@ def get_config():
     config.data.max_length = 128
     config.data.pack = True
 
-    config.train.steps = 150
+    config.train.steps = 60
     config.train.batch_size = 32
     config.train.learning_rate = 5e-4
     config.train.schedule = "constant"
     config.train.warmup_steps = 10
     config.train.label_smoothing = 0.1
     config.train.eval_at_start = True
-    config.train.eval_every = 150
+    config.train.eval_every = 60
     config.train.num_samples = 2
-    config.train.log_every = 25
-    config.checkpoint.every = 150
+    config.train.log_every = 20
+    config.checkpoint.every = 60
     return config
