@@ -46,6 +46,7 @@ class TrainConfig:
     label_smoothing: float = 0.0
     eval_every: int = 200  # steps between evaluations (0: only at the end)
     eval_batches: int = 0  # batches per evaluation (0: the whole split)
+    eval_at_start: bool = False  # also evaluate before the first step (recorded as step 0); not on resume
     log_every: int = 50  # steps between metric records
     num_samples: int = 3  # examples decoded and printed at each evaluation
     progress: bool = True  # console progress bar

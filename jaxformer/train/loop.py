@@ -124,9 +124,21 @@ def train_and_evaluate(
     loss_floor, warnings = math.inf, []  # lowest logged loss; divergence messages
     flags: list[tuple[int, Any]] = []  # (step, on-device finite flag) not yet checked
     guard = PreemptionGuard().install()  # SIGTERM/SIGINT: finish the step, save, stop (exit 0)
+
+    def evaluate(at: int) -> dict[str, float]:
+        eval_batches = (runtime.put_batch(b) for b in pipeline.eval_batches("validation"))
+        result = split_metrics(runtime.eval_step, state.params, eval_batches, train_cfg.eval_batches)
+        params = runtime.host_params(state)
+        result.update(samples.task_metrics(model_config, params, pipeline, train_cfg.num_samples, writer))
+        writer.write(at, result)
+        return result
+
     try:
         if guard.before_start and process_count == 1:  # several processes stop together at the first step instead
             raise StoppedBeforeStart(guard.received or "signal")
+        if train_cfg.eval_at_start and step == 0:  # the starting weights (e.g. an imported checkpoint), as step 0
+            evaluate(0)
+            window_start = time.perf_counter()
         while step < train_cfg.steps:
             batch = next(batches)
             state, metrics = runtime.train_step(state, runtime.put_batch(batch))
@@ -150,11 +162,7 @@ def train_and_evaluate(
             is_eval = (train_cfg.eval_every and step % train_cfg.eval_every == 0) or step == train_cfg.steps
             if is_eval:
                 _check_finite(flags, checkpointer)  # evaluating or sampling NaN parameters helps nobody
-                eval_batches = (runtime.put_batch(b) for b in pipeline.eval_batches("validation"))
-                last_eval = split_metrics(runtime.eval_step, state.params, eval_batches, train_cfg.eval_batches)
-                params = runtime.host_params(state)
-                last_eval.update(samples.task_metrics(model_config, params, pipeline, train_cfg.num_samples, writer))
-                writer.write(step, last_eval)
+                last_eval = evaluate(step)
                 window_start = time.perf_counter()
             every = experiment.checkpoint.every
             if (every and step % every == 0) or step == train_cfg.steps:
