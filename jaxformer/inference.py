@@ -331,7 +331,6 @@ def prompt_ids(run: Run, prompts: Sequence[str], chat: bool = False) -> list[lis
 
 
 def require_family(run: Run, family: str, function: str) -> None:
-    """Refuse, in one line naming the right function, a run of another family (shared by the task modules)."""
     if run.family != family:
         use = {"decoder_only": "generate", "encoder_decoder": "translate", "encoder_only": "classify"}[run.family]
         raise WrongFamilyError(
@@ -344,7 +343,6 @@ def _a(word: str) -> str:
 
 
 def check_texts(texts: Sequence[str], what: str) -> list[str]:
-    """The user's texts as a list, refused one line each when not strings, empty or too long."""
     if isinstance(texts, str):
         raise InferenceError(f"{what}s must be a list of strings, not one string; wrap it in a list.")
     texts = list(texts)
@@ -562,10 +560,7 @@ def evaluate(
 
 
 def quantized(run: Run, method: str | None = "int8") -> Run:
-    """The run with its decoder's dense kernels quantized (`decoding.quantize`; "none"/None: unchanged).
-
-    int8: per-output-channel int8 kernels + float32 scales, kept int8 in memory; `generate` runs on them.
-    """
+    """The run with its decoder's dense kernels int8 (per-output-channel scales; "none"/None: unchanged)."""
     return dataclasses.replace(run, params=quantize(run.config, run.params, method))
 
 

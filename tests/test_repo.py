@@ -7,6 +7,7 @@ preset is picked up without editing this module.
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
@@ -37,6 +38,10 @@ def test_experiments_are_found():
 @pytest.mark.parametrize("path", EXPERIMENT_FILES, ids=lambda p: p.name)
 def test_experiment_loads_validates_and_builds(path):
     exp = experiment.validate(experiment.load(path))  # raises ConfigError naming the key if anything is off
+    if exp.init_from is not None and exp.init_from.startswith("/") and not os.path.exists(exp.init_from):
+        # Starts from an earlier experiment's output (its docstring gives the chain); the chain itself
+        # runs in tests/test_finetune_shakespeare_experiments.py.
+        pytest.skip(f"model.init_from={exp.init_from} is made by an earlier experiment")
     exp, _, _ = finetune.prepare(exp)  # model.init_from: the checkpoint's architecture (weights not read), as the CLI
     experiment.check_model_fits_data(exp)  # the model family trains data.task; rows fit model.max_len
     assert exp.preset in presets.names()
