@@ -73,7 +73,7 @@ def test_the_offset_shortens_the_longest_input():
     [
         (dict(family="decoder_only", position_rule="padding_offset"), "needs family='encoder_only'"),
         (dict(family="encoder_only", position="sinusoidal", position_rule="padding_offset"), "position='learned'"),
-        (dict(family="encoder_only", position_rule="padding_offset", pad_token_id=9, max_len=10), "beyond max_len"),
+        (dict(family="encoder_only", position_rule="padding_offset", pad_token_id=9, max_len=10), "outside max_len=10"),
         (dict(position_rule="offset"), "position_rule"),
         (dict(pooler_activation="gelu"), "pooler_activation"),
     ],
