@@ -48,6 +48,7 @@ def assert_refused_cleanly(done, workdir: Path, *fragments: str) -> str:
     return line
 
 
+@pytest.mark.slow  # ~15-20 s on 2 cores; run with -m slow
 def test_full_disk_keeps_the_last_checkpoint_and_says_how_much_space(tmp_path: Path) -> None:
     workdir = tmp_path / "run"
     faults = fault_env(workdir / "checkpoints", "ENOSPC", after=workdir / "checkpoints" / "2")

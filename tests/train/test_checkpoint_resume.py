@@ -117,6 +117,7 @@ def test_sigkill_after_step_10_then_resume_is_bit_identical(tmp_path, experiment
     assert {step for step, _ in got} == set(range(1, 21))
 
 
+@pytest.mark.slow  # ~15-20 s on 2 cores; run with -m slow
 def test_sigterm_then_sigint_stop_cleanly_at_the_step_reached(tmp_path, experiment_file, cli_env):
     workdir = tmp_path / "run"
     metrics = workdir / "metrics.jsonl"

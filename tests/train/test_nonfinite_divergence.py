@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from jaxformer import cli
 
 
@@ -25,6 +27,7 @@ def test_nonfinite_state_is_never_saved(capsys, tmp_path):
     assert (f"step {steps[-1]}" in line) if steps else ("there is no checkpoint" in line)
 
 
+@pytest.mark.slow  # ~15-20 s on 2 cores; run with -m slow
 def test_divergence_warns_and_stop_stops(capsys, tmp_path):
     options = ("--config.train.learning_rate=1e4", "--config.train.grad_clip=0.0", "--config.train.warmup_steps=0",
                "--config.train.divergence_factor=2.0")  # fmt: skip
