@@ -290,21 +290,36 @@ def peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
+MATMUL_ISA_FLAGS = {"avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_int8", "amx_tile"}
+
+
 def machine() -> dict[str, Any]:
     """CPU model, core count, load, library versions and the date."""
     import torch
     import transformers
 
-    model = platform.processor() or "unknown"
+    model, family, number, flags = platform.processor() or "unknown", "?", "?", set()
     cpuinfo = Path("/proc/cpuinfo")
     if cpuinfo.exists():
+        fields: dict[str, str] = {}
         for line in cpuinfo.read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
+            if not line.strip():
+                break  # the first processor's block is enough
+            key, _, value = line.partition(":")
+            fields.setdefault(key.strip(), value.strip())
+        model = fields.get("model name", model)
+        family, number, flags = (
+            fields.get("cpu family", "?"),
+            fields.get("model", "?"),
+            set(fields.get("flags", "").split()),
+        )
     return {
         "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "cpu": model,
+        # "AMD EPYC" covers Zen 2 (family 23, AVX2 only) to Zen 4 (family 25, avx512_bf16): the ratios
+        # differ by generation, so the family/model numbers and the matmul ISA go with every result.
+        "cpu_family_model": f"{family}/{number}",
+        "matmul_isa": sorted(flags & MATMUL_ISA_FLAGS),
         "cores": os.cpu_count(),
         "load_average_1m": round(os.getloadavg()[0], 2),
         "device": f"{jax.devices()[0].platform} ({jax.devices()[0].device_kind}) x{jax.device_count()}",
