@@ -9,44 +9,22 @@ The recipe nanoGPT's README gives for a CPU (`train.py config/train_shakespeare_
 100-step warm-up, AdamW b2 0.99 and weight decay 0.1, gradient clip 1.0, no dropout, no biases,
 tied embeddings; evaluation every 250 steps over 20 batches. The file's last 10% is the
 validation split. `python -m benchmarks.baby_train` times it against a PyTorch loop.
+
+Derived from experiments/shakespeare_char.py (the same data and optimizer; this file sets the
+smaller shape, batch and schedule).
 """
 
-from jaxformer.experiment import base_config
+from pathlib import Path
+
+from jaxformer import experiment
 
 
 def get_config():
-    config = base_config()
-    config.model.preset = "tiny-gpt2"
-    config.model.d_model = 128
-    config.model.num_heads = 4
-    config.model.d_ff = 512
-    config.model.num_layers = 4
-    config.model.max_len = 65
-    config.model.dropout_rate = 0.0
-    config.model.attention_dropout_rate = 0.0
-    config.model.use_bias = False
-    config.model.tie_embeddings = True
-
-    config.data.source = "text"
-    config.data.task = "lm"
-    config.data.train_path = "../shared/data/tinyshakespeare/input.txt"
-    config.data.text_unit = "file"
-    config.data.holdout_fraction = 0.1
-    config.data.tokenizer = "char"
+    config = experiment.load(Path(__file__).with_name("shakespeare_char.py"))
+    config.model.update(
+        d_model=128, num_heads=4, d_ff=512, num_layers=4, max_len=65, dropout_rate=0.0, attention_dropout_rate=0.0
+    )
     config.data.max_length = 65  # 64 predicted positions per row
-
-    config.train.steps = 2000
-    config.train.batch_size = 12
-    config.train.learning_rate = 1e-3
-    config.train.schedule = "cosine"
-    config.train.warmup_steps = 100
-    config.train.end_learning_rate_ratio = 0.1
-    config.train.b2 = 0.99
-    config.train.eps = 1e-8
-    config.train.weight_decay = 0.1
-    config.train.grad_clip = 1.0
-    config.train.eval_every = 250
-    config.train.eval_batches = 20
-    config.train.log_every = 50
+    config.train.update(steps=2000, batch_size=12, grad_clip=1.0, log_every=50)
     config.checkpoint.every = 250  # nanoGPT saves at each evaluation that improves
     return config
