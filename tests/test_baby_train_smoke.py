@@ -1,4 +1,4 @@
-"""`benchmarks.baby_train` (issue 23's baby-GPT timing) still runs end to end, on a 20-step run.
+"""`benchmarks.baby_train` (issue 23's baby-GPT timing) and `baby_step_split` still run, on a few steps.
 
 The numbers of so short a run mean nothing; the test checks the report's structure: both loops
 timed, the evaluations recorded at the steps asked for, and the ratios the issue's targets use.
@@ -23,7 +23,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:  # `benchmarks` is a folder beside the package, run as `python -m benchmarks.x`
     sys.path.insert(0, str(REPO_ROOT))
 
-from benchmarks import baby_train  # noqa: E402
+from benchmarks import baby_step_split, baby_train  # noqa: E402
 
 TEXT = REPO_ROOT.parent / "shared" / "data" / "tinyshakespeare" / "input.txt"
 
@@ -55,3 +55,12 @@ def test_baby_train_reports_both_loops_and_the_ratios(tmp_path, monkeypatch):
     ratios = results["ratios"]
     assert positive(ratios["speedup_vs_torch_loop"]) and positive(ratios["step_vs_nanogpt"])
     assert set(ratios["targets"]) == {"step_vs_nanogpt", "wall_to_target_vs_nanogpt", "speedup_vs_torch_loop"}
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not TEXT.exists(), reason="tinyshakespeare is not beside the worktree (../shared/data)")
+def test_baby_step_split_times_the_step_alone_and_fed(monkeypatch):
+    monkeypatch.chdir(REPO_ROOT)
+    result = baby_step_split.split([f"data.train_path={TEXT}"], steps=3)
+    assert set(result) == {"fixed_step_ms", "fed_step_ms", "fetch_ms"}
+    assert all(positive(v) for v in result.values())
