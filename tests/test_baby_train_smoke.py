@@ -1,0 +1,66 @@
+"""`benchmarks.baby_train` (issue 23's baby-GPT timing) and `baby_step_split` still run, on a few steps.
+
+The numbers of so short a run mean nothing; the test checks the report's structure: both loops
+timed, the evaluations recorded at the steps asked for, and the ratios the issue's targets use.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+import pytest
+
+pytest.importorskip("torch")
+pytest.importorskip("transformers")
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+if str(REPO_ROOT) not in sys.path:  # `benchmarks` is a folder beside the package, run as `python -m benchmarks.x`
+    sys.path.insert(0, str(REPO_ROOT))
+
+from benchmarks import baby_step_split, baby_train  # noqa: E402
+
+TEXT = REPO_ROOT.parent / "shared" / "data" / "tinyshakespeare" / "input.txt"
+
+
+def positive(x: object) -> bool:
+    return isinstance(x, float | int) and math.isfinite(x) and x > 0
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not TEXT.exists(), reason="tinyshakespeare is not beside the worktree (../shared/data)")
+def test_baby_train_reports_both_loops_and_the_ratios(tmp_path, monkeypatch):
+    monkeypatch.chdir(REPO_ROOT)  # the experiment names its data relative to the repository root
+    overrides = [
+        "train.steps=20",
+        "train.eval_every=10",
+        "train.eval_batches=2",
+        "train.log_every=5",
+        "checkpoint.every=10",
+        f"data.train_path={TEXT}",
+    ]
+    results = baby_train.run(overrides, torch_steps=5, workdir=tmp_path)
+    jax_row, torch_row = results["jaxformer"], results["torch_loop"]
+    assert jax_row["steps"] == 20 and positive(jax_row["wall_s"]) and positive(jax_row["median_step_ms"])
+    assert [step for step, _ in jax_row["eval_losses"]] == [10, 20]
+    assert all(positive(loss) for _, loss in jax_row["eval_losses"])
+    assert jax_row["final_val_loss"] == pytest.approx(jax_row["eval_losses"][-1][1], abs=1e-3)
+    assert torch_row["steps_timed"] == 5 and positive(torch_row["median_step_ms"])
+    assert math.log(65) - 1.0 < torch_row["first_loss"] < math.log(65) + 1.0  # near uniform over the 65 chars
+    ratios = results["ratios"]
+    assert positive(ratios["speedup_vs_torch_loop"]) and positive(ratios["step_vs_nanogpt"])
+    assert set(ratios["targets"]) == {"step_vs_nanogpt", "wall_to_target_vs_nanogpt", "speedup_vs_torch_loop"}
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not TEXT.exists(), reason="tinyshakespeare is not beside the worktree (../shared/data)")
+def test_baby_step_split_times_the_step_alone_and_fed(monkeypatch):
+    monkeypatch.chdir(REPO_ROOT)
+    result = baby_step_split.split([f"data.train_path={TEXT}"], steps=3)
+    assert set(result) == {"fixed_step_ms", "fed_step_ms", "fetch_ms"}
+    assert all(positive(v) for v in result.values())
