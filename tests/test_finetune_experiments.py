@@ -31,7 +31,7 @@ def test_experiment_config_builds(name: str) -> None:
     assert exp.model_overrides["encoder_head"] == "classification" and exp.model_overrides["num_classes"] == 10
     assert exp.data.source == "labelled_blocks" and exp.data.top_labels == 10 and exp.tokenizer_from_init
     if name.endswith("_lora.py"):
-        assert exp.lora is not None and exp.lora.rank == 8 and exp.lora.train_modules == ("classifier",)
+        assert exp.lora is not None and exp.lora.rank == 8 and exp.lora.train_modules == ("classifier", "pooler")
     else:
         assert exp.lora is None
 
