@@ -97,7 +97,15 @@ def test_lora_run_checkpoints_adapters_only_and_exports_match_peft(setup, tmp_pa
     assert np.abs(untouched - adapted)[valid].max() > 1e-2  # the adapters changed the model
 
 
-def test_classifier_lora_run_exports_its_trained_head_for_peft(tmp_path):
+@pytest.mark.parametrize(
+    "train_modules, hf_modules",  # jaxformer's top-level modules -> the Hugging Face module names peft wraps
+    [
+        (["classifier"], ["classifier"]),
+        pytest.param(["classifier", "pooler"], ["bert.pooler.dense", "classifier"], marks=pytest.mark.slow),
+    ],
+    ids=["classifier", "classifier+pooler"],  # the second is experiments/finetune_minilm_classify_lora.py's
+)
+def test_classifier_lora_run_exports_its_trained_head_for_peft(tmp_path, train_modules, hf_modules):
     """A LoRA classifier run (new head trained in full, lora.train_modules) -> `export --peft`: the directory
     lists the head in modules_to_save, and peft on a freshly headed base gives the merged export's logits."""
     import peft
@@ -117,14 +125,14 @@ def test_classifier_lora_run_exports_its_trained_head_for_peft(tmp_path):
         "train.learning_rate": 0.01,
         "lora.rank": 2,
         "lora.targets": ["query", "value"],
-        "lora.train_modules": ["classifier"],
+        "lora.train_modules": train_modules,
     }
     del settings["data.text_unit"]
     workdir = tmp_path / "run"
     train_in_process(write_experiment(tmp_path / "cls.py", settings), workdir)
     hf_out, peft_out = tmp_path / "hf", tmp_path / "peft"
     assert jaxformer_cli.main(["export", "--workdir", str(workdir), "--hf", str(hf_out), "--peft", str(peft_out)]) == 0
-    assert json.loads((peft_out / "adapter_config.json").read_text())["modules_to_save"] == ["classifier"]
+    assert json.loads((peft_out / "adapter_config.json").read_text())["modules_to_save"] == hf_modules
 
     hf_tokenizer = transformers.PreTrainedTokenizerFast(tokenizer_file=str(bert / "tokenizer.json"))
     encoded = [hf_tokenizer(t)["input_ids"] for t in TEXTS]
