@@ -80,6 +80,7 @@ class DataConfig:
     train_path: str | None = None
     eval_path: str | None = None
     test_path: str | None = None
+    missing_files_hint: str = ""  # local files: how to make them (a command), added to the error when one is missing
     source_suffix: str = ""  # parallel: e.g. ".en" (train_path=".../train" -> ".../train.en[.gz]")
     target_suffix: str = ""  # parallel: e.g. ".de"
     text_unit: TextUnit = "file"  # text source: one document per file or per line

@@ -12,7 +12,7 @@ import logging
 
 from jaxformer.data import files, synthetic
 from jaxformer.data.config import DataConfig
-from jaxformer.data.errors import DataError
+from jaxformer.data.errors import DataError, DataFileNotFoundError
 from jaxformer.data.hf_source import load_hf_split
 from jaxformer.data.instruct import read_instruct_jsonl
 from jaxformer.data.labelled_blocks import build_labelled_blocks
@@ -85,12 +85,24 @@ def _split_path(config: DataConfig, split: str) -> str | None:
     return {"train": config.train_path, "validation": config.eval_path, "test": config.test_path}[split]
 
 
+def _check_made(config: DataConfig, path: str) -> None:
+    """A missing data file is an error that says how to make it, when the experiment tells
+    (`data.missing_files_hint`; files named by a prefix, as parallel ones, are checked where read)."""
+    if not config.missing_files_hint or config.source == "parallel":
+        return
+    try:
+        files.existing_path(path, config.source)
+    except DataFileNotFoundError as err:
+        raise DataFileNotFoundError(f"{err} Make it with: {config.missing_files_hint}") from None
+
+
 def _load_local(config: DataConfig, split: str) -> RawSplit | None:
     if config.source == "labelled_blocks":
         return _labelled_blocks(config, split)
     path = _split_path(config, split)
     if path is None:
         return None
+    _check_made(config, path)
     if config.source == "text":
         if config.text_unit == "file":
             text = files.read_text(path, f"{split} text")
