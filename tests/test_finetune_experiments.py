@@ -1,13 +1,19 @@
 """The fine-tuning experiments build (real MiniLM weights, labelled_blocks data, LoRA with the head
 trained in full) and, marked slow, run two steps each through `jaxformer train` on a small play the
-test writes (the real runs and their numbers: benchmarks/results/finetune_minilm_classify.json)."""
+test writes (the real runs and their numbers: benchmarks/results/finetune_minilm_classify.json); and,
+slow too, SIGKILL mid-run then the same command resumes with bit-identical losses."""
 
 from __future__ import annotations
 
+import json
 import math
+import signal
+import subprocess
+import time
 from pathlib import Path
 
 import pytest
+from support.fake_devices import launch
 from support.train_runs import EXPERIMENTS, train
 
 from jaxformer import experiment
@@ -58,3 +64,67 @@ def test_two_steps_run(name: str, tmp_path: Path) -> None:
     losses = [r["loss"] for r in run.train_records()]
     assert len(losses) == 2 and all(math.isfinite(x) for x in losses)
     assert math.isfinite(run.eval_records()[-1]["eval_accuracy"])
+
+
+def logged(workdir: Path) -> dict[tuple[int, str], list[float]]:
+    """{(step, key): values} of every metrics.jsonl record (a line cut by SIGKILL is skipped)."""
+    values: dict[tuple[int, str], list[float]] = {}
+    for line in (workdir / "metrics.jsonl").read_text().splitlines():
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        for key, value in record.items():
+            if key not in ("step", "tokens_per_sec", "step_time"):
+                values.setdefault((record["step"], key), []).append(value)
+    return values
+
+
+@pytest.mark.slow  # three subprocess runs per experiment on the real MiniLM (about 1.5 minutes each on 2 cores)
+@pytest.mark.parametrize("name", ["finetune_minilm_classify.py", "finetune_minilm_classify_lora.py"])
+def test_sigkill_then_resume_is_bit_identical(name: str, tmp_path: Path) -> None:
+    """`jaxformer train --config experiments/<name>` killed with SIGKILL after its step-10 checkpoint,
+    then the same command again: every logged loss and evaluation equals the uninterrupted run's."""
+    play = small_play(tmp_path / "play.txt")
+    overrides = [
+        f"--config.data.train_path={play}",
+        "--config.data.max_length=16",
+        "--config.data.num_blocks=20",
+        "--config.train.steps=60",
+        "--config.train.batch_size=4",
+        "--config.train.warmup_steps=2",
+        "--config.train.eval_every=30",
+        "--config.train.eval_batches=2",
+        "--config.train.log_every=1",
+        "--config.train.progress=False",
+        "--config.checkpoint.every=10",
+    ]
+
+    def start(workdir: Path) -> subprocess.Popen:
+        args = ["-m", "jaxformer.cli", "train", "--config", str(EXPERIMENTS / name), "--workdir", str(workdir)]
+        return launch([*args, *overrides], 1)  # the same XLA flags for all three runs
+
+    reference = start(tmp_path / "reference")
+    _, err = reference.communicate(timeout=900)
+    assert reference.returncode == 0, err[-3000:]
+
+    workdir = tmp_path / "killed"
+    proc = start(workdir)
+    deadline = time.monotonic() + 600
+    while not (workdir / "checkpoints" / "10").is_dir():
+        assert proc.poll() is None, proc.communicate()[1][-3000:]
+        assert time.monotonic() < deadline
+        time.sleep(0.005)
+    proc.send_signal(signal.SIGKILL)
+    assert proc.wait() == -signal.SIGKILL
+    proc.communicate()
+    assert not (workdir / "checkpoints" / "60").exists(), "the run finished before the kill"
+
+    resumed = start(workdir)
+    out, err = resumed.communicate(timeout=900)
+    assert resumed.returncode == 0, err[-3000:]
+    assert "Resumed from checkpoint step" in out
+    want, got = logged(tmp_path / "reference"), logged(workdir)
+    assert set(got) == set(want) and any(key == "eval_accuracy" for _, key in want)
+    for key, values in got.items():
+        assert all(v == want[key][0] for v in values), (key, values, want[key])  # bit-identical
