@@ -92,8 +92,12 @@ def assert_close(ours, ref, valid=None, atol=ATOL) -> None:
     ours, ref = np.asarray(ours), np.asarray(ref)
     assert ours.shape == ref.shape
     diff = np.abs(ours - ref) if valid is None else np.abs(ours - ref)[valid]
-    assert diff.max() < atol, f"max abs diff {diff.max():.3g} >= {atol} (reference scale {np.abs(ref).max():.3g})"
-    assert np.abs(ref).max() > 1e4 * atol  # not a comparison of near-zero numbers
+    scale = float(np.abs(ref).max())
+    # atol, or 1e-6 of the largest |entry| where the numbers are large (~14 fp32 ulps at 27): mT5's tied
+    # logits reach ~27, and the ulp-level differences between CPUs' fp32 kernels there are ~1e-5.
+    tolerance = max(atol, 1e-6 * scale)
+    assert diff.max() < tolerance, f"max abs diff {diff.max():.3g} >= {tolerance:.3g} (reference scale {scale:.3g})"
+    assert scale > 1e4 * atol  # not a comparison of near-zero numbers
 
 
 def torch_forward(model, source, source_valid, target, target_valid):
