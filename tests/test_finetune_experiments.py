@@ -5,15 +5,13 @@ slow too, SIGKILL mid-run then the same command resumes with bit-identical losse
 
 from __future__ import annotations
 
-import json
 import math
-import signal
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
 from support.fake_devices import launch
+from support.kill_resume import assert_bit_identical, kill_after_checkpoint
 from support.train_runs import EXPERIMENTS, train
 
 from jaxformer import experiment
@@ -66,20 +64,6 @@ def test_two_steps_run(name: str, tmp_path: Path) -> None:
     assert math.isfinite(run.eval_records()[-1]["eval_accuracy"])
 
 
-def logged(workdir: Path) -> dict[tuple[int, str], list[float]]:
-    """{(step, key): values} of every metrics.jsonl record (a line cut by SIGKILL is skipped)."""
-    values: dict[tuple[int, str], list[float]] = {}
-    for line in (workdir / "metrics.jsonl").read_text().splitlines():
-        try:
-            record = json.loads(line)
-        except ValueError:
-            continue
-        for key, value in record.items():
-            if key not in ("step", "tokens_per_sec", "step_time"):
-                values.setdefault((record["step"], key), []).append(value)
-    return values
-
-
 @pytest.mark.slow  # three subprocess runs per experiment on the real MiniLM (about 1.5 minutes each on 2 cores)
 @pytest.mark.parametrize("name", ["finetune_minilm_classify.py", "finetune_minilm_classify_lora.py"])
 def test_sigkill_then_resume_is_bit_identical(name: str, tmp_path: Path) -> None:
@@ -109,22 +93,11 @@ def test_sigkill_then_resume_is_bit_identical(name: str, tmp_path: Path) -> None
     assert reference.returncode == 0, err[-3000:]
 
     workdir = tmp_path / "killed"
-    proc = start(workdir)
-    deadline = time.monotonic() + 600
-    while not (workdir / "checkpoints" / "10").is_dir():
-        assert proc.poll() is None, proc.communicate()[1][-3000:]
-        assert time.monotonic() < deadline
-        time.sleep(0.005)
-    proc.send_signal(signal.SIGKILL)
-    assert proc.wait() == -signal.SIGKILL
-    proc.communicate()
-    assert not (workdir / "checkpoints" / "60").exists(), "the run finished before the kill"
+    kill_after_checkpoint(start(workdir), workdir, step=10, last_step=60)
 
     resumed = start(workdir)
     out, err = resumed.communicate(timeout=900)
     assert resumed.returncode == 0, err[-3000:]
     assert "Resumed from checkpoint step" in out
-    want, got = logged(tmp_path / "reference"), logged(workdir)
-    assert set(got) == set(want) and any(key == "eval_accuracy" for _, key in want)
-    for key, values in got.items():
-        assert all(v == want[key][0] for v in values), (key, values, want[key])  # bit-identical
+    want = assert_bit_identical(tmp_path / "reference", workdir)
+    assert any(key == "eval_accuracy" for _, key in want)

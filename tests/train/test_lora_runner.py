@@ -13,9 +13,7 @@
 from __future__ import annotations
 
 import json
-import signal
 import subprocess
-import time
 from pathlib import Path
 
 import jax
@@ -25,6 +23,7 @@ import orbax.checkpoint as ocp
 import pytest
 from support.fake_devices import launch
 from support.finetune_models import corpus, lm_settings, losses, tiny_bert, tiny_gpt2, write_experiment
+from support.kill_resume import assert_bit_identical, kill_after_checkpoint
 
 from jaxformer import cli as jaxformer_cli
 from jaxformer import models
@@ -178,19 +177,6 @@ def test_lora_under_pmap_and_an_fsdp_mesh_logs_the_single_device_losses(setup, t
         np.testing.assert_allclose(losses(tmp_path / name), want, rtol=1e-5, err_msg=name)
 
 
-def logged(workdir: Path) -> dict[tuple[int, str], list[float]]:
-    values: dict[tuple[int, str], list[float]] = {}
-    for line in (workdir / "metrics.jsonl").read_text().splitlines():
-        try:
-            record = json.loads(line)
-        except ValueError:
-            continue  # a line cut by SIGKILL
-        for key, value in record.items():
-            if key not in ("step", "tokens_per_sec", "step_time"):
-                values.setdefault((record["step"], key), []).append(value)
-    return values
-
-
 @pytest.mark.slow  # three subprocess runs of 40 steps (about 2.5 minutes on 2 CPU cores)
 def test_lora_sigkill_then_resume_is_bit_identical(setup, tmp_path):
     _, _, experiment = setup
@@ -215,15 +201,7 @@ def test_lora_sigkill_then_resume_is_bit_identical(setup, tmp_path):
     proc = launch(
         ["-m", "jaxformer.cli", "train", "--config", str(experiment), "--workdir", str(workdir), *overrides], 1
     )
-    deadline = time.monotonic() + 300
-    while not (workdir / "checkpoints" / "10").is_dir():
-        assert proc.poll() is None, proc.communicate()[1][-3000:]
-        assert time.monotonic() < deadline
-        time.sleep(0.005)
-    proc.send_signal(signal.SIGKILL)
-    assert proc.wait() == -signal.SIGKILL
-    proc.communicate()
-    assert not (workdir / "checkpoints" / "40").exists(), "the run finished before the kill"
+    kill_after_checkpoint(proc, workdir, step=10, last_step=40, timeout=300)
 
     resumed = launch(
         ["-m", "jaxformer.cli", "train", "--config", str(experiment), "--workdir", str(workdir), *overrides], 1
@@ -231,7 +209,4 @@ def test_lora_sigkill_then_resume_is_bit_identical(setup, tmp_path):
     out, err = resumed.communicate(timeout=600)
     assert resumed.returncode == 0, err[-3000:]
     assert "Resumed from checkpoint step" in out
-    want, got = logged(tmp_path / "reference"), logged(workdir)
-    assert set(got) == set(want)
-    for key, values in got.items():
-        assert all(v == want[key][0] for v in values), (key, values, want[key])  # bit-identical
+    assert_bit_identical(tmp_path / "reference", workdir)
