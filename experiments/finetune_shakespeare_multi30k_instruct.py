@@ -31,7 +31,6 @@ and `--config.data.train_path=...`/`eval_path=...`.
 from __future__ import annotations
 
 import argparse
-import gzip
 import json
 import os
 from pathlib import Path
@@ -87,17 +86,11 @@ def conversation(english: str, german: str) -> dict:
     return {"messages": [{"role": "user", "content": INSTRUCTION + english}, {"role": "assistant", "content": german}]}
 
 
-def read_gz_lines(path: Path) -> list[str]:
-    if not path.is_file():
-        raise SystemExit(f"{path} does not exist; pass --multi30k DIR holding Multi30k's {{train,val}}.{{en,de}}.gz.")
-    with gzip.open(path, "rt", encoding="utf-8") as f:
-        return f.read().splitlines()
-
-
 def make_instructions(out_dir: str | Path, multi30k: str | Path = MULTI30K) -> dict[str, tuple[int, int]]:
     """Write out_dir/{train,val}.jsonl from Multi30k {train,val}.{en,de}.gz, keeping the pairs whose
     record, encoded exactly as the run will encode it (this file's chat template, bytes), fits one row.
     Returns {split: (written, read)}."""
+    from jaxformer.data import files
     from jaxformer.data.instruct import ChatTemplate, conversation_segments, encode_record
     from jaxformer.data.tokenizers import ByteTokenizer
 
@@ -107,19 +100,16 @@ def make_instructions(out_dir: str | Path, multi30k: str | Path = MULTI30K) -> d
     out.mkdir(parents=True, exist_ok=True)
     counts = {}
     for split in ("train", "val"):
-        english = read_gz_lines(Path(multi30k) / f"{split}.en.gz")
-        german = read_gz_lines(Path(multi30k) / f"{split}.de.gz")
-        if len(english) != len(german):
-            raise SystemExit(f"{multi30k}/{split}.en.gz has {len(english)} lines but .de.gz {len(german)}.")
+        pairs, _, _ = files.read_parallel(f"{multi30k}/{split}", ".en", ".de")  # .gz found, lengths checked
         kept = []
-        for n, (en, de) in enumerate(zip(english, german, strict=True), start=1):
+        for n, (en, de) in enumerate(pairs, start=1):
             record = conversation(en.strip(), de.strip())
             segments = conversation_segments(template, record["messages"], f"{split} line {n}")
             ids, _ = encode_record(segments, tokenizer)
             if len(ids) <= MAX_LENGTH + 1:
                 kept.append(json.dumps(record, ensure_ascii=False) + "\n")
         (out / f"{split}.jsonl").write_text("".join(kept), encoding="utf-8")
-        counts[split] = (len(kept), len(english))
+        counts[split] = (len(kept), len(pairs))
     return counts
 
 
@@ -128,7 +118,13 @@ def main() -> None:
     parser.add_argument("out_dir", help="directory for train.jsonl and val.jsonl (then MULTI30K_INSTRUCT=out_dir)")
     parser.add_argument("--multi30k", default=MULTI30K, help=f"Multi30k directory (default {MULTI30K})")
     args = parser.parse_args()
-    for split, (written, read) in make_instructions(args.out_dir, args.multi30k).items():
+    from jaxformer.data.errors import DataError
+
+    try:
+        counts = make_instructions(args.out_dir, args.multi30k)
+    except DataError as err:  # a missing or misaligned Multi30k file: its one line, no traceback
+        raise SystemExit(f"{err} (pass --multi30k DIR holding Multi30k's {{train,val}}.{{en,de}}[.gz])") from None
+    for split, (written, read) in counts.items():
         print(f"{args.out_dir}/{split}.jsonl: {written} of {read} pairs (those that fit {MAX_LENGTH} tokens)")
 
 
