@@ -85,24 +85,23 @@ def _split_path(config: DataConfig, split: str) -> str | None:
     return {"train": config.train_path, "validation": config.eval_path, "test": config.test_path}[split]
 
 
-def _check_made(config: DataConfig, path: str) -> None:
-    """A missing data file is an error that says how to make it, when the experiment tells
-    (`data.missing_files_hint`; files named by a prefix, as parallel ones, are checked where read)."""
-    if not config.missing_files_hint or config.source == "parallel":
-        return
+def _load_local(config: DataConfig, split: str) -> RawSplit | None:
+    """`_read_local`; a missing file's error also says how to make it when the experiment tells
+    (`data.missing_files_hint`)."""
     try:
-        files.existing_path(path, config.source)
+        return _read_local(config, split)
     except DataFileNotFoundError as err:
+        if not config.missing_files_hint:
+            raise
         raise DataFileNotFoundError(f"{err} Make it with: {config.missing_files_hint}") from None
 
 
-def _load_local(config: DataConfig, split: str) -> RawSplit | None:
+def _read_local(config: DataConfig, split: str) -> RawSplit | None:
     if config.source == "labelled_blocks":
         return _labelled_blocks(config, split)
     path = _split_path(config, split)
     if path is None:
         return None
-    _check_made(config, path)
     if config.source == "text":
         if config.text_unit == "file":
             text = files.read_text(path, f"{split} text")
