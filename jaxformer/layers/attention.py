@@ -16,6 +16,7 @@ import jax.numpy as jnp
 
 from jaxformer.config import AttentionImpl, allowed_values, check_choice, check_heads
 from jaxformer.layers.axes import constrain, param
+from jaxformer.layers.linear import project
 from jaxformer.layers.masks import check_mask, combine, window_mask
 from jaxformer.layers.norms import offset_scale, rms_normalize
 from jaxformer.layers.positions import apply_rotary
@@ -157,7 +158,7 @@ class MultiHeadAttention(nn.Module):
             if self.use_bias or self.qkv_bias:
                 bias = param(self, f"{name}_bias", nn.initializers.zeros, shape[1:], axes[1:], self.param_dtype)
                 biases.append(bias.astype(self.dtype))
-        y = jnp.einsum("btd,dnh->btnh", x, jnp.concatenate(kernels, axis=1))  # kernels: [D, sum n, H]
+        y = project(x, jnp.concatenate(kernels, axis=1))  # [B, T, sum n, H] from kernels [D, sum n, H]
         if biases:
             y = y + jnp.concatenate(biases, axis=0)
         splits = list(itertools.accumulate(count for _, count, _ in heads))[:-1]
@@ -288,7 +289,7 @@ class MultiHeadAttention(nn.Module):
         )
         # As one [N*H, D] matrix: with separate n, h axes XLA:CPU re-laid out the kernel at every decoding step.
         merged = out.astype(self.dtype).reshape(*out.shape[:2], -1)  # [B, T, N*H]
-        y = jnp.einsum("bte,ed->btd", merged, kernel.astype(self.dtype).reshape(-1, d_model))
+        y = project(merged, kernel.astype(self.dtype).reshape(-1, d_model))  # [B, T, D]
         if self.use_bias:
             y = y + param(self, "out_bias", nn.initializers.zeros, (d_model,), ("embed",), self.param_dtype).astype(
                 self.dtype

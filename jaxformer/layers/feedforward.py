@@ -14,6 +14,7 @@ import jax.numpy as jnp
 
 from jaxformer.errors import ConfigError
 from jaxformer.layers.axes import constrain, param
+from jaxformer.layers.linear import project
 
 ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
     "relu": jax.nn.relu,
@@ -55,7 +56,7 @@ class FeedForward(nn.Module):
 
         def dense_in(name: str) -> jax.Array:
             kernel = param(self, f"{name}_kernel", init, (self.d_model, self.d_ff), ("embed", "mlp"), self.param_dtype)
-            y = jnp.einsum("btd,df->btf", x, kernel.astype(self.dtype))
+            y = project(x, kernel.astype(self.dtype))  # [B, T, F]
             if self.use_bias:
                 y = y + param(
                     self, f"{name}_bias", nn.initializers.zeros, (self.d_ff,), ("mlp",), self.param_dtype
@@ -69,7 +70,7 @@ class FeedForward(nn.Module):
         hidden = constrain(hidden, ("activation_batch", "activation_length", "activation_mlp"))
         hidden = nn.Dropout(self.dropout_rate)(hidden, deterministic=deterministic)
         kernel_out = param(self, "down_kernel", init, (self.d_ff, self.d_model), ("mlp", "embed"), self.param_dtype)
-        out = jnp.einsum("btf,fd->btd", hidden, kernel_out.astype(self.dtype))
+        out = project(hidden, kernel_out.astype(self.dtype))  # [B, T, D]
         if self.use_bias:
             out = out + param(
                 self, "down_bias", nn.initializers.zeros, (self.d_model,), ("embed",), self.param_dtype

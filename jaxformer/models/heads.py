@@ -14,6 +14,7 @@ from jaxformer.layers.attention import softcap
 from jaxformer.layers.axes import constrain, param
 from jaxformer.layers.embed import Embed
 from jaxformer.layers.feedforward import activation_fn
+from jaxformer.layers.linear import project
 from jaxformer.layers.norms import make_norm
 
 
@@ -37,7 +38,7 @@ class Dense(nn.Module):
             self.axes,
             self.param_dtype,
         )
-        y = jnp.einsum("...i,io->...o", x.astype(self.dtype), kernel.astype(self.dtype))
+        y = project(x.astype(self.dtype), kernel.astype(self.dtype))
         if self.use_bias:
             y = y + param(
                 self, "bias", nn.initializers.zeros, (self.features,), (self.axes[1],), self.param_dtype
