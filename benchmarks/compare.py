@@ -1,6 +1,7 @@
 """jaxformer vs Hugging Face `transformers` (PyTorch) in one process: training and cached decoding.
 
     python -m benchmarks.compare [--quick] [--json OUT] [--vocab 50257] [--repeats 5] [--new-tokens 128]
+                                 [--parts train decode] [--dtypes float32 bfloat16]
     python -m benchmarks.compare --shape gpt2-124m --json OUT     # on a GPU (the issue's MFU target)
 
 Shape (both sides): GPT-2 layout, 6 layers, width 384, 6 heads, FFN 1536, sequence 256,
@@ -275,6 +276,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 16], help="decoding batch sizes")
     parser.add_argument("--parts", nargs="+", choices=["train", "decode"], default=["train", "decode"])
     parser.add_argument("--unrolled", action="store_true", help="train with scan_layers=False (default: scanned)")
+    parser.add_argument(
+        "--dtypes",
+        nargs="+",
+        choices=DTYPES,
+        default=list(DTYPES),
+        help="training precisions (float32 alone on CPUs without bf16 instructions, where torch's bf16 matmul "
+        "runs at ~1 GFLOP/s and one bf16 step takes minutes)",
+    )
     args = parser.parse_args(argv)
     missing = [name for name in ("torch", "transformers") if importlib.util.find_spec(name) is None]
     if missing:
@@ -284,7 +293,9 @@ def main(argv: list[str] | None = None) -> None:
         shape["vocab"] = args.vocab
     repeats = args.repeats or (3 if args.quick else 5)
     new_tokens = args.new_tokens or (32 if args.quick else 128)
-    results = run(shape, repeats, new_tokens, args.batches, args.parts, scan=not args.unrolled)
+    results = run(
+        shape, repeats, new_tokens, args.batches, args.parts, scan=not args.unrolled, dtypes=tuple(args.dtypes)
+    )
     print_report(results)
     if args.json:
         print(f"wrote {save_json(args.json, results)}")

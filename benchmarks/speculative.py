@@ -1,6 +1,7 @@
 """Speculative decoding at batch 1: plain greedy vs speculative greedy vs `transformers` assisted generation.
 
     python -m benchmarks.speculative [--workdir /tmp/jaxformer-speculative] [--data DIR] [--json OUT]
+                                     [--steps 1000 1000] [--target 8x512] [--draft_tokens 4]
 
 Trains (once; later runs load the same workdirs) a char-level target and a small draft on
 tinyshakespeare with `jaxformer train` (experiments/shakespeare_char.py with a GPT-2 layout and
@@ -118,10 +119,14 @@ def run(
     draft_tokens: int = 4,
     repeats: int = 5,
     smoke: bool = False,
+    target_shape: dict[str, int] | None = None,
 ) -> dict[str, Any]:
-    """Train or load the pair, then the interleaved timings (see the module docstring) as a JSON-ready dict."""
-    shapes = (SMOKE_TARGET, SMOKE_DRAFT) if smoke else (TARGET, DRAFT)
-    target = train_once(workdir / "target", shapes[0], data, steps[0], block, batch)
+    """Train or load the pair, then the interleaved timings (see the module docstring) as a JSON-ready dict.
+
+    `target_shape` replaces the default target's {num_layers, d_model, num_heads, d_ff} (a workdir per shape)."""
+    shapes = (SMOKE_TARGET, SMOKE_DRAFT) if smoke else (target_shape or TARGET, DRAFT)
+    target_dir = "target" if shapes[0] in (TARGET, SMOKE_TARGET) else "target-" + "-".join(map(str, shapes[0].values()))
+    target = train_once(workdir / target_dir, shapes[0], data, steps[0], block, batch)
     draft = train_once(workdir / "draft", shapes[1], data, steps[1], block, batch)
     text = (data / "input.txt").read_text(encoding="utf-8")
     start = int(0.95 * len(text))  # in the validation split (the file's last 10%)
@@ -225,14 +230,27 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--new_tokens", type=int, default=128)
     parser.add_argument("--draft_tokens", type=int, default=4)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument(
+        "--target",
+        metavar="LAYERSxWIDTH",
+        help="target shape instead of 6x256, e.g. 8x512 (heads = width / 64, feed-forward 4 x width)",
+    )
     parser.add_argument("--json", type=Path, default=RESULTS, help=f"default {RESULTS.relative_to(REPO_ROOT)}")
     args = parser.parse_args(argv)
     if not (args.data / "input.txt").is_file():
         parser.exit(2, f"error: {args.data / 'input.txt'} not found; pass --data DIR (tinyshakespeare's input.txt)\n")
+    target_shape = None
+    if args.target:
+        layers, _, width = args.target.partition("x")
+        if not (layers.isdigit() and width.isdigit() and int(width) % 64 == 0):
+            parser.exit(2, f"error: --target {args.target}: expected LAYERSxWIDTH with WIDTH a multiple of 64\n")
+        target_shape = {"num_layers": int(layers), "d_model": int(width), "num_heads": int(width) // 64}
+        target_shape["d_ff"] = 4 * int(width)
     results = run(
         args.workdir,
         args.data,
         tuple(args.steps),
+        target_shape=target_shape,
         block=args.block,
         batch=args.batch,
         new_tokens=args.new_tokens,

@@ -8,22 +8,18 @@ from __future__ import annotations
 
 import math
 import os
-import sys
-from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 import pytest
+from support.paths import REPO_ROOT
 
 pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-if str(REPO_ROOT) not in sys.path:  # `benchmarks` is a folder beside the package, run as `python -m benchmarks.x`
-    sys.path.insert(0, str(REPO_ROOT))
 
-from benchmarks import baby_step_split, baby_train  # noqa: E402
+from benchmarks import baby_step_split, baby_train
 
 TEXT = REPO_ROOT.parent / "shared" / "data" / "tinyshakespeare" / "input.txt"
 

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import math
 import os
-import sys
-from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -19,11 +17,8 @@ import pytest
 pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-if str(REPO_ROOT) not in sys.path:  # `benchmarks` is a folder beside the package, run as `python -m benchmarks.x`
-    sys.path.insert(0, str(REPO_ROOT))
 
-from benchmarks import beam_speed, compare, load_speed, profile_decode, profile_step, sampling_speed, scaling  # noqa: E402
+from benchmarks import beam_speed, compare, load_speed, profile_decode, profile_step, sampling_speed, scaling
 
 TINY = {"layers": 2, "width": 32, "heads": 4, "length": 16, "batch": 2, "vocab": 97}
 
@@ -32,6 +27,7 @@ def positive(x: float) -> bool:
     return isinstance(x, float | int) and math.isfinite(x) and x > 0
 
 
+@pytest.mark.slow  # ~23 s: trains and decodes on both sides
 def test_compare_reports_ratios_for_training_and_decoding():
     results = compare.run(
         dict(TINY), repeats=1, new_tokens=4, batches=[1], parts=["train", "decode"], probe_size=128, dtypes=("float32",)
@@ -81,6 +77,7 @@ def test_gpt2_124m_shape_is_gpt2_small_and_cpu_runs_keep_the_default_attention()
         assert common.torch_thread_counts()[0] >= 1
 
 
+@pytest.mark.slow  # ~10 s; a benchmark's smoke run
 def test_scaling_measures_compile_and_step_time():
     row = scaling.measure(1, True, vocab=97, steps=1, width=32, heads=4, length=16, batch=2)
     assert row["layers"] == 1 and row["scan_layers"] is True
@@ -92,6 +89,7 @@ def test_scaling_measures_compile_and_step_time():
     assert summary["compile_ratio_scanned_layers"] == [1, 4] and summary["scanned_within_limit"] is True
 
 
+@pytest.mark.slow  # ~10 s; a benchmark's smoke run
 def test_profile_attributes_time_to_model_parts():
     result = profile_step.profile_train_step(vocab=97, layers=1, steps=1, width=32, heads=4, length=16, batch=2)
     assert positive(result["ops_ms_per_step"]) and result["ops"]
@@ -101,6 +99,7 @@ def test_profile_attributes_time_to_model_parts():
     assert sum(result["kinds"].values()) == pytest.approx(result["ops_ms_per_step"], rel=1e-2, abs=rounding)
 
 
+@pytest.mark.slow  # ~10 s; a benchmark's smoke run
 def test_decode_profile_finds_the_head_matmul():
     result = profile_decode.profile_generate(batch=1, new_tokens=4, vocab=97, layers=1, width=32, heads=4)
     assert positive(result["ms_per_token"]) and positive(result["traced_ops_ms_per_token"])
@@ -115,6 +114,7 @@ def test_beam_speed_times_both_searches():
     assert result["beam1_equals_greedy"] is True
 
 
+@pytest.mark.slow  # ~11 s
 def test_load_speed_loads_the_whole_checkpoint_on_both_sides(capsys):
     results = load_speed.run(size_mb=2, repeats=1)
     size = results["checkpoint"]["bytes"]

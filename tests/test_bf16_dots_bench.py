@@ -3,9 +3,6 @@ parser resolves the dots' operand types, and the products are right for their pr
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import jax
 import jax.numpy as jnp
 import pytest
@@ -13,11 +10,8 @@ import pytest
 pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-if str(REPO_ROOT) not in sys.path:
-    sys.path.insert(0, str(REPO_ROOT))
 
-from benchmarks import bf16_dots  # noqa: E402
+from benchmarks import bf16_dots
 
 
 def test_operand_types_are_read_from_the_optimized_hlo():

@@ -2,13 +2,7 @@
 
 from __future__ import annotations
 
-import sys
-
 import pytest
-from support.paths import REPO_ROOT
-
-if str(REPO_ROOT) not in sys.path:  # `benchmarks` is a folder beside the package
-    sys.path.insert(0, str(REPO_ROOT))
 
 from benchmarks import int8_decode
 

@@ -3,15 +3,11 @@
 from __future__ import annotations
 
 import math
-import sys
-from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-if str(REPO_ROOT) not in sys.path:  # `benchmarks` is a folder beside the package
-    sys.path.insert(0, str(REPO_ROOT))
+import pytest
 
-from benchmarks import lora_memory  # noqa: E402
-from jaxformer import presets  # noqa: E402
+from benchmarks import lora_memory
+from jaxformer import presets
 
 
 def test_memory_counts_adapters_and_their_moments_only():
@@ -27,6 +23,7 @@ def test_memory_counts_adapters_and_their_moments_only():
     assert math.isclose(row["ratio_checkpoint"], ours["checkpoint"] / full["checkpoint"])
 
 
+@pytest.mark.slow  # ~11 s; a benchmark's smoke run
 def test_step_time_runs_both_steps():
     shape = {"layers": 1, "width": 32, "heads": 2, "length": 16, "batch": 2, "vocab": 97}
     out = lora_memory.step_time(shape, rank=2, targets=("query", "value"), repeats=1)

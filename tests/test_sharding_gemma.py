@@ -10,6 +10,10 @@ from typing import Any
 import pytest
 from support.fake_devices import SUPPORT, launch, result_of
 
+# ~45 s of subprocess training. The default suite keeps Llama's layouts (tests/train/test_llm_sharded_training.py):
+# Gemma shares the block and its sharding rules; what differs (soft-caps, norms, windows) is elementwise.
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope="module")
 def runs() -> dict[str, Any]:

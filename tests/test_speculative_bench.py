@@ -3,16 +3,10 @@
 from __future__ import annotations
 
 import math
-import sys
-from pathlib import Path
 
 import pytest
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-if str(REPO_ROOT) not in sys.path:  # `benchmarks` is a folder beside the package
-    sys.path.insert(0, str(REPO_ROOT))
-
-from benchmarks import speculative  # noqa: E402
+from benchmarks import speculative
 
 
 @pytest.mark.slow  # trains two runs and exports them to transformers: over 20 s on 2 cores

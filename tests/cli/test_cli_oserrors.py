@@ -56,7 +56,14 @@ CASES = [
 ]  # fmt: skip
 
 
-@pytest.mark.parametrize(("argv", "kind", "under", "fragments"), [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+# The default suite runs three cases (a fault shim, a real path kind, a missing input); all run in the slow suite (~10 s each).
+DEFAULT = {"train ENOSPC", "export EEXIST", "translate --input ENOENT"}
+
+
+@pytest.mark.parametrize(
+    ("argv", "kind", "under", "fragments"),
+    [pytest.param(*c[1:], id=c[0], marks=() if c[0] in DEFAULT else pytest.mark.slow) for c in CASES],
+)
 def test_os_error_is_one_line_with_the_fix(
     tmp_path: Path, reverse: Path, argv: tuple[str, ...], kind: str | None, under: str, fragments: tuple[str, ...]
 ) -> None:
@@ -70,6 +77,7 @@ def test_os_error_is_one_line_with_the_fix(
     assert (tmp_path / "file").read_text() == "mine\n"
 
 
+@pytest.mark.slow  # ~21 s: two CLI trainings
 def test_model_vocab_smaller_than_the_tokenizer_stops_before_training(tmp_path: Path) -> None:
     from tokenizers import Tokenizer, models, pre_tokenizers  # the [hf] extra's tokenizers
 

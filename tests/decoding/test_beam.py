@@ -172,7 +172,11 @@ def _at(tree, path):
     return tree
 
 
-@pytest.mark.parametrize(("name", "scan"), CASES, ids=[n + ("-scan" if s else "") for n, s in CASES])
+@pytest.mark.parametrize(
+    ("name", "scan"),
+    [(n, s) if n == "tiny-gpt2" else pytest.param(n, s, marks=pytest.mark.slow) for n, s in CASES],  # ~10 s each
+    ids=[n + ("-scan" if s else "") for n, s in CASES],
+)
 def test_cache_stages_change_no_result(name, scan, monkeypatch):
     """The beam loop runs in stages of growing cache length; with stages of 2, 4, 8... new tokens the
     hypotheses, scores and lengths are those of one full-length loop (checked above against rescoring)."""

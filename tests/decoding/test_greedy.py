@@ -7,8 +7,6 @@ The no-cache reference loops and the widened random parameters are in
 from __future__ import annotations
 
 import re
-import sys
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -26,15 +24,10 @@ from support.decoding_reference import (
     right_padded,
 )
 
+from benchmarks.profile_decode import compiled_generate_text
+from benchmarks.profile_step import hlo_computations
 from jaxformer import decoding, models
 from jaxformer.decoding.steps import Stepper
-
-REPO_ROOT = Path(__file__).resolve().parents[2]
-if str(REPO_ROOT) not in sys.path:  # `benchmarks` is a folder beside the package, run as `python -m benchmarks.x`
-    sys.path.insert(0, str(REPO_ROOT))
-
-from benchmarks.profile_decode import compiled_generate_text  # noqa: E402
-from benchmarks.profile_step import hlo_computations  # noqa: E402
 
 DECODER_ONLY = [("tiny-gpt2", False), ("tiny-llama", False), ("tiny-llama", True)]
 ENCODER_DECODER = [("tiny-transformer", False), ("tiny-t5", False), ("tiny-t5", True)]

@@ -56,7 +56,9 @@ def test_quantized_dense_equals_numpy_x_times_q_s():
     np.testing.assert_allclose(np.asarray(y), x @ (q.astype(np.float32) * s) + b, atol=1e-5, rtol=1e-5)
 
 
-@pytest.mark.parametrize(("name", "scan"), [("tiny-gpt2", False), ("tiny-llama", True)])
+@pytest.mark.parametrize(
+    ("name", "scan"), [("tiny-gpt2", False), pytest.param("tiny-llama", True, marks=pytest.mark.slow)]
+)
 def test_quantized_model_logits_close_and_greedy_runs(name, scan):
     config, params = model_and_params(name, scan_layers=scan)
     config, params = config, jax.tree.map(lambda x: x * 0.5, params)  # moderate logits

@@ -32,7 +32,7 @@ def decode(name, **options):
     )
 
 
-@pytest.mark.parametrize("name", ["tiny-gpt2", "tiny-transformer"])
+@pytest.mark.parametrize("name", ["tiny-gpt2", pytest.param("tiny-transformer", marks=pytest.mark.slow)])
 def test_top_k_one_and_tiny_nucleus_equal_greedy(name):
     greedy = greedy_reference(name)  # no-cache argmax loop
     np.testing.assert_array_equal(decode(name, top_k=1, temperature=0.7, seed=3), greedy)

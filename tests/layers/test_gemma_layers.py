@@ -119,6 +119,7 @@ def attention_params(num_heads, kv_heads, d_model, head_dim, seed):
     }
 
 
+@pytest.mark.slow  # ~12 s; Gemma 2 logits match transformers by default (tests/hf)
 def test_query_pre_attn_scalar_scales_queries_by_its_inverse_root():
     x = RNG.randn(2, 5, 12).astype(np.float32)
     p = attention_params(4, 2, 12, 6, seed=3)
@@ -196,6 +197,7 @@ def tiny_gemma3(**overrides):
     return presets.get("tiny-gemma3", **overrides)
 
 
+@pytest.mark.slow  # ~11 s; Gemma 3 logits match transformers by default (tests/hf)
 def test_local_rope_base_changes_only_the_local_layers():
     config = tiny_gemma3(num_layers=6, sliding_window_layers=(0, 1, 2, 3, 4), scan_layers=True)  # layer 5 global
     tokens = jnp.asarray(RNG.randint(0, config.vocab_size, (2, 12)), jnp.int32)

@@ -160,6 +160,7 @@ def test_sliding_window_hides_tokens_more_than_window_back(scan):
     assert np.max(np.abs(logits(global_, params, tokens)[0, -1] - logits(global_, params, changed)[0, -1])) > 1e-4
 
 
+@pytest.mark.slow  # ~15 s; the window masks are checked by default below
 def test_sliding_window_with_packed_segments_equals_separate_rows():
     config = TINY.replace(sliding_window=2)
     params = models.init_params(config, jax.random.PRNGKey(4))

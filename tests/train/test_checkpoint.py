@@ -159,7 +159,15 @@ def damage(step_dir: Path, how: str) -> None:
         raise AssertionError(how)
 
 
-@pytest.mark.parametrize("how", ["truncated", "deleted", "garbled", "unsealed"])
+@pytest.mark.parametrize(
+    "how",
+    [
+        "truncated",
+        pytest.param("deleted", marks=pytest.mark.slow),
+        "garbled",
+        pytest.param("unsealed", marks=pytest.mark.slow),
+    ],
+)  # by default one damaged-bytes and one damaged-file case; all four in the slow suite
 def test_damaged_latest_falls_back_to_previous(tmp_path, how):
     config, state = make_state()
     save_steps(tmp_path, state, config, [10, 20])
@@ -245,6 +253,7 @@ def test_leftover_partial_save_is_ignored_and_cleaned(tmp_path):
     assert checkpointer.all_steps() == [10, 20]
 
 
+@pytest.mark.slow  # ~15 s; test_param_differences_names_path_and_both_shapes checks the message by default
 def test_different_model_lists_paths_and_shapes(tmp_path):
     config, state = make_state("tiny-gpt2")
     save_steps(tmp_path, state, config, [4])

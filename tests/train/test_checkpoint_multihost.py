@@ -66,7 +66,11 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-@pytest.mark.parametrize(("sig", "target"), [(signal.SIGTERM, 1), (signal.SIGINT, 0)], ids=["sigterm", "sigint"])
+@pytest.mark.parametrize(
+    ("sig", "target"),
+    [(signal.SIGTERM, 1), pytest.param(signal.SIGINT, 0, marks=pytest.mark.slow)],
+    ids=["sigterm", "sigint"],
+)
 def test_processes_agree_on_the_stop_step(tmp_path, sig, target):
     script = tmp_path / "worker.py"
     script.write_text(WORKER)

@@ -209,6 +209,7 @@ def test_full_fine_tune_exports_to_hf_in_the_checkpoints_vocabulary_order(checkp
     assert np.abs(want - before)[valid].max() > 1e-3  # two training steps changed the weights
 
 
+@pytest.mark.slow  # ~23 s; the BART test beside it covers the same pad-id-1 re-indexing by default
 def test_roberta_padding_with_id_1_imports_on_reindexed_ids_and_exports_back(tmp_path):
     """RoBERTa pads with id 1 and counts positions from it: re-indexed (pad 0) the masks follow the pad and
     the positions stay (padding_position=1), so the import gives transformers' hidden states, and the

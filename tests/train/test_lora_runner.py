@@ -99,7 +99,7 @@ def test_lora_run_checkpoints_adapters_only_and_exports_match_peft(setup, tmp_pa
 @pytest.mark.parametrize(
     "train_modules, hf_modules",  # jaxformer's top-level modules -> the Hugging Face module names peft wraps
     [
-        (["classifier"], ["classifier"]),
+        pytest.param(["classifier"], ["classifier"], marks=pytest.mark.slow),
         pytest.param(["classifier", "pooler"], ["bert.pooler.dense", "classifier"], marks=pytest.mark.slow),
     ],
     ids=["classifier", "classifier+pooler"],  # the second is experiments/finetune_minilm_classify_lora.py's

@@ -90,7 +90,9 @@ def test_char_alphabet_change_refused_on_resume_and_evaluate_keeps_stored(capsys
     assert _evaluate(capsys, tmp_path) == pytest.approx(before, rel=1e-6)  # the stored alphabet, not the new one
 
 
-@pytest.mark.parametrize("kind", ["byte", "digits"])
+@pytest.mark.parametrize(
+    "kind", [pytest.param("byte", marks=pytest.mark.slow), "digits"]
+)  # one fixed tokenizer by default: the same store-and-reuse path
 def test_fixed_tokenizers_are_stored(capsys, tmp_path, kind):
     if kind == "digits":
         code, _, err = _cli(capsys, "train", "--config", "experiments/smoke.py", "--workdir", str(tmp_path / "run"),
@@ -103,6 +105,7 @@ def test_fixed_tokenizers_are_stored(capsys, tmp_path, kind):
     assert loaded is not None and loaded.kind == kind
 
 
+@pytest.mark.slow  # ~14 s; the char-alphabet test above covers the refusal by default
 def test_hf_tokenizer_file_change_refused_and_stored_copy_used(capsys, tmp_path):
     _write_data(tmp_path)
     words = [*sorted(set(TEXT.replace(".", " ").split()) | set(TEST.replace(".", " ").split())), "."]
@@ -118,6 +121,7 @@ def test_hf_tokenizer_file_change_refused_and_stored_copy_used(capsys, tmp_path)
     assert _evaluate(capsys, tmp_path) == pytest.approx(before, rel=1e-6)
 
 
+@pytest.mark.slow  # ~15 s; the hf-tokenizer test above takes the same stored-file path by default
 def test_sentencepiece_model_is_stored_and_used_when_the_cache_is_gone(capsys, tmp_path):
     _write_data(tmp_path)
     code, _, err = _train(capsys, tmp_path, 2, "--config.data.tokenizer=sentencepiece", "--config.data.vocab_size=300")

@@ -46,6 +46,7 @@ def comparable(records: list[dict]) -> list[dict]:
     return [{k: v for k, v in r.items() if k not in SPEED_KEYS} for r in records]
 
 
+@pytest.mark.slow  # ~28 s; run-to-run determinism is also what the default kill -9 resume test compares bit for bit
 def test_same_command_twice_gives_identical_loss_curves_and_a_complete_workdir(tmp_path):
     a = train("default.py", tmp_path / "a", *SMALL_DEFAULT)
     b = train("default.py", tmp_path / "b", *SMALL_DEFAULT)
@@ -113,6 +114,7 @@ def check_console(run: Run) -> None:
     assert "Finished: eval_loss=" in run.stdout
 
 
+@pytest.mark.slow  # ~28 s; the default kill -9 resume test resumes and compares every step
 def test_resume_from_an_earlier_checkpoint_logs_each_step_once(tmp_path):
     first = train("default.py", tmp_path, *SMALL_DEFAULT)
     # As if the run had died after logging step 30 but before its checkpoint 30 was written:

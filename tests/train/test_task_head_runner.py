@@ -170,6 +170,7 @@ def test_qa_train_export_answer(tmp_path, capsys):
     assert printed == encoder_tasks.answer(str(export), question, context)[0].text
 
 
+@pytest.mark.slow  # ~12 s; the QA run beside it takes the same train-export-answer path by default
 def test_token_classification_train_export_tag(tmp_path, capsys):
     bert = tiny_bert(tmp_path / "bert_tc", "token_classification", num_labels=2)  # the run has 3: a new head
     train = write_jsonl(tmp_path / "train.jsonl", tagged_records(16, seed=3))
