@@ -213,6 +213,7 @@ def test_local_rope_base_changes_only_the_local_layers():
     np.testing.assert_allclose(logits(**all_global), logits(sliding_window_layers=()), rtol=1e-6, atol=1e-6)
 
 
+@pytest.mark.slow  # ~15 s; Gemma 3 scanned logits match transformers by default (tests/hf)
 def test_gemma3_scanned_equals_unrolled_and_compiles_flat_in_depth():
     config = tiny_gemma3()
     tokens = jnp.asarray(RNG.randint(0, config.vocab_size, (2, 12)), jnp.int32)

@@ -109,6 +109,7 @@ def logits(config, params, tokens, **kwargs):
     return np.asarray(models.build(config).apply({"params": params}, jnp.asarray(tokens), **kwargs))
 
 
+@pytest.mark.slow  # ~12 s; Qwen3 (qk_norm) logits match transformers by default (tests/hf)
 def test_qk_norm_normalises_each_head_before_rope():
     """qk_norm: q/k scaled to unit RMS per head (scale [H]), so scaling a head's projection changes nothing."""
     config = TINY.replace(qk_norm=True, norm_eps=1e-12)

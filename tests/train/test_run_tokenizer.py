@@ -90,9 +90,8 @@ def test_char_alphabet_change_refused_on_resume_and_evaluate_keeps_stored(capsys
     assert _evaluate(capsys, tmp_path) == pytest.approx(before, rel=1e-6)  # the stored alphabet, not the new one
 
 
-@pytest.mark.parametrize(
-    "kind", [pytest.param("byte", marks=pytest.mark.slow), "digits"]
-)  # one fixed tokenizer by default: the same store-and-reuse path
+@pytest.mark.slow  # ~20 s each; the char-alphabet test above stores and reuses a tokenizer by default
+@pytest.mark.parametrize("kind", ["byte", "digits"])
 def test_fixed_tokenizers_are_stored(capsys, tmp_path, kind):
     if kind == "digits":
         code, _, err = _cli(capsys, "train", "--config", "experiments/smoke.py", "--workdir", str(tmp_path / "run"),
