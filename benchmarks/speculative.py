@@ -220,6 +220,14 @@ def print_report(results: dict[str, Any]) -> None:
     print("ratios: " + ", ".join(f"{k} {v}x" for k, v in results["ratios"].items()))
 
 
+def target_shape_of(text: str) -> dict[str, int]:
+    """`--target LAYERSxWIDTH` -> {num_layers, d_model, num_heads = width / 64, d_ff = 4 x width}."""
+    layers, _, width = text.partition("x")
+    if not (layers.isdigit() and width.isdigit() and int(layers) > 0 and int(width) > 0 and int(width) % 64 == 0):
+        raise argparse.ArgumentTypeError(f"{text!r}: expected LAYERSxWIDTH, e.g. 8x512, with WIDTH a multiple of 64")
+    return {"num_layers": int(layers), "d_model": int(width), "num_heads": int(width) // 64, "d_ff": 4 * int(width)}
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/jaxformer-speculative"), help="runs trained here")
@@ -232,6 +240,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument(
         "--target",
+        type=target_shape_of,
         metavar="LAYERSxWIDTH",
         help="target shape instead of 6x256, e.g. 8x512 (heads = width / 64, feed-forward 4 x width)",
     )
@@ -239,18 +248,11 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if not (args.data / "input.txt").is_file():
         parser.exit(2, f"error: {args.data / 'input.txt'} not found; pass --data DIR (tinyshakespeare's input.txt)\n")
-    target_shape = None
-    if args.target:
-        layers, _, width = args.target.partition("x")
-        if not (layers.isdigit() and width.isdigit() and int(width) % 64 == 0):
-            parser.exit(2, f"error: --target {args.target}: expected LAYERSxWIDTH with WIDTH a multiple of 64\n")
-        target_shape = {"num_layers": int(layers), "d_model": int(width), "num_heads": int(width) // 64}
-        target_shape["d_ff"] = 4 * int(width)
     results = run(
         args.workdir,
         args.data,
         tuple(args.steps),
-        target_shape=target_shape,
+        target_shape=args.target,
         block=args.block,
         batch=args.batch,
         new_tokens=args.new_tokens,

@@ -120,7 +120,7 @@ def test_hf_tokenizer_file_change_refused_and_stored_copy_used(capsys, tmp_path)
     assert _evaluate(capsys, tmp_path) == pytest.approx(before, rel=1e-6)
 
 
-@pytest.mark.slow  # ~15 s; the hf-tokenizer test above takes the same stored-file path by default
+@pytest.mark.slow  # ~15 s; the char-alphabet test above stores and reuses a tokenizer by default
 def test_sentencepiece_model_is_stored_and_used_when_the_cache_is_gone(capsys, tmp_path):
     _write_data(tmp_path)
     code, _, err = _train(capsys, tmp_path, 2, "--config.data.tokenizer=sentencepiece", "--config.data.vocab_size=300")
