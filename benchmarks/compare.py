@@ -21,7 +21,8 @@ flash kernel), and MFU uses the GPU's published peak (`common.ACCELERATOR_PEAKS`
   unrolled, the default config) vs
   `GPT2LMHeadModel.generate(do_sample=False)` (KV cache), fp32, the SAME weights (jaxformer's
   params written with `jaxformer.hf.save`, loaded with `from_pretrained`), a random 16-token
-  prompt, batch 1 and 16, all new tokens generated (no EOS). Reports how many tokens agree.
+  prompt (`--prompt-len`), batch 1 and 16, all new tokens generated (no EOS). Reports how many
+  tokens agree.
 
 Every comparison alternates the two sides' repetitions (A B A B ...) after a warm-up and takes
 medians, so background load hits both alike. torch runs at its default thread count and at 1
@@ -153,12 +154,13 @@ def compare_decoding(
     new_tokens: int,
     repeats: int,
     sampling: dict[str, Any] | None = None,
+    prompt_len: int = PROMPT_LEN,
 ) -> list[dict[str, Any]]:
     """Cached decoding, same weights on both sides, fp32; new tokens/s per batch size. Greedy, or sampling
     with `sampling` = {temperature, top_k, top_p} on both sides (then the tokens are not compared)."""
     config = bench_config(**model_shape(shape))
-    if PROMPT_LEN + new_tokens > config.max_len:
-        config = config.replace(max_len=PROMPT_LEN + new_tokens)
+    if prompt_len + new_tokens > config.max_len:
+        config = config.replace(max_len=prompt_len + new_tokens)
     params = models.init_params(config, jax.random.PRNGKey(1))
     model = torch_gpt2(config, params).eval()
     options: dict[str, Any] = {"max_new_tokens": new_tokens}
@@ -166,7 +168,7 @@ def compare_decoding(
         options.update(method="sample", seed=0, **sampling)
     rows = []
     for batch in batches:
-        prompts = np.random.default_rng(batch).integers(1, config.vocab_size, (batch, PROMPT_LEN)).astype(np.int32)
+        prompts = np.random.default_rng(batch).integers(1, config.vocab_size, (batch, prompt_len)).astype(np.int32)
         ours = decoding.generate(config, params, prompts, **options)  # compiles
         theirs = torch_generate(model, prompts, new_tokens, sampling)
         contenders: dict[str, Callable[[], Any]] = {
@@ -174,7 +176,7 @@ def compare_decoding(
             **peer_contenders(functools.partial(torch_generate, model, prompts, new_tokens, sampling)),
         }
         times = interleaved(contenders, repeats)
-        row: dict[str, Any] = {"batch": batch, "prompt_len": PROMPT_LEN, "new_tokens": new_tokens}
+        row: dict[str, Any] = {"batch": batch, "prompt_len": prompt_len, "new_tokens": new_tokens}
         row["sampling"] = sampling
         for name, t in times.items():
             row[name] = {
@@ -243,6 +245,7 @@ def run(
     scan: bool = True,
     probe_size: int = 2048,
     dtypes: tuple[str, ...] = DTYPES,
+    prompt_len: int = PROMPT_LEN,
 ) -> dict[str, Any]:
     """The whole comparison as one JSON-ready dict (see the module docstring)."""
     results: dict[str, Any] = {"machine": machine(), "shape": dict(shape), "repeats": repeats, "training": []}
@@ -250,7 +253,9 @@ def run(
     if "train" in parts:
         for dtype in dtypes:
             results["training"].append(compare_training(shape, dtype, repeats, scan))
-    results["decoding"] = compare_decoding(shape, batches, new_tokens, repeats) if "decode" in parts else []
+    results["decoding"] = (
+        compare_decoding(shape, batches, new_tokens, repeats, prompt_len=prompt_len) if "decode" in parts else []
+    )
     add_mfu(results, shape, results["matmul_peak_flops"])
     ratios = {f"train {SHORT[row['dtype']]}": row["ratio"] for row in results["training"]}
     ratios.update({f"decode b{row['batch']}": row["ratio"] for row in results["decoding"]})
@@ -274,6 +279,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repeats", type=int, help="timed rounds per comparison (default 5; 3 with --quick)")
     parser.add_argument("--new-tokens", type=int, help="new tokens per decode (default 128; 32 with --quick)")
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 16], help="decoding batch sizes")
+    parser.add_argument("--prompt-len", type=int, default=PROMPT_LEN, help="prompt tokens per row (default 16)")
     parser.add_argument("--parts", nargs="+", choices=["train", "decode"], default=["train", "decode"])
     parser.add_argument("--unrolled", action="store_true", help="train with scan_layers=False (default: scanned)")
     parser.add_argument(
@@ -285,6 +291,8 @@ def main(argv: list[str] | None = None) -> None:
         "runs at ~1 GFLOP/s and one bf16 step takes minutes)",
     )
     args = parser.parse_args(argv)
+    if args.prompt_len < 1:
+        parser.error(f"--prompt-len must be at least 1, got {args.prompt_len}")
     missing = [name for name in ("torch", "transformers") if importlib.util.find_spec(name) is None]
     if missing:
         parser.exit(2, f"error: benchmarks.compare needs {' and '.join(missing)}: pip install -e '.[test]'\n")
@@ -294,7 +302,14 @@ def main(argv: list[str] | None = None) -> None:
     repeats = args.repeats or (3 if args.quick else 5)
     new_tokens = args.new_tokens or (32 if args.quick else 128)
     results = run(
-        shape, repeats, new_tokens, args.batches, args.parts, scan=not args.unrolled, dtypes=tuple(args.dtypes)
+        shape,
+        repeats,
+        new_tokens,
+        args.batches,
+        args.parts,
+        scan=not args.unrolled,
+        dtypes=tuple(args.dtypes),
+        prompt_len=args.prompt_len,
     )
     print_report(results)
     if args.json:

@@ -109,7 +109,12 @@ def prefill_decoder_only(
     cache = init_cache(config, batch, cache_length)
     model = models.build(config, decode=True)
     logits, updates = model.apply(
-        {"params": params, "cache": cache}, tokens, positions=positions, valid=valid, mutable=["cache"]
+        {"params": params, "cache": cache},
+        tokens,
+        positions=positions,
+        valid=valid,
+        logits_to_keep=1,  # the head over the last position only: the rest are never read
+        mutable=["cache"],
     )
     next_positions = positions[:, -1] + 1  # the last column is real for every row (left padding)
     return DecodeState(

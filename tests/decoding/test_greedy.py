@@ -27,7 +27,8 @@ from support.decoding_reference import (
 from benchmarks.profile_decode import compiled_generate_text
 from benchmarks.profile_step import hlo_computations
 from jaxformer import decoding, models
-from jaxformer.decoding.steps import Stepper
+from jaxformer.decoding.steps import Stepper, prefill_decoder_only
+from jaxformer.errors import InputError
 
 DECODER_ONLY = [("tiny-gpt2", False), ("tiny-llama", False), ("tiny-llama", True)]
 ENCODER_DECODER = [("tiny-transformer", False), ("tiny-t5", False), ("tiny-t5", True)]
@@ -123,3 +124,48 @@ def test_decoding_loop_updates_the_kv_cache_in_place_on_cpu():
     body = loop_body_lines(hlo)
     assert any(re.search(rf"= {cache_shape} fusion\(", line) for line in body), "no cache update found in the loop"
     assert [line for line in body if re.search(rf"= {cache_shape} copy\(", line)] == []
+
+
+@pytest.mark.parametrize("keep", [1, 3])
+def test_logits_to_keep_gives_the_last_positions_logits(keep):
+    """`logits_to_keep=n` (transformers' name) == the last n positions of the full logits, with and without the cache."""
+    config, params = model_and_params("tiny-llama")
+    tokens = jnp.asarray([[5, 6, 7, 8, 9], [10, 11, 12, 13, 14]], jnp.int32)
+    full = models.build(config).apply({"params": params}, tokens)  # [B, T, V]
+    kept = models.build(config).apply({"params": params}, tokens, logits_to_keep=keep)
+    assert kept.shape == (2, keep, config.vocab_size)
+    np.testing.assert_allclose(kept, full[:, -keep:], rtol=1e-5, atol=1e-5)
+    model = models.build(config, decode=True)
+    cache = decoding.init_cache(config, 2, tokens.shape[1])
+    cached, _ = model.apply({"params": params, "cache": cache}, tokens, logits_to_keep=keep, mutable=["cache"])
+    np.testing.assert_allclose(cached, full[:, -keep:], rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("bad", [0, -1, 1.5, True])
+def test_logits_to_keep_rejects_what_is_not_a_positive_int(bad):
+    config, params = model_and_params("tiny-gpt2")
+    with pytest.raises(InputError, match="logits_to_keep must be a positive int"):
+        models.build(config).apply({"params": params}, jnp.ones((1, 4), jnp.int32), logits_to_keep=bad)
+
+
+def test_prefill_applies_the_lm_head_to_the_last_position_only():
+    """The prefill's compiled program holds no [B, P, V] logits: the head runs on [B, 1, D] (B*P rows before)."""
+    config, params = model_and_params("tiny-gpt2")
+    tokens, valid = decoding.pack_prompts(PROMPTS)
+    positions = decoding.positions_from_valid(valid)
+    length = tokens.shape[1] + 2
+
+    def prefill(params, tokens, valid, positions):  # DecodeState is not a pytree: return its arrays
+        state = prefill_decoder_only(config, params, tokens, valid, positions, length)
+        return state.logits, state.cache
+
+    hlo = jax.jit(prefill).lower(params, tokens, valid, positions).compile().as_text()
+    vocab = config.vocab_size
+    rows = [
+        int(np.prod([int(d) for d in dims.split(",") if d])) for dims in re.findall(rf"f32\[([\d,]*),{vocab}\]", hlo)
+    ]
+    assert rows, "no [..., V] array in the prefill"
+    assert max(rows) == len(PROMPTS), f"logits for {max(rows)} rows computed, {len(PROMPTS)} needed"
+    logits, _ = jax.jit(prefill)(params, tokens, valid, positions)
+    full = models.build(config).apply({"params": params}, tokens, positions=positions, valid=valid)
+    np.testing.assert_allclose(logits, full[:, -1], rtol=1e-4, atol=1e-4)
