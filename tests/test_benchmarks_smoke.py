@@ -46,6 +46,13 @@ def test_compare_reports_ratios_for_training_and_decoding():
     assert all(positive(p) for peaks in results["matmul_peak_flops"].values() for p in peaks.values())
 
 
+@pytest.mark.slow  # ~8 s: decodes on both sides
+def test_compare_decodes_prompts_of_the_requested_length():
+    rows = compare.compare_decoding(dict(TINY), batches=[2], new_tokens=3, repeats=1, prompt_len=11)
+    assert [(row["batch"], row["prompt_len"], row["new_tokens"]) for row in rows] == [(2, 11, 3)]
+    assert rows[0]["same_tokens"] == 1.0  # greedy, same weights, fp32, the longer prompt on both sides
+
+
 @pytest.mark.slow  # over 20 s on 2 cores; run in the full suite (-m slow)
 def test_sampling_speed_times_every_setting_on_both_sides(capsys):
     results = sampling_speed.run(dict(TINY), batches=[2], new_tokens=4, repeats=1)
