@@ -18,24 +18,31 @@ wall time, not here. Medians and means of wall time: on a shared machine compare
 from __future__ import annotations
 
 import argparse
+import contextlib
 import statistics
 import tempfile
 import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import jax
 
-from benchmarks.baby_train import EXPERIMENT
 from jaxformer import experiment
 from jaxformer.data import build_pipeline
+from jaxformer.distributed import set_cpu_device_count
 from jaxformer.train.loop import model_config_for
 from jaxformer.train.optim import make_optimizer
 from jaxformer.train.runtime import check_parallelism, make_runtime
 
+EXPERIMENT = Path(__file__).resolve().parents[1] / "experiments" / "shakespeare_baby.py"
 
-def split(overrides: list[str], steps: int) -> dict[str, Any]:
-    """{"fixed_step_ms", "fed_step_ms", "fetch_ms"} for the experiment with `overrides`."""
+
+@contextlib.contextmanager
+def baby_runtime(overrides: list[str]) -> Iterator[tuple[Any, Any, Iterator[Any]]]:
+    """(runtime, initial state, train batches) of the experiment, built as `train_and_evaluate` builds them."""
     exp = experiment.validate(experiment.load(EXPERIMENT, ["train.progress=False", *overrides]))
+    set_cpu_device_count(exp.mesh.cpu_devices)  # before the first device use, as `jaxformer train` does
     sizes = check_parallelism(exp, exp.model)
     with tempfile.TemporaryDirectory() as workdir:
         pipeline = build_pipeline(
@@ -50,8 +57,27 @@ def split(overrides: list[str], steps: int) -> dict[str, Any]:
         model_config = model_config_for(exp, pipeline.vocab_size, pipeline.num_classes)
         tx, schedule = make_optimizer(exp.train, model_config.d_model)
         runtime = make_runtime(exp, model_config, tx, schedule, sizes)
-        state = runtime.init_state(jax.random.PRNGKey(exp.seed))
-        batches = pipeline.train_batches()
+        yield runtime, runtime.init_state(jax.random.PRNGKey(exp.seed)), pipeline.train_batches()
+
+
+def fed_steps(runtime: Any, state: Any, batches: Iterator[Any]) -> Callable[[int], float]:
+    """A function running n steps as the training loop does (fetch, put, dispatch; waited for at the end):
+    returns their mean seconds per step. It carries the train state from call to call."""
+    carry = {"state": state}
+
+    def run(n: int) -> float:
+        begin = time.perf_counter()
+        for _ in range(n):
+            carry["state"], metrics = runtime.train_step(carry["state"], runtime.put_batch(next(batches)))
+        jax.block_until_ready(metrics)
+        return (time.perf_counter() - begin) / n
+
+    return run
+
+
+def split(overrides: list[str], steps: int) -> dict[str, Any]:
+    """{"fixed_step_ms", "fed_step_ms", "fetch_ms"} for the experiment with `overrides`."""
+    with baby_runtime(overrides) as (runtime, state, batches):
         fixed = runtime.put_batch(jax.device_put(next(batches)))
         for _ in range(5):  # compile and warm up
             state, metrics = runtime.train_step(state, fixed)
@@ -62,11 +88,7 @@ def split(overrides: list[str], steps: int) -> dict[str, Any]:
             state, metrics = runtime.train_step(state, fixed)
             jax.block_until_ready(metrics)
             synced.append(time.perf_counter() - begin)
-        begin = time.perf_counter()
-        for _ in range(steps):
-            state, metrics = runtime.train_step(state, runtime.put_batch(next(batches)))
-        jax.block_until_ready(metrics)
-        fed = (time.perf_counter() - begin) / steps
+        fed = fed_steps(runtime, state, batches)(steps)
         begin = time.perf_counter()
         for _ in range(steps):
             next(batches)

@@ -15,6 +15,10 @@
   of the same text; each step timed to completion, median after a warm-up. Run at torch's default
   thread count and at 1 thread (`common.torch_thread_counts`: on a loaded machine torch's OpenMP
   regions stall); the ratio uses the faster, the JSON keeps both.
+* alternating: both loops' steps again, in alternating rounds (20 jaxformer steps as its training
+  loop runs them, then 20 torch steps, 8 times; medians over rounds). The two rows above run one
+  after the other, minutes apart; on a machine whose speed drifts (a shared VM) this row is the
+  side-by-side ratio.
 * nanoGPT: not installable from a package registry, so its figure is quoted from issue 23
   (measured there, not here): NANOGPT below.
 """
@@ -28,16 +32,18 @@ import statistics
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from benchmarks.common import machine, save_json, torch_thread_counts
+from benchmarks.baby_step_split import EXPERIMENT, baby_runtime, fed_steps
+from benchmarks.common import StealMeter, machine, save_json, torch_thread_counts
 from jaxformer import experiment
+from jaxformer.distributed import set_cpu_device_count
 from jaxformer.train.loop import train_and_evaluate
 
-EXPERIMENT = Path(__file__).resolve().parents[1] / "experiments" / "shakespeare_baby.py"
 TARGET_LOSS = 1.886
 NANOGPT = {
     "source": "issue 23 (quoted, not re-measured here)",
@@ -113,10 +119,9 @@ def run_jaxformer(overrides: list[str], workdir: Path) -> dict[str, Any]:
     }
 
 
-def run_torch(
-    exp: experiment.Experiment, text_ids: np.ndarray, steps: int, threads: int, warmup: int = 10
-) -> dict[str, Any]:
-    """A plain PyTorch loop over GPT2LMHeadModel of the experiment's shape; per-step wall times."""
+def torch_loop(exp: experiment.Experiment, text_ids: np.ndarray, threads: int) -> Callable[[], tuple[float, float]]:
+    """A plain PyTorch loop over GPT2LMHeadModel of the experiment's shape: a function running one step
+    (batch, forward, backward, clip, AdamW, schedule) and returning (wall seconds, loss)."""
     import torch
     import transformers
 
@@ -144,8 +149,9 @@ def run_torch(
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
     data = torch.from_numpy(text_ids.astype(np.int64))
     generator = torch.Generator().manual_seed(0)
-    times, losses = [], []
-    for _ in range(steps + warmup):
+
+    def step() -> tuple[float, float]:
+        torch.set_num_threads(threads)  # another loop of this process may have changed it
         begin = time.perf_counter()
         starts = torch.randint(len(data) - block - 1, (t.batch_size,), generator=generator)
         x = torch.stack([data[s : s + block] for s in starts])
@@ -157,14 +163,55 @@ def run_torch(
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         scheduler.step()
-        losses.append(float(loss.detach()))
-        times.append(time.perf_counter() - begin)
+        value = float(loss.detach())
+        return time.perf_counter() - begin, value
+
+    return step
+
+
+def run_torch(
+    exp: experiment.Experiment, text_ids: np.ndarray, steps: int, threads: int, warmup: int = 10
+) -> dict[str, Any]:
+    """`torch_loop` for warmup + steps steps; its median step time after the warm-up."""
+    step = torch_loop(exp, text_ids, threads)
+    times, losses = zip(*(step() for _ in range(steps + warmup)), strict=True)
     return {
         "steps_timed": steps,
-        "threads": torch.get_num_threads(),
+        "threads": threads,
         "median_step_ms": round(1000 * statistics.median(times[warmup:]), 2),
         "first_loss": round(losses[0], 4),
         "last_loss": round(losses[-1], 4),
+    }
+
+
+def interleaved_steps(
+    overrides: list[str], text_ids: np.ndarray, threads: int, rounds: int = 8, steps: int = 20
+) -> dict[str, Any]:
+    """Both loops' steps in alternating rounds in this process (jaxformer's as its training loop runs
+    them, from the same experiment and pipeline), so a load that comes and goes hits both alike:
+    the median over rounds of each round's mean step time."""
+    exp = experiment.validate(experiment.load(EXPERIMENT, list(overrides)))
+    torch_step = torch_loop(exp, text_ids, threads)
+    ours: list[float] = []
+    theirs: list[float] = []
+    with baby_runtime(list(overrides)) as (runtime, state, batches):
+        jax_steps = fed_steps(runtime, state, batches)
+        jax_steps(5)  # compile and warm up both
+        for _ in range(5):
+            torch_step()
+        for _ in range(rounds):
+            ours.append(jax_steps(steps))
+            theirs.append(statistics.fmean(torch_step()[0] for _ in range(steps)))
+    jax_ms, torch_ms = 1000 * statistics.median(ours), 1000 * statistics.median(theirs)
+    return {
+        "rounds": rounds,
+        "steps_per_round": steps,
+        "torch_threads": threads,
+        "jaxformer_step_ms": round(jax_ms, 2),
+        "torch_step_ms": round(torch_ms, 2),
+        "speedup_vs_torch_loop": round(torch_ms / jax_ms, 3),
+        "jaxformer_rounds_ms": [round(1000 * v, 2) for v in ours],
+        "torch_rounds_ms": [round(1000 * v, 2) for v in theirs],
     }
 
 
@@ -196,9 +243,12 @@ def summarise(jax_row: dict[str, Any], torch_row: dict[str, Any]) -> dict[str, A
     return ratios
 
 
-def run(overrides: list[str], torch_steps: int, workdir: Path | None = None) -> dict[str, Any]:
+def run(overrides: list[str], torch_steps: int, workdir: Path | None = None, **interleave: int) -> dict[str, Any]:
+    """The whole comparison; `interleave`: rounds / steps of `interleaved_steps`."""
     exp = experiment.validate(experiment.load(EXPERIMENT, list(overrides)))
+    set_cpu_device_count(exp.mesh.cpu_devices)  # before machine() starts JAX, as `jaxformer train` does
     host = machine()
+    steal = StealMeter()
     print(f"CPU: {host['cpu']} ({host['cores']} cores, load {host['load_average_1m']})", flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         jax_row = run_jaxformer(list(overrides), Path(workdir or tmp) / "baby")
@@ -213,15 +263,25 @@ def run(overrides: list[str], torch_steps: int, workdir: Path | None = None) -> 
         print(f"PyTorch loop ({row['threads']} threads): median step {row['median_step_ms']} ms", flush=True)
     torch_row = min(by_threads.values(), key=lambda row: row["median_step_ms"])  # the peer at its better setting
     ratios = summarise(jax_row, torch_row)
+    alternating = interleaved_steps(list(overrides), char_ids(exp), torch_row["threads"], **interleave)
+    print(
+        f"alternating rounds ({alternating['rounds']} x {alternating['steps_per_round']} steps each): jaxformer "
+        f"{alternating['jaxformer_step_ms']} ms, PyTorch loop {alternating['torch_step_ms']} ms per step, "
+        f"{alternating['speedup_vs_torch_loop']}x",
+        flush=True,
+    )
     print(
         f"nanoGPT (quoted, {NANOGPT['machine']}, {NANOGPT['date']}): {NANOGPT['wall_s']} s, "
         f"{NANOGPT['step_ms']} ms/step, val {NANOGPT['val_loss_at_2000']}",
         flush=True,
     )
     print(f"ratios: {json.dumps({k: v for k, v in ratios.items() if k != 'targets'})}", flush=True)
+    host["cpu_steal_percent"] = steal.percent()  # the hypervisor's share of this VM's CPU during the run
+    print(f"CPU time taken by the hypervisor (steal) during the run: {host['cpu_steal_percent']} %", flush=True)
     return {"machine": host, "experiment": str(EXPERIMENT.name), "overrides": list(overrides),
             "jaxformer": jax_row, "torch_loop": torch_row,
-            "torch_loop_by_threads": list(by_threads.values()), "nanogpt": NANOGPT, "ratios": ratios}  # fmt: skip
+            "torch_loop_by_threads": list(by_threads.values()), "alternating": alternating,
+            "nanogpt": NANOGPT, "ratios": ratios}  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> None:

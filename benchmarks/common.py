@@ -290,6 +290,29 @@ def peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
+class StealMeter:
+    """The share of CPU time the hypervisor took from this VM ("steal" in /proc/stat) between
+    `start()` and `percent()`. On a shared VM it comes and goes, and a benchmark whose rows
+    disagree with each other should say how much was taken; None where /proc/stat is absent."""
+
+    def __init__(self) -> None:
+        self.begin = self._read()
+
+    @staticmethod
+    def _read() -> tuple[int, int] | None:
+        stat = Path("/proc/stat")
+        if not stat.exists():
+            return None
+        fields = [int(v) for v in stat.read_text().splitlines()[0].split()[1:9]]  # user .. steal, in ticks
+        return fields[7], sum(fields)
+
+    def percent(self) -> float | None:
+        end = self._read()
+        if self.begin is None or end is None or end[1] == self.begin[1]:
+            return None
+        return round(100.0 * (end[0] - self.begin[0]) / (end[1] - self.begin[1]), 2)
+
+
 MATMUL_ISA_FLAGS = {"avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_int8", "amx_tile"}
 
 

@@ -79,6 +79,7 @@ def cmd_train(args: argparse.Namespace, overrides: list[str]) -> int:
             )
             guard.check()
             exp = experiment.validate(experiment.load(args.config, overrides))
+            distributed.set_cpu_device_count(exp.mesh.cpu_devices)  # before init_from's checkpoint starts JAX
             exp, start, tokenizer = finetune.prepare(exp)  # model.init_from: the checkpoint's model and tokenizer
             guard.check()
             metrics = train_and_evaluate(exp, args.workdir, start, tokenizer)  # its loop takes over a signal meanwhile

@@ -11,10 +11,15 @@ How the processes find each other, first match wins:
   3. a Cloud TPU VM or a SLURM step with several tasks: `jax.distributed.initialize()` with no
      arguments, which reads the TPU metadata / SLURM variables itself,
   4. otherwise one process, nothing to do.
+
+`set_cpu_device_count` is the other setting that must come before JAX starts: how many XLA
+devices the host CPU is split into (`mesh.cpu_devices`).
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import importlib.util
 import os
 import socket
@@ -139,3 +144,39 @@ def maybe_initialize(
         jax.distributed.initialize()
         return "slurm"
     return "single"
+
+
+def set_cpu_device_count(count: int) -> int:
+    """Split the host CPU into `count` XLA devices (`mesh.cpu_devices`); return the CPU devices in effect.
+
+    Why: XLA:CPU runs one device's program as a single chain of kernels, and the small ones
+    (norms, activations, residual adds of a small model) each run on one core. The programs of
+    several CPU devices run at the same time, so a data-parallel mesh over one device per core
+    keeps every core busy (benchmarks/results/PERFORMANCE.md, "one XLA device per core"). The
+    math is the same data-parallel step as on N accelerators.
+
+    Only the CPU platform changes: on a GPU or TPU host the mesh is built over the accelerators
+    and the CPU devices go unused. 0 leaves JAX's default (one CPU device, or what XLA_FLAGS'
+    --xla_force_host_platform_device_count asks for). JAX reads the setting when it first starts
+    a backend; if that already happened with another count, the run goes on with the devices
+    there are and says so (the speed differs; the results agree to rounding).
+    """
+    if count == 0:
+        return jax.local_device_count("cpu")
+    with contextlib.suppress(RuntimeError):  # raised once a backend has started: the CPU devices are fixed
+        jax.config.update("jax_num_cpu_devices", count)
+    have = jax.local_device_count("cpu")
+    if have != count:
+        _warn_not_applied(count, have)
+    return have
+
+
+@functools.cache  # `jaxformer train` and train_and_evaluate both apply the setting: say it once
+def _warn_not_applied(count: int, have: int) -> None:
+    print(
+        f"warning: mesh.cpu_devices={count} not applied: JAX already started in this process with {have} "
+        "CPU device(s); set it before the first JAX operation (jaxformer train does), or start Python with "
+        f"XLA_FLAGS=--xla_force_host_platform_device_count={count}.",
+        file=sys.stderr,
+        flush=True,
+    )

@@ -136,3 +136,15 @@ def test_load_speed_loads_the_whole_checkpoint_on_both_sides(capsys):
     assert run["device0_bytes"] * 8 < 1.5 * size  # each device holds about its eighth
     load_speed.print_report(results)
     assert "s/GB" in capsys.readouterr().out
+
+
+def test_steal_meter_is_the_stolen_share_of_the_ticks_in_between(monkeypatch):
+    from benchmarks.common import StealMeter
+
+    reads = iter([(10, 1000), (30, 2000)])  # (steal ticks, all ticks) at start and at the end
+    monkeypatch.setattr(StealMeter, "_read", staticmethod(lambda: next(reads)))
+    assert StealMeter().percent() == 2.0  # 20 of 1000 ticks
+    monkeypatch.setattr(StealMeter, "_read", staticmethod(lambda: None))  # no /proc/stat
+    assert StealMeter().percent() is None
+    real = StealMeter()  # this machine's /proc/stat, if it has one
+    assert real.percent() is None or 0.0 <= real.percent() <= 100.0

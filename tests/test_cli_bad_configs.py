@@ -79,6 +79,7 @@ CASES = [
     ),
     ("mesh product is not the device count", DEFAULT, ["--config.mesh.data=3"], ["mesh", "data=3", "devices"]),
     ("two -1 mesh axes", DEFAULT, ["--config.mesh.fsdp=-1"], ["mesh", "at most one axis may be -1"]),
+    ("negative cpu_devices", DEFAULT, ["--config.mesh.cpu_devices=-2"], ["mesh.cpu_devices=-2", "non-negative"]),
     (
         "unknown logical axis in the rules",
         DEFAULT,

@@ -20,28 +20,10 @@ from typing import Any
 
 import pytest
 from support.fake_devices import free_port, launch, result_of, run_worker
+from support.tiny_experiment import write_tiny_experiment
 
 from jaxformer import cli, distributed
 from jaxformer.errors import ConfigError
-
-# A tiny synthetic seq2seq experiment: fixed training set without shuffling, so one process and
-# two processes (examples dealt round-robin) build every global batch from the same examples.
-EXPERIMENT = """
-from jaxformer.experiment import base_config
-
-
-def get_config():
-    config = base_config()
-    config.model.update(preset="tiny-transformer", num_layers=1, num_decoder_layers=1)
-    config.data.update(num_train_examples=256, num_eval_examples=32, shuffle=False, prefetch=0)
-    config.train.update(
-        steps=3, batch_size=16, learning_rate=3e-3, schedule="constant", warmup_steps=0,
-        log_every=1, eval_every=0, eval_batches=1, num_samples=0, progress=False,
-    )
-    config.checkpoint.update(every=0, async_save=False)
-    config.mesh.data = 8
-    return config
-"""
 
 
 def finish(process: subprocess.Popen, timeout: float = 300) -> str:
@@ -55,10 +37,9 @@ def records(workdir: Path) -> list[dict[str, Any]]:
 
 
 def test_cli_two_processes_train_like_one_process_with_eight_devices(tmp_path: Path) -> None:
-    config = tmp_path / "tiny_experiment.py"
-    config.write_text(EXPERIMENT)
+    config = write_tiny_experiment(tmp_path)
     port = free_port()
-    train = ["-m", "jaxformer.cli", "train", "--config", str(config), "--workdir"]
+    train = ["-m", "jaxformer.cli", "train", "--config", str(config), "--config.mesh.data=8", "--workdir"]
     joined = ["--coordinator_address", f"127.0.0.1:{port}", "--num_processes", "2", "--process_id"]
     processes = [launch([*train, str(tmp_path / "two"), *joined, str(i)], devices=4) for i in range(2)]
     processes.append(launch([*train, str(tmp_path / "one")], devices=8))

@@ -128,9 +128,17 @@ class MeshConfig:
     data: int = -1  # data-parallel axis size; -1 = the devices left over
     fsdp: int = 1  # fully-sharded data parallel (params and optimizer state split)
     tensor: int = 1  # tensor parallel (heads and MLP units split)
+    # The CPU backend only: split the host into this many XLA devices before JAX starts (JAX's
+    # jax_num_cpu_devices; jaxformer.distributed.set_cpu_device_count). 0 = JAX's default.
+    cpu_devices: int = 0
 
     def __post_init__(self) -> None:
-        sizes = dataclasses.asdict(self)
+        if not isinstance(self.cpu_devices, int) or isinstance(self.cpu_devices, bool) or self.cpu_devices < 0:
+            raise ConfigError(
+                f"mesh.cpu_devices={self.cpu_devices!r} must be a non-negative integer "
+                "(0 keeps JAX's default of one CPU device)."
+            )
+        sizes = {"data": self.data, "fsdp": self.fsdp, "tensor": self.tensor}
         if sum(1 for v in sizes.values() if v == -1) > 1:
             raise ConfigError(f"mesh: at most one axis may be -1, got {sizes}.")
         for name, value in sizes.items():

@@ -18,6 +18,7 @@ from jaxformer.data import build_pipeline, tokenizer_store
 from jaxformer.data.config import HEAD_TASKS
 from jaxformer.data.task_sources import LABELS_FILE, TaskPipeline
 from jaxformer.decoding.evaluate import split_metrics
+from jaxformer.distributed import set_cpu_device_count
 from jaxformer.errors import UserError, os_error_fix
 from jaxformer.experiment import Experiment, check_model_fits_data
 from jaxformer.train import init_from, samples
@@ -63,6 +64,7 @@ def train_and_evaluate(
             f"model.init_from={experiment.init_from!r}: run it with `jaxformer train` or pass the experiment "
             "through jaxformer.hf.finetune.prepare(experiment) first."
         )
+    set_cpu_device_count(experiment.mesh.cpu_devices)  # before the first device use below
     workdir = prepare_workdir(workdir)
     train_cfg = experiment.train
     process_index, process_count = jax.process_index(), jax.process_count()

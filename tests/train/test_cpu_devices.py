@@ -1,0 +1,80 @@
+"""`mesh.cpu_devices`: `jaxformer train` splits the host CPU into N XLA devices and trains data-parallel.
+
+- In a fresh process, `--config.mesh.cpu_devices=2` gives 2 CPU devices (over XLA_FLAGS' count of 1)
+  and a data=2 mesh, and the run logs the losses of the same command on JAX's single device.
+- In a process where JAX has already started, the setting cannot apply: one warning line, and the
+  devices stay as they are (the slow `benchmarks.baby_train` smoke test trains that way in process).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import jax
+from support.fake_devices import launch
+from support.tiny_experiment import write_tiny_experiment
+
+from jaxformer import distributed
+
+# Runs `jaxformer train` in this process, then reports what JAX ended up with.
+DRIVER = """
+import json, sys
+import jax
+from jaxformer import cli
+code = cli.main(["train", *sys.argv[1:]])
+print("RESULT " + json.dumps({"code": code, "devices": jax.device_count(), "cpu": jax.local_device_count("cpu")}))
+"""
+
+
+def finish(process: subprocess.Popen, timeout: float = 300) -> dict[str, Any]:
+    out, err = process.communicate(timeout=timeout)
+    lines = [line for line in out.splitlines() if line.startswith("RESULT ")]
+    assert process.returncode == 0 and lines, f"exit {process.returncode}:\n{err[-4000:]}"
+    return {**json.loads(lines[-1][len("RESULT ") :]), "stderr": err}
+
+
+def losses(workdir: Path) -> list[float]:
+    rows = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+    return [row["loss"] for row in rows if "loss" in row]
+
+
+def test_cpu_devices_splits_the_host_and_trains_like_one_device(tmp_path: Path) -> None:
+    config = write_tiny_experiment(tmp_path)
+    train = ["-c", DRIVER, "--config", str(config), "--workdir"]
+    split = launch([*train, str(tmp_path / "split"), "--config.mesh.cpu_devices=2"], devices=1)
+    single = launch([*train, str(tmp_path / "single")], devices=1)
+    try:
+        got, want = finish(split), finish(single)
+    finally:
+        for process in (split, single):
+            if process.poll() is None:
+                process.kill()
+    assert (got["code"], got["devices"], got["cpu"]) == (0, 2, 2)  # mesh.cpu_devices won over XLA_FLAGS' 1
+    assert (want["code"], want["devices"]) == (0, 1)
+    assert "not applied" not in got["stderr"]
+    split_losses, single_losses = losses(tmp_path / "split"), losses(tmp_path / "single")
+    print(f"losses: 2 CPU devices (data=2) {split_losses}, 1 device {single_losses}")
+    assert len(split_losses) == len(single_losses) == 3
+    assert max(abs(a - b) for a, b in zip(split_losses, single_losses, strict=True)) <= 1e-5
+    saved = json.loads((tmp_path / "split" / "config.json").read_text())
+    assert saved["mesh"]["cpu_devices"] == 2  # the run's config records it
+
+
+def test_cpu_devices_after_jax_started_warns_once_and_keeps_the_devices_there_are(capsys) -> None:
+    have = jax.local_device_count("cpu")  # this test process started JAX long ago
+    # `jaxformer train` applies the setting, then train_and_evaluate does again: one warning.
+    assert [distributed.set_cpu_device_count(have + 1) for _ in range(2)] == [have, have]
+    assert jax.local_device_count("cpu") == have
+    warnings = capsys.readouterr().err.splitlines()
+    assert len(warnings) == 1, warnings
+    assert f"mesh.cpu_devices={have + 1} not applied" in warnings[0] and f"with {have} CPU device" in warnings[0]
+    assert f"--xla_force_host_platform_device_count={have + 1}" in warnings[0]
+
+
+def test_cpu_devices_zero_leaves_jax_alone(capsys) -> None:
+    assert distributed.set_cpu_device_count(0) == jax.local_device_count("cpu")
+    assert distributed.set_cpu_device_count(jax.local_device_count("cpu")) == jax.local_device_count("cpu")
+    assert capsys.readouterr().err == ""
