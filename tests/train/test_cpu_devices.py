@@ -1,7 +1,7 @@
 """`mesh.cpu_devices`: `jaxformer train` splits the host CPU into N XLA devices and trains data-parallel.
 
 - In a fresh process, `--config.mesh.cpu_devices=2` gives 2 CPU devices (over XLA_FLAGS' count of 1)
-  and a data=2 mesh, and the run logs the losses of the same command on JAX's single device.
+  and a data=2 mesh; (slow) the run logs the losses of the same command on JAX's single device.
 - In a process where JAX has already started, the setting cannot apply: one warning line, and the
   devices stay as they are (the slow `benchmarks.baby_train` smoke test trains that way in process).
 """
@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import jax
+import pytest
 from support.fake_devices import launch
 from support.tiny_experiment import write_tiny_experiment
 
@@ -41,26 +42,39 @@ def losses(workdir: Path) -> list[float]:
     return [row["loss"] for row in rows if "loss" in row]
 
 
-def test_cpu_devices_splits_the_host_and_trains_like_one_device(tmp_path: Path) -> None:
+def train_in_subprocesses(tmp_path: Path, runs: dict[str, list[str]]) -> dict[str, dict[str, Any]]:
+    """`jaxformer train` of the tiny experiment once per run (name -> extra flags), each in its own process
+    with XLA_FLAGS' device count 1, all at once; their RESULT lines."""
     config = write_tiny_experiment(tmp_path)
-    train = ["-c", DRIVER, "--config", str(config), "--workdir"]
-    split = launch([*train, str(tmp_path / "split"), "--config.mesh.cpu_devices=2"], devices=1)
-    single = launch([*train, str(tmp_path / "single")], devices=1)
+    processes = {
+        name: launch(["-c", DRIVER, "--config", str(config), "--workdir", str(tmp_path / name), *flags], devices=1)
+        for name, flags in runs.items()
+    }
     try:
-        got, want = finish(split), finish(single)
+        return {name: finish(process) for name, process in processes.items()}
     finally:
-        for process in (split, single):
+        for process in processes.values():
             if process.poll() is None:
                 process.kill()
+
+
+def test_cpu_devices_splits_the_host_before_jax_starts(tmp_path: Path) -> None:
+    got = train_in_subprocesses(tmp_path, {"split": ["--config.mesh.cpu_devices=2"]})["split"]
     assert (got["code"], got["devices"], got["cpu"]) == (0, 2, 2)  # mesh.cpu_devices won over XLA_FLAGS' 1
-    assert (want["code"], want["devices"]) == (0, 1)
     assert "not applied" not in got["stderr"]
+    assert len(losses(tmp_path / "split")) == 3
+    saved = json.loads((tmp_path / "split" / "config.json").read_text())
+    assert saved["mesh"]["cpu_devices"] == 2  # the run's config records it
+
+
+@pytest.mark.slow  # the data-parallel step itself is checked against one device in tests/test_sharding.py
+def test_cpu_devices_run_logs_the_losses_of_one_device(tmp_path: Path) -> None:
+    got = train_in_subprocesses(tmp_path, {"split": ["--config.mesh.cpu_devices=2"], "single": []})
+    assert (got["split"]["devices"], got["single"]["devices"]) == (2, 1)
     split_losses, single_losses = losses(tmp_path / "split"), losses(tmp_path / "single")
     print(f"losses: 2 CPU devices (data=2) {split_losses}, 1 device {single_losses}")
     assert len(split_losses) == len(single_losses) == 3
     assert max(abs(a - b) for a, b in zip(split_losses, single_losses, strict=True)) <= 1e-5
-    saved = json.loads((tmp_path / "split" / "config.json").read_text())
-    assert saved["mesh"]["cpu_devices"] == 2  # the run's config records it
 
 
 def test_cpu_devices_after_jax_started_warns_once_and_keeps_the_devices_there_are(capsys) -> None:
