@@ -146,8 +146,9 @@ def maybe_initialize(
     return "single"
 
 
-def set_cpu_device_count(count: int) -> int:
-    """Split the host CPU into `count` XLA devices (`mesh.cpu_devices`); return the CPU devices in effect.
+def set_cpu_device_count(count: int) -> int | None:
+    """Split the host CPU into `count` XLA devices (`mesh.cpu_devices`); return the CPU devices in effect
+    (None: nothing asked, count 0, or no CPU backend, as under JAX_PLATFORMS=cuda).
 
     Why: XLA:CPU runs one device's program as a single chain of kernels, and the small ones
     (norms, activations, residual adds of a small model) each run on one core. The programs of
@@ -156,16 +157,19 @@ def set_cpu_device_count(count: int) -> int:
     math is the same data-parallel step as on N accelerators.
 
     Only the CPU platform changes: on a GPU or TPU host the mesh is built over the accelerators
-    and the CPU devices go unused. 0 leaves JAX's default (one CPU device, or what XLA_FLAGS'
+    and the CPU devices go unused. 0 leaves JAX alone (one CPU device, or what XLA_FLAGS'
     --xla_force_host_platform_device_count asks for). JAX reads the setting when it first starts
     a backend; if that already happened with another count, the run goes on with the devices
     there are and says so (the speed differs; the results agree to rounding).
     """
     if count == 0:
-        return jax.local_device_count("cpu")
+        return None
     with contextlib.suppress(RuntimeError):  # raised once a backend has started: the CPU devices are fixed
         jax.config.update("jax_num_cpu_devices", count)
-    have = jax.local_device_count("cpu")
+    try:
+        have = jax.local_device_count("cpu")
+    except RuntimeError:  # JAX_PLATFORMS leaves the CPU out: there is nothing to split
+        return None
     if have != count:
         _warn_not_applied(count, have)
     return have

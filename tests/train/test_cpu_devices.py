@@ -88,7 +88,22 @@ def test_cpu_devices_after_jax_started_warns_once_and_keeps_the_devices_there_ar
     assert f"--xla_force_host_platform_device_count={have + 1}" in warnings[0]
 
 
-def test_cpu_devices_zero_leaves_jax_alone(capsys) -> None:
-    assert distributed.set_cpu_device_count(0) == jax.local_device_count("cpu")
-    assert distributed.set_cpu_device_count(jax.local_device_count("cpu")) == jax.local_device_count("cpu")
+def test_cpu_devices_zero_leaves_jax_alone(monkeypatch, capsys) -> None:
+    have = jax.local_device_count("cpu")
+    assert distributed.set_cpu_device_count(have) == have  # already so: nothing to say
+
+    def asked(*_: Any) -> int:
+        raise AssertionError("mesh.cpu_devices=0 must not start or query a JAX backend")
+
+    monkeypatch.setattr(distributed.jax, "local_device_count", asked)
+    assert distributed.set_cpu_device_count(0) is None  # e.g. a TPU host under JAX_PLATFORMS=tpu
+    assert capsys.readouterr().err == ""
+
+
+def test_cpu_devices_without_a_cpu_backend_is_a_no_op(monkeypatch, capsys) -> None:
+    def no_cpu(backend=None):  # what JAX raises under JAX_PLATFORMS=cuda
+        raise RuntimeError(f"Unknown backend {backend}")
+
+    monkeypatch.setattr(distributed.jax, "local_device_count", no_cpu)
+    assert distributed.set_cpu_device_count(2) is None
     assert capsys.readouterr().err == ""
