@@ -185,12 +185,16 @@ def run_torch(
 
 
 def interleaved_steps(
-    overrides: list[str], text_ids: np.ndarray, threads: int, rounds: int = 8, steps: int = 20
+    exp: experiment.Experiment,
+    overrides: list[str],
+    text_ids: np.ndarray,
+    threads: int,
+    rounds: int = 8,
+    steps: int = 20,
 ) -> dict[str, Any]:
     """Both loops' steps in alternating rounds in this process (jaxformer's as its training loop runs
     them, from the same experiment and pipeline), so a load that comes and goes hits both alike:
-    the median over rounds of each round's mean step time."""
-    exp = experiment.validate(experiment.load(EXPERIMENT, list(overrides)))
+    the median over rounds of each round's mean step time. `exp`: the experiment with `overrides`."""
     torch_step = torch_loop(exp, text_ids, threads)
     ours: list[float] = []
     theirs: list[float] = []
@@ -263,7 +267,7 @@ def run(overrides: list[str], torch_steps: int, workdir: Path | None = None, **i
         print(f"PyTorch loop ({row['threads']} threads): median step {row['median_step_ms']} ms", flush=True)
     torch_row = min(by_threads.values(), key=lambda row: row["median_step_ms"])  # the peer at its better setting
     ratios = summarise(jax_row, torch_row)
-    alternating = interleaved_steps(list(overrides), char_ids(exp), torch_row["threads"], **interleave)
+    alternating = interleaved_steps(exp, list(overrides), char_ids(exp), torch_row["threads"], **interleave)
     print(
         f"alternating rounds ({alternating['rounds']} x {alternating['steps_per_round']} steps each): jaxformer "
         f"{alternating['jaxformer_step_ms']} ms, PyTorch loop {alternating['torch_step_ms']} ms per step, "

@@ -291,8 +291,8 @@ def peak_rss_mib() -> float:
 
 
 class StealMeter:
-    """The share of CPU time the hypervisor took from this VM ("steal" in /proc/stat) between
-    `start()` and `percent()`. On a shared VM it comes and goes, and a benchmark whose rows
+    """The share of CPU time the hypervisor took from this VM ("steal" in /proc/stat) between the
+    meter's creation and `percent()`. On a shared VM it comes and goes, and a benchmark whose rows
     disagree with each other should say how much was taken; None where /proc/stat is absent."""
 
     def __init__(self) -> None:

@@ -9,13 +9,12 @@
 from __future__ import annotations
 
 import json
-import subprocess
 from pathlib import Path
 from typing import Any
 
 import jax
 import pytest
-from support.fake_devices import launch
+from support.fake_devices import launch, result_of
 from support.tiny_experiment import write_tiny_experiment
 
 from jaxformer import distributed
@@ -28,13 +27,6 @@ from jaxformer import cli
 code = cli.main(["train", *sys.argv[1:]])
 print("RESULT " + json.dumps({"code": code, "devices": jax.device_count(), "cpu": jax.local_device_count("cpu")}))
 """
-
-
-def finish(process: subprocess.Popen, timeout: float = 300) -> dict[str, Any]:
-    out, err = process.communicate(timeout=timeout)
-    lines = [line for line in out.splitlines() if line.startswith("RESULT ")]
-    assert process.returncode == 0 and lines, f"exit {process.returncode}:\n{err[-4000:]}"
-    return {**json.loads(lines[-1][len("RESULT ") :]), "stderr": err}
 
 
 def losses(workdir: Path) -> list[float]:
@@ -51,7 +43,7 @@ def train_in_subprocesses(tmp_path: Path, runs: dict[str, list[str]]) -> dict[st
         for name, flags in runs.items()
     }
     try:
-        return {name: finish(process) for name, process in processes.items()}
+        return {name: result_of(process, keep_stderr=True) for name, process in processes.items()}
     finally:
         for process in processes.values():
             if process.poll() is None:
